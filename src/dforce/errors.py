@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Every error a user can cause (bad file, bad config value, bad shape, corrupt checkpoint) is raised as a
+subclass of :class:`DforceError` with one sentence that names *what* is wrong and *where* (file, key,
+argument). The CLI catches ``DforceError`` and prints ``error: <message>`` with exit code 2 and no
+traceback; library callers get an ordinary exception (also a ``ValueError``) they can catch.
+"""
+
+from __future__ import annotations
+
+
+class DforceError(ValueError):
+    """Base class for errors caused by user input (exit code 2 in the CLI)."""
+
+
+class ConfigError(DforceError):
+    """A config key, value, preset or CLI override is invalid."""
+
+
+class DataError(DforceError):
+    """A data file is missing, unreadable or has the wrong content (shape, NaN/inf, too short)."""
+
+
+class CheckpointError(DforceError):
+    """A checkpoint/run directory is missing, corrupt, or does not match the model/config."""
+
+
+class ScheduleError(DforceError):
+    """A scheduling matrix or noise schedule is invalid."""

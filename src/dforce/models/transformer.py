@@ -1,0 +1,188 @@
+"""Causal transformer backbone with per-token noise-level conditioning (adaLN-zero) and a KV cache.
+
+Paper Appendix B.1 / the v1.5 reference: a causal (masked) transformer whose every token carries its own
+noise level. Each block modulates LayerNorm outputs with a per-token (shift, scale, gate) computed from
+the token's level embedding plus its conditioning (DiT's adaLN-zero, Peebles & Xie 2023). Positions use
+rotary embeddings (RoPE, Su et al. 2021), which depend only on relative offsets, so a sliding KV cache
+can drop old tokens without re-indexing.
+
+``absorb`` appends tokens' keys/values to a :class:`KVCache`; ``forward`` predicts new tokens attending
+to the cache and causally to each other without changing it. Already-clean tokens are never recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dforce.models.layers import FlatTokenDecoder, FlatTokenEncoder, LevelEmbedding
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys/values ``(B, heads, L, head_dim)`` of committed tokens; ``offset`` = tokens seen."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    offset: int = 0
+
+    @property
+    def length(self) -> int:
+        return 0 if not self.keys else self.keys[0].shape[2]
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
+    """cos/sin tables ``(T, head_dim/2)`` for integer positions ``(T,)``."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    ang = positions.float().unsqueeze(1) * inv  # (T, hd/2)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of ``x: (B, H, T, hd)``."""
+    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    return out.to(x.dtype)
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[-1].weight)
+        nn.init.zeros_(self.ada[-1].bias)
+        self.dropout = dropout
+
+    def forward(self, h, c, cos, sin, past_kv=None):
+        """``h, c: (B, T, W)``; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``. Returns (h, (k, v))."""
+        B, T, W = h.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
+        q, k, v = self.qkv(modulate(self.norm1(h), shift1, scale1)).split(W, dim=-1)
+        q, k, v = (t.view(B, T, self.heads, W // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        new_kv = (k, v)
+        if past_kv is not None and past_kv[0].shape[2] > 0:
+            L = past_kv[0].shape[2]
+            k = torch.cat([past_kv[0].to(k.dtype), k], dim=2)
+            v = torch.cat([past_kv[1].to(v.dtype), v], dim=2)
+            # new token i sees every cached token and new tokens j <= i
+            mask = torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        att = att.transpose(1, 2).reshape(B, T, W)
+        h = h + gate1 * F.dropout(self.proj(att), self.dropout, self.training)
+        h = h + gate2 * F.dropout(self.mlp(modulate(self.norm2(h), shift2, scale2)), self.dropout, self.training)
+        return h, new_kv
+
+
+class CausalTransformer(nn.Module):
+    """Causal transformer denoiser over ``x: (B, T, *D)``, ``levels: (B, T)``, ``cond: (B, T, C)``.
+
+    Args:
+        token_shape, num_levels, cond_dim, width, depth, encoder, decoder: as :class:`RecurrentDenoiser`.
+        heads: attention heads (width must divide).
+        mlp_ratio: hidden size of each block's MLP relative to ``width``.
+        max_context: cached tokens kept by ``absorb`` (a sliding window; ``None`` keeps all). Bounded memory
+            for rollouts of any length; set it to training length minus the sampling window.
+    """
+
+    def __init__(
+        self,
+        token_shape: tuple[int, ...],
+        num_levels: int,
+        cond_dim: int = 0,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        max_context: int | None = None,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ):
+        super().__init__()
+        if width % heads or (width // heads) % 2:
+            raise ValueError(f"model.width={width} must be divisible by model.heads={heads} into even head sizes")
+        self.token_shape = tuple(token_shape)
+        self.cond_dim = cond_dim
+        self.width, self.depth, self.heads = width, depth, heads
+        self.max_context = max_context
+        self.encoder = encoder or FlatTokenEncoder(self.token_shape, width)
+        self.level_emb = LevelEmbedding(width, num_levels)
+        self.cond_proj = nn.Linear(cond_dim, width) if cond_dim > 0 else None
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        nn.init.zeros_(self.ada_out[-1].weight)
+        nn.init.zeros_(self.ada_out[-1].bias)
+        self.decoder = decoder or FlatTokenDecoder(self.token_shape, width)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def init_state(self, batch: int, device=None) -> KVCache:
+        return KVCache([], [], 0)
+
+    @staticmethod
+    def repeat_state(state: KVCache | None, n: int) -> KVCache | None:
+        if state is None:
+            return None
+        rep = lambda ts: [t.repeat_interleave(n, dim=0) for t in ts]  # noqa: E731
+        return KVCache(rep(state.keys), rep(state.values), state.offset)
+
+    # -- core ----------------------------------------------------------------------------------------
+
+    def _run(self, x, levels, cond, state: KVCache | None, want_out: bool):
+        B, T = x.shape[:2]
+        c = self.level_emb(levels)  # (B, T, W)
+        h = self.encoder(x)
+        if self.cond_proj is not None:
+            if cond is None:
+                raise ValueError(f"this model was built with cond_dim={self.cond_dim}; pass cond of shape (B, T, C)")
+            cc = self.cond_proj(cond.to(h.dtype))
+            c, h = c + cc, h + cc
+        offset = 0 if state is None else state.offset
+        pos = torch.arange(offset, offset + T, device=x.device)
+        cos, sin = rope_tables(pos, self.width // self.heads)
+        new_kv = []
+        for i, blk in enumerate(self.blocks):
+            past = None if state is None or not state.keys else (state.keys[i], state.values[i])
+            h, kv = blk(h, c, cos, sin, past)
+            new_kv.append(kv)
+        out = None
+        if want_out:
+            shift, scale = self.ada_out(c).chunk(2, dim=-1)
+            out = self.decoder(modulate(self.norm_out(h), shift, scale))  # (B, T, *D)
+        return out, new_kv
+
+    def forward(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
+        """Predict every token of ``x: (B, T, *D)`` at ``levels: (B, T)`` after the cached tokens in ``state``."""
+        return self._run(x, levels, cond, state, True)[0]
+
+    def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None) -> KVCache:
+        """Commit tokens: append their keys/values (computed at their levels) to the cache."""
+        state = state if state is not None else self.init_state(x.shape[0])
+        _, new_kv = self._run(x, levels, cond, state, False)
+        keys, values = [], []
+        for i, (k, v) in enumerate(new_kv):
+            if state.keys:
+                k, v = torch.cat([state.keys[i], k], dim=2), torch.cat([state.values[i], v], dim=2)
+            if self.max_context is not None and k.shape[2] > self.max_context:
+                k, v = k[:, :, -self.max_context :], v[:, :, -self.max_context :]
+            keys.append(k.detach())
+            values.append(v.detach())
+        return KVCache(keys, values, state.offset + x.shape[1])

@@ -1,0 +1,1 @@
+"""Datasets, environments and generators, one module (or subpackage) per domain."""

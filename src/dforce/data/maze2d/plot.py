@@ -1,0 +1,48 @@
+"""Draw a maze and 2-D paths (e.g. planned vs executed) to a PNG (D4RL frame, rows downward)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from dforce.data.maze2d.layouts import D4RL_QPOS_OFFSET, get_maze
+
+
+def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray], path: str | Path,
+                    goal: np.ndarray | None = None, title: str | None = None) -> Path:
+    """Save a PNG of the maze walls with ``paths`` (each (T, 2+) D4RL-frame positions; a dict names them
+    in the legend). The image shows column j to the right and row i downward, like the string map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task = get_maze(maze)
+    H, W = task.shape
+    o = D4RL_QPOS_OFFSET
+    fig, ax = plt.subplots(figsize=(0.5 * W + 1, 0.5 * H + 1))
+    # cell (i, j) spans [i - 0.5 - o, i + 0.5 - o] x [j - 0.5 - o, j + 0.5 - o] in the D4RL frame
+    ax.imshow(task.walls, cmap="Greys", vmin=0, vmax=1.4, origin="upper",
+              extent=(-0.5 - o, W - 0.5 - o, H - 0.5 - o, -0.5 - o))
+    items = paths.items() if isinstance(paths, Mapping) else ((None, p) for p in paths)
+    for name, p in items:
+        p = np.asarray(p)
+        ax.plot(p[:, 1], p[:, 0], lw=1.5, label=name)
+        ax.scatter(p[:1, 1], p[:1, 0], s=20, marker="o")
+    if goal is not None:
+        g = np.asarray(goal).reshape(-1, 2)
+        ax.scatter(g[:, 1], g[:, 0], s=80, marker="*", c="red", zorder=5, label="goal")
+    if isinstance(paths, Mapping) or goal is not None:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("y (column)")
+    ax.set_ylabel("x (row)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,192 @@
+"""Maze2D environment, controller and dataset generator (fast: a few seconds in total)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+pytest.importorskip("gymnasium_robotics")
+
+from dforce.data.maze2d import (  # noqa: E402
+    GOAL_RADIUS,
+    Maze2DBatchEnv,
+    Maze2DDataConfig,
+    OraclePolicy,
+    PointMassBatch,
+    RandomPolicy,
+    d4rl_to_gym_pos,
+    d4rl_to_gym_vec,
+    evaluate_policy,
+    generate_maze2d_dataset,
+    get_maze,
+    gym_to_d4rl_pos,
+    gym_to_d4rl_vec,
+    load_or_generate_maze2d,
+    normalized_score,
+    plot_maze_paths,
+    pos_to_cell,
+    q_iteration,
+)
+from dforce.errors import ConfigError, DataError  # noqa: E402
+
+
+def test_d4rl_goal_cells_and_episode_lengths():
+    # D4RL maze_model.py 'G' tiles and pointmaze/__init__.py max_episode_steps for maze2d-*-v1
+    expected = {"umaze": ((1, 1), 300, (5, 5)), "medium": ((6, 6), 600, (8, 8)), "large": ((7, 9), 800, (9, 12))}
+    for name, (goal, steps, shape) in expected.items():
+        task = get_maze(name)
+        assert task.goal_cell == goal and task.max_episode_steps == steps and task.shape == shape
+        assert not task.walls[goal]
+    assert get_maze("maze2d-large-v1").name == "large"
+
+
+def test_walls_match_gymnasium_robotics_maps():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from gymnasium_robotics.envs.maze import maps
+    for name, gm in (("umaze", maps.U_MAZE), ("medium", maps.MEDIUM_MAZE), ("large", maps.LARGE_MAZE)):
+        np.testing.assert_array_equal(get_maze(name).walls, np.array(gm, dtype=bool))
+
+
+def test_reward_radius():
+    env = Maze2DBatchEnv("umaze", 3, seed=0)
+    g = get_maze("umaze").goal
+    # start at rest 0.45 / 0.55 / 0.0 from the goal along the free corridor (+column); one step of
+    # zero force moves nothing, so the reward is decided by the start distance alone
+    env.reset(start=g + np.array([[0, 0.45], [0, 0.55], [0, 0.0]]))
+    _, r, done, info = env.step(np.zeros((3, 2)))
+    np.testing.assert_array_equal(r, [1.0, 0.0, 1.0])
+    assert GOAL_RADIUS == 0.5 and not done.any() and info.episode_return.tolist() == [1, 0, 1]
+
+
+def test_normalized_score_known_returns():
+    np.testing.assert_allclose(normalized_score("umaze", [23.85, 161.86]), [0.0, 100.0])
+    np.testing.assert_allclose(normalized_score("medium", 13.13 + 0.5 * (277.39 - 13.13)), 50.0)
+    np.testing.assert_allclose(normalized_score("large", 273.99), 100.0)
+    with pytest.raises(ConfigError):
+        normalized_score(["#####", "#O#O#", "#OOO#", "#####"], 10.0)
+
+
+def test_custom_maps_and_rejections():
+    t = get_maze(["#####", "#OOO#", "#O#G#", "#####"])
+    assert t.name == "custom" and t.goal_cell == (2, 3) and t.shape == (4, 5)
+    t2 = get_maze([[1, 1, 1, 1], [1, 0, 0, 1], [1, 1, 1, 1]])
+    assert t2.goal_cell == (1, 1)
+    with pytest.raises(ConfigError, match="maze='huge'"):
+        get_maze("huge")
+    bad = {
+        "row 1 has": ["#####", "#OO#", "#####"],
+        "unknown tile": ["#####", "#OXO#", "#####"],
+        "border": ["#####", "OOOO#", "#####"],
+        "not all connected": ["#####", "#O#O#", "#####"],
+        "more than one 'G'": ["#####", "#GOG#", "#####"],
+        "0 \\(free\\) and 1": [[1, 1, 1], [1, 2, 1], [1, 1, 1]],
+    }
+    for msg, layout in bad.items():
+        with pytest.raises(DataError, match=msg):
+            get_maze(layout)
+
+
+def test_frames_round_trip():
+    rng = np.random.default_rng(0)
+    p, v = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    np.testing.assert_allclose(gym_to_d4rl_pos(d4rl_to_gym_pos(p, (9, 12)), (9, 12)), p, atol=1e-12)
+    np.testing.assert_allclose(gym_to_d4rl_vec(d4rl_to_gym_vec(v)), v, atol=1e-12)
+    # D4RL: the integer point (i, j) lies 0.2 past the centre of cell (i, j)
+    np.testing.assert_array_equal(pos_to_cell(np.array([[1.0, 1.0], [0.31, 1.29], [1.31, 0.29]])), [[1, 1], [1, 1], [2, 0]])
+
+
+def test_batch_env_matches_gym_env():
+    """Same (wall-bumping) action sequence through gymnasium-robotics PointMaze and our batch stepping.
+    Both run the same MjModel with the same per-step clipping, so agreement is to float round-off."""
+    import gymnasium as gym
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import gymnasium_robotics
+    gym.register_envs(gymnasium_robotics)
+    task = get_maze("umaze")
+    env = gym.make("PointMaze_UMaze-v3", continuing_task=True, max_episode_steps=10_000).unwrapped
+    obs, _ = env.reset(seed=0, options={"reset_cell": np.array([1, 1]), "goal_cell": np.array([3, 1])})
+    rng = np.random.default_rng(0)
+    actions = np.clip(rng.normal(0.3, 1.0, (300, 2)) + [0.5, 0.0], -1.5, 1.5)  # out-of-range too
+    sim = PointMassBatch(task, 2)  # two identical copies: batching must not mix them
+    pos0 = gym_to_d4rl_pos(obs["observation"][:2], task.shape)
+    vel0 = gym_to_d4rl_vec(obs["observation"][2:])
+    sim.set(np.stack([pos0, pos0]), np.stack([vel0, vel0]))
+    cells = set()
+    for a in actions:
+        o = env.step(d4rl_to_gym_vec(a))[0]["observation"]
+        sim.step(np.stack([a, a]))
+        ref = np.concatenate([gym_to_d4rl_pos(o[:2], task.shape), gym_to_d4rl_vec(o[2:])])
+        for k in range(2):
+            np.testing.assert_allclose(np.concatenate([sim.pos[k], sim.vel[k]]), ref, atol=1e-8)
+        cells.add(tuple(pos_to_cell(sim.pos[0])))
+    assert len(cells) >= 3 and all(not task.walls[c] for c in cells)  # it moved, and never into a wall
+
+
+def test_q_iteration_paths():
+    task = get_maze("umaze")
+    free = [tuple(c) for c in task.free_cells]
+    nxt = q_iteration(task.walls)
+    s, t = free.index((3, 1)), free.index((1, 1))
+    path = [free[s]]
+    while s != t:
+        s = nxt[t, s]
+        path.append(free[s])
+    assert path == [(3, 1), (3, 2), (3, 3), (2, 3), (1, 3), (1, 2), (1, 1)]  # the only route round the U
+    assert all(nxt[i, i] == i for i in range(len(free)))
+
+
+def test_dataset_determinism_and_validity(tmp_path, monkeypatch):
+    cfg = Maze2DDataConfig(num_streams=4)
+    a = generate_maze2d_dataset("umaze", 4000, seed=3, config=cfg, progress=False)
+    b = generate_maze2d_dataset("umaze", 4000, seed=3, config=cfg, progress=False)
+    c = generate_maze2d_dataset("umaze", 4000, seed=4, config=cfg, progress=False)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["observations"], c["observations"])
+    assert a["observations"].shape == (4000, 4) and a["actions"].shape == (4000, 2)
+    assert np.abs(a["actions"]).max() <= 1.0
+    task = get_maze("umaze")
+    cells = pos_to_cell(a["observations"][:, :2])
+    assert not task.walls[cells[:, 0], cells[:, 1]].any()
+    # ball radius 0.1 against walls of cell-size 1: centres stay >= ~0.1 inside the free area, which in
+    # the D4RL frame of the U-maze is [0.4, 3.2]^2 (soft contacts allow a few mm of penetration)
+    assert a["observations"][:, :2].min() > 0.38 and a["observations"][:, :2].max() < 3.22
+    assert np.abs(a["observations"][:, 2:]).max() < 5.3  # |v| clipped to 5 before each 0.01 s step
+    assert a["timeouts"].sum() >= 20 and not a["terminals"].any()  # goals get reached: ~80 steps each
+    # cache round trip
+    monkeypatch.setenv("DFORCE_CACHE", str(tmp_path))
+    d1 = load_or_generate_maze2d("umaze", 2000, seed=1, progress=False)
+    d2 = load_or_generate_maze2d("umaze", 2000, seed=1, progress=False)
+    assert list(tmp_path.glob("maze2d/*.npz")) and np.array_equal(d1["actions"], d2["actions"])
+
+
+def test_oracle_beats_random_on_umaze():
+    """100 short U-Maze episodes: the oracle reaches the goal almost always (>= 95%) and random rarely.
+    Random succeeds only from starts next to the goal (~30% of starts are in the goal's 2 cells)."""
+    kw = dict(num_episodes=100, seed=0, max_episode_steps=150)
+    oracle = evaluate_policy("umaze", OraclePolicy(), **kw)
+    rand = evaluate_policy("umaze", RandomPolicy(0), **kw)
+    assert oracle.success.mean() >= 0.95 and rand.success.mean() <= 0.5
+    assert oracle.returns.mean() > 3 * rand.returns.mean()
+    multi = evaluate_policy("medium", OraclePolicy(), num_episodes=64, seed=1, multi_goal=True, max_episode_steps=300)
+    assert multi.success.mean() >= 0.95
+
+
+def test_batch_env_api_and_plot(tmp_path):
+    env = Maze2DBatchEnv("medium", 5, seed=0, multi_goal=True, max_episode_steps=4, obs_noise=0.1)
+    obs = env.reset()
+    assert obs.shape == (5, 4) and env.goals.shape == (5, 2)
+    assert len({tuple(g) for g in np.round(env.goals)}) > 1  # random goals in Multi2D
+    for t in range(4):
+        obs, r, done, info = env.step(np.zeros((5, 2)))
+    assert done.all() and r.shape == (5,) and not np.allclose(obs, info.true_obs)
+    with pytest.raises(ConfigError):
+        env.step(np.zeros((5, 2)))
+    with pytest.raises(ConfigError):
+        Maze2DBatchEnv("umaze", 2).step(np.zeros((3, 2)))
+    png = plot_maze_paths("medium", {"executed": info.true_obs[:, :2]}, tmp_path / "p.png", goal=env.goals[0])
+    assert png.stat().st_size > 1000

@@ -208,6 +208,8 @@ class FruitSwapExpert:
     wait_steps: tuple[int, int] = (1, 4)  # uniform [lo, hi) pause at home between moves
     hold_steps: tuple[int, int] = (1, 3)  # uniform [lo, hi) steps spent closing / opening
     max_speed: float = FruitSwapConfig.max_speed  # must match the env's config
+    speed_range: tuple[float, float] = (0.7, 1.0)  # per-episode speed factor, uniform (randomized timing)
+    arrive_tol: float = 0.012  # a target counts as reached within this distance (world units)
 
     def reset(self, state: np.ndarray) -> None:
         s = np.asarray(state, np.float64)
@@ -216,7 +218,7 @@ class FruitSwapExpert:
         sb = int(np.linalg.norm(slots - s[5:7], axis=1).argmin())
         self.plan = [(0, 2), (1, sa), (0, sb)]  # (fruit, destination slot): A->3, B->A's, A->B's
         self.move, self.phase, self.count = 0, "reach", 0
-        self.speed = self.rng.uniform(0.7, 1.0)
+        self.speed = self.rng.uniform(*self.speed_range)
         self.home = np.asarray(HOME) + self.rng.normal(0, self.target_noise, 2)
         self.wait = self._draw(self.wait_steps)
 
@@ -226,7 +228,7 @@ class FruitSwapExpert:
     def _goto(self, pos, target, grip: float) -> tuple[np.ndarray, bool]:
         delta = (target - pos) / self.max_speed  # in action units (one step covers 1.0)
         v = np.clip(delta, -self.speed, self.speed) + self.rng.normal(0, self.vel_noise, 2)
-        return np.array([*np.clip(v, -1, 1), grip]), bool(np.linalg.norm(target - pos) < 0.012)
+        return np.array([*np.clip(v, -1, 1), grip]), bool(np.linalg.norm(target - pos) < self.arrive_tol)
 
     def act(self, state: np.ndarray) -> np.ndarray:
         s = np.asarray(state, np.float64)
@@ -316,24 +318,25 @@ def make_demos(n: int = 150, seed: int = 0, config: FruitSwapConfig | None = Non
         return Demos(*(list(np.split(z[k], cut)) for k in ("images", "states", "actions")),
                      z["layouts"].tolist(), z["seeds"].tolist())
     out = Demos([], [], [], [], [])
-    i = 0
     try:
         from tqdm import tqdm
-        bar = tqdm(total=n, desc="fruit_swap demos", disable=not progress)
     except ImportError:  # tqdm is optional here
-        bar = None
-    while len(out) < n:
+        tqdm = None
+    bar = tqdm(total=n, desc="fruit_swap demos", disable=not progress) if tqdm else None
+    tries = 2 * n + 10  # the expert succeeds ~100%; this only guards against a broken config
+    for i in range(tries):
         s = seed * 100003 + i
-        i += 1
         imgs, sts, acts, ok, lay = expert_episode(s, cfg)
-        if not ok:
-            continue
-        for lst, v in zip((out.images, out.states, out.actions, out.layouts, out.seeds), (imgs, sts, acts, lay, s)):
-            lst.append(v)
-        if bar is not None:
-            bar.update(1)
-        if i > 2 * n + 10:
-            raise DataError(f"make_demos: the expert failed {i - len(out)} of {i} episodes; check the config")
+        if ok:
+            for lst, v in zip((out.images, out.states, out.actions, out.layouts, out.seeds), (imgs, sts, acts, lay, s)):
+                lst.append(v)
+            bar is not None and bar.update(1)
+        if len(out) == n:
+            break
+    if bar is not None:
+        bar.close()
+    if len(out) < n:
+        raise DataError(f"make_demos: the expert succeeded in only {len(out)} of {tries} episodes; check the config")
     if cache:
         np.savez_compressed(path, images=np.concatenate(out.images), states=np.concatenate(out.states),
                             actions=np.concatenate(out.actions), lengths=[len(a) for a in out.actions],

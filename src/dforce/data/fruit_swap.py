@@ -330,7 +330,8 @@ def make_demos(n: int = 150, seed: int = 0, config: FruitSwapConfig | None = Non
         if ok:
             for lst, v in zip((out.images, out.states, out.actions, out.layouts, out.seeds), (imgs, sts, acts, lay, s)):
                 lst.append(v)
-            bar is not None and bar.update(1)
+            if bar is not None:
+                bar.update(1)
         if len(out) == n:
             break
     if bar is not None:

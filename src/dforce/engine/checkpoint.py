@@ -1,0 +1,136 @@
+"""Run directory I/O: atomic writes, safetensors weights, weights-only trainer state.
+
+A run directory holds:
+    config.yaml          the resolved config (everything needed to rebuild the model)
+    model.safetensors    model weights;  ema.safetensors  EMA weights (when EMA is on)
+    trainer_state.pt     optimizer, LR scheduler, step, RNG states (loaded with weights_only=True)
+    metrics.jsonl        one JSON object per logged step
+Every file is written to a temporary name in the same directory and renamed into place, so a run killed
+at any moment leaves either the old or the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from dforce.errors import CheckpointError
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(module_or_state, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a module's (or a state dict's) tensors as safetensors, atomically."""
+    sd = module_or_state.state_dict() if hasattr(module_or_state, "state_dict") else module_or_state
+    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    atomic_write_bytes(path, save(sd, metadata=metadata))
+
+
+def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+    """Load safetensors weights into ``module`` with clear errors for missing/corrupt/mismatched files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{path}: weights do not match the model (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); was it trained with another config?"
+        )
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(
+                f"{path}: tensor {k!r} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in the "
+                "model; the config does not match this checkpoint"
+            )
+    module.load_state_dict(sd, strict=strict)
+
+
+def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    """Load trainer state with ``weights_only=True`` (never unpickles arbitrary code)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: trainer state not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/garbage files
+        raise CheckpointError(f"{path}: corrupt or unreadable trainer state ({type(e).__name__})") from None
+
+
+def save_yaml(obj: dict, path: str | Path) -> None:
+    atomic_write_bytes(path, yaml.safe_dump(obj, sort_keys=False).encode())
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        out = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(out, dict):
+        raise CheckpointError(f"{path}: expected a mapping at the top level")
+    return out
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write is skipped
+    return out

@@ -1,0 +1,236 @@
+"""The training loop: Algorithm 1 over a dataset, with EMA, checkpoints, exact resume and JSONL logs.
+
+Plain functions in nanoGPT's spirit: ``train`` reads top to bottom. Batches are drawn i.i.d. with a
+``torch.Generator`` whose state is checkpointed, so a resumed run continues the *same* batch stream.
+
+Datasets: anything with ``__len__`` and either ``get_batch(idx (B,) long) -> dict`` or
+``__getitem__(i) -> dict`` with keys ``x (T, *D)`` and optionally ``cond (T, C)``, ``mask (T,) bool``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from dforce._utils import check_choice
+from dforce.diffusion import NoiseSchedule
+from dforce.engine import checkpoint as ckpt
+from dforce.errors import ConfigError
+from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 64  # sequences per step (per process under DDP)
+    lr: float = 1e-3  # AdamW peak learning rate (reference: 2e-4 video/planning, 3e-4 time series)
+    weight_decay: float = 0.0  # AdamW weight decay (reference time series: 1e-3)
+    warmup_steps: int = 100  # linear LR warm-up
+    lr_schedule: str = "cosine"  # cosine (decay to 10% of lr) | constant
+    grad_clip: float = 1.0  # max global grad norm (reference time series: 10); 0 = off
+    ema_decay: float = 0.999  # EMA of weights used for sampling; 0 = off
+    precision: str = "fp32"  # fp32 | bf16 (autocast; faster on recent CPUs and GPUs)
+    checkpoint_every: int = 500  # steps between checkpoints (a killed run loses at most this many)
+    log_every: int = 50  # steps between metrics.jsonl records
+    seed: int = 0
+
+    def __post_init__(self):
+        check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_choice("train.precision", self.precision, ("fp32", "bf16"))
+        for k in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def get_batch(dataset, idx: torch.Tensor, device) -> dict[str, torch.Tensor]:
+    if hasattr(dataset, "get_batch"):
+        batch = dataset.get_batch(idx)
+    else:
+        items = [dataset[int(i)] for i in idx]
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (and buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module):
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - self.decay)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # the weights to sample with (EMA when on)
+    raw_model: torch.nn.Module
+    step: int
+    seconds: float
+    history: list[dict]
+
+
+def train(
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    dataset,
+    cfg: TrainConfig,
+    objective: ObjectiveConfig = ObjectiveConfig(),
+    run_dir: str | Path | None = None,
+    config_dict: dict | None = None,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
+    eval_every: int = 0,
+) -> TrainResult:
+    """Train ``model`` with the Diffusion Forcing objective.
+
+    Args:
+        model: a causal backbone ``model(x, levels, cond)``.
+        dataset: see module docstring; ``x`` batches are ``(B, T, *D)``.
+        run_dir: where checkpoints/logs go (None: nothing is written).
+        config_dict: the resolved config, saved as ``config.yaml`` (rebuilds the model later).
+        resume: continue from ``run_dir``'s last checkpoint (same batch stream, optimizer, RNG).
+        eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
+    """
+    device = torch.device(device)
+    model.to(device)
+    schedule.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch indices
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # levels + noise
+    step, history = 0, []
+    run_dir = Path(run_dir) if run_dir is not None else None
+
+    if resume:
+        if run_dir is None or not (run_dir / ckpt.STATE_FILE).exists():
+            raise ConfigError(f"--resume: no checkpoint in {run_dir} (missing {ckpt.STATE_FILE})")
+        ckpt.load_weights(model, run_dir / ckpt.MODEL_FILE)
+        if ema is not None and (run_dir / ckpt.EMA_FILE).exists():
+            ckpt.load_weights(ema.model, run_dir / ckpt.EMA_FILE)
+        st = ckpt.load_trainer_state(run_dir / ckpt.STATE_FILE)
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["batch_rng"])
+        noise_gen.set_state(st["noise_rng"])
+        torch.set_rng_state(st["torch_rng"])
+        step = int(st["step"])
+        history = ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE)
+        history = [h for h in history if h.get("step", 0) <= step]
+        # records logged after the checkpoint will be logged again: drop them from the file too
+        ckpt.atomic_write_bytes(run_dir / ckpt.METRICS_FILE, "".join(ckpt.json.dumps(h) + "\n" for h in history).encode())
+    elif run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ckpt.METRICS_FILE).unlink(missing_ok=True)
+    if run_dir is not None and config_dict is not None:
+        ckpt.save_yaml(config_dict, run_dir / ckpt.CONFIG_FILE)
+
+    def save_checkpoint():
+        if run_dir is None:
+            return
+        ckpt.save_weights(model, run_dir / ckpt.MODEL_FILE)
+        if ema is not None:
+            ckpt.save_weights(ema.model, run_dir / ckpt.EMA_FILE)
+        ckpt.save_trainer_state(
+            {"step": step, "optimizer": opt.state_dict(), "batch_rng": gen.get_state(),
+             "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()},
+            run_dir / ckpt.STATE_FILE,
+        )
+
+    n = len(dataset)
+    t_start, tokens = time.time(), 0
+    bar = tqdm(total=cfg.steps, initial=step, desc="training", disable=not progress, dynamic_ncols=True)
+    model.train()
+    while step < cfg.steps:
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        batch = get_batch(dataset, idx, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        with autocast(cfg.precision, device):
+            out = diffusion_forcing_loss(
+                model, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen
+            )
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower train.lr or check the data")
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e12)
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        tokens += batch["x"].shape[0] * batch["x"].shape[1]
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rec = {"step": step, "loss": round(out.loss.item(), 6), "grad_norm": round(float(gnorm), 4),
+                   "lr": lr_at(step - 1, cfg), "tokens_per_s": round(tokens / (time.time() - t_start), 1)}
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            if eval_fn is not None and eval_every and step % eval_every == 0:
+                rec.update(eval_fn(ema.model if ema else model, step))
+                model.train()
+            history.append(rec)
+            if run_dir is not None:
+                ckpt.append_jsonl(run_dir / ckpt.METRICS_FILE, rec)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint()
+    bar.close()
+    final = ema.model if ema is not None else model
+    final.eval()
+    if run_dir is not None and history:
+        plot_curves(history, run_dir / "loss.png")
+    return TrainResult(final, model, step, time.time() - t_start, history)
+
+
+def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("loss",)) -> None:
+    """Training curves to a PNG (log-scale loss vs step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    for k in keys:
+        vals = [h.get(k) for h in history]
+        if any(v is not None for v in vals):
+            ax.plot(steps, vals, label=k)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

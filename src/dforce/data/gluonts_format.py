@@ -222,6 +222,11 @@ def _align(entries: list[dict], freq: str, first: pd.Period | None, right_pad: b
     return target, observed, fdr, first
 
 
+def _nanmean(x: np.ndarray) -> float:
+    # GluonTS fills with np.mean(pd.Series), i.e. pandas' mean, which skips NaN
+    return float(np.nanmean(x)) if np.isfinite(x).any() else np.nan
+
+
 def group_train(entries: list[dict], freq: str, pad: str = "nan",
                 max_target_dim: int | None = None) -> MultivariateSeries:
     """Align univariate train entries into one multivariate series (GluonTS ``MultivariateGrouper`` train mode).
@@ -229,7 +234,8 @@ def group_train(entries: list[dict], freq: str, pad: str = "nan",
     Args:
         entries: D parsed JSON entries with ``start`` and ``target``.
         freq: pandas frequency string.
-        pad: ``"nan"`` (default) or ``"gluonts"`` (fill padding with each series' ``np.mean``, as GluonTS).
+        pad: ``"nan"`` (default) or ``"gluonts"`` (fill padding with each series' NaN-skipping mean, as
+            GluonTS's ``np.mean`` of a pandas Series does).
             Padding is masked either way.
         max_target_dim: keep only the last this-many series (GluonTS semantics).
 
@@ -237,7 +243,7 @@ def group_train(entries: list[dict], freq: str, pad: str = "nan",
         ``MultivariateSeries`` with ``target: (T, D)`` from the earliest start to the latest end.
     """
     check_choice("pad", pad, PAD_CHOICES)
-    target, observed, fdr, first = _align(entries, freq, None, True, pad, np.mean, "train")
+    target, observed, fdr, first = _align(entries, freq, None, True, pad, _nanmean, "train")
     series = MultivariateSeries(target, observed, _timestamp(first), freq, fdr)
     return _restrict(series, max_target_dim)
 

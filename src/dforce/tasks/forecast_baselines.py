@@ -34,7 +34,7 @@ class BaselineConfig:
 # ----------------------------------------------------------------------------- helpers
 
 
-def test_targets(test: list[MultivariateSeries], prediction_length: int) -> np.ndarray:
+def forecast_targets(test: list[MultivariateSeries], prediction_length: int) -> np.ndarray:
     """The values to forecast: last ``prediction_length`` rows of each test series, ``(W, H, D)`` (NaN = missing)."""
     return np.stack([s.target[-prediction_length:] for s in test])
 
@@ -171,7 +171,7 @@ def main() -> None:
     cfg = BaselineConfig(var_refit=args.refit, seed=args.seed)
     ds = load_exchange_rate_nips()
     H = ds.prediction_length
-    y = test_targets(ds.test, H)
+    y = forecast_targets(ds.test, H)
     var_samples, orders = var_forecast(ds.train, ds.test, H, cfg)
     report = {"config": asdict(cfg), "var_orders": orders}
     for name, samples in (("naive", naive_forecast(ds.test, H, cfg.num_samples)), ("var", var_samples)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from dforce.data.exchange_rate import load_exchange_rate_nips
 from dforce.metrics.forecast import gluonts_forecast_metrics

@@ -246,7 +246,8 @@ def test_make_windows_matches_loop():
         np.testing.assert_array_equal(w.target[n], s.target[st:st + L])
         np.testing.assert_array_equal(w.observed[n], s.observed[st:st + L])
         np.testing.assert_array_equal(w.covariates[n], feats[st:st + L])
-        np.testing.assert_allclose(w.scale[n], mean_abs_scale(s.target[None, st:st + C], s.observed[None, st:st + C])[0])
+        ctx_scale = mean_abs_scale(s.target[None, st:st + C], s.observed[None, st:st + C])[0]
+        np.testing.assert_allclose(w.scale[n], ctx_scale)
         for t in range(L):
             for j, lag in enumerate(lags):
                 r = st + t - lag

@@ -109,7 +109,8 @@ def load_csv_series(path: str | Path, time_column: str | None = None, freq: str 
     except (ValueError, TypeError) as e:
         raise DataError(f"{path}: time column {time_column!r} is not parseable as dates ({e})") from None
     if ts.isna().any():
-        raise DataError(f"{path}: time column {time_column!r} is empty at line {_line(int(np.flatnonzero(ts.isna())[0]))}")
+        row = int(np.flatnonzero(ts.isna())[0])
+        raise DataError(f"{path}: time column {time_column!r} is empty at line {_line(row)}")
 
     steps = np.diff(ts.asi8)
     if (steps <= 0).any():

@@ -127,9 +127,12 @@ class ForecastWindows:
     @staticmethod
     def concat(parts: list["ForecastWindows"]) -> "ForecastWindows":
         """Stack windows from several series (same D, C, lags and lengths) along N."""
-        cat = lambda name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-        return ForecastWindows(*(cat(n) for n in ("target", "observed", "covariates", "scale", "start", "lags",
-                                                  "lags_observed")), parts[0].context_length, parts[0].prediction_length)
+        def cat(name):
+            first = getattr(parts[0], name)
+            return None if first is None else np.concatenate([getattr(p, name) for p in parts])
+
+        arrays = ("target", "observed", "covariates", "scale", "start", "lags", "lags_observed")
+        return ForecastWindows(*(cat(n) for n in arrays), parts[0].context_length, parts[0].prediction_length)
 
 
 def _gather(values: np.ndarray, observed: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -61,6 +61,14 @@ class MultivariateSeries:
     freq: str
     feat_dynamic_real: np.ndarray | None = None
 
+    @classmethod
+    def from_array(cls, target: np.ndarray, start: str | pd.Timestamp, freq: str) -> "MultivariateSeries":
+        """Wrap a ``(T, D)`` array (NaN = missing) as a series starting at ``start``."""
+        target = np.asarray(target, dtype=np.float64)
+        if target.ndim != 2:
+            raise DataError(f"a multivariate series must be (T, D), got shape {target.shape}")
+        return cls(target, np.isfinite(target), pd.Timestamp(start), freq)
+
     @property
     def length(self) -> int:
         return self.target.shape[0]

@@ -102,9 +102,8 @@ def forecast_metrics(samples, target, quantiles=CRPS_QUANTILES) -> dict[str, flo
         computed on the series summed over D (GluonTS ``m_sum_*``).
     """
     _check_shapes(samples, target)
-    dtype = samples.dtype if isinstance(samples, torch.Tensor) and samples.dtype == torch.float64 else torch.float64
-    samples, target = _as_tensor(samples, dtype), _as_tensor(target, dtype)
-    target = target.to(samples.device)
+    samples = _as_tensor(samples)  # float64 (GluonTS-level agreement needs it; float32 sums drift ~1e-7)
+    target = _as_tensor(target).to(samples.device)
     out = _scores(samples, target, quantiles)
     # GluonTS sums the target over series with pandas: NaN is skipped, so a step with *no* observed
     # series sums to 0 and is scored against the summed samples as if the truth were 0.
@@ -193,7 +192,8 @@ def energy_score(samples, target, mask=None) -> torch.Tensor:
     Returns:
         ``(W,)`` float64 tensor; lower is better.
     """
-    samples, target = _as_tensor(samples), _as_tensor(target).to(_as_tensor(samples).device)
+    samples = _as_tensor(samples)
+    target = _as_tensor(target).to(samples.device)
     W, S = samples.shape[:2]
     if S < 2 or samples.shape[:1] + samples.shape[2:] != target.shape:
         raise DataError(f"energy_score needs samples (W, S>=2, ...) matching target (W, ...); got "

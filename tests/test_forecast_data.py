@@ -269,3 +269,14 @@ def test_last_windows_test_and_future(tiny):
     assert np.isfinite(f.covariates).all()  # calendar features are known in the future
     with pytest.raises(DataError, match="shorter than"):
         make_windows(ds.train, 6, 2)
+
+
+def test_from_array_masks_nan_and_windows():
+    x = np.arange(20.0).reshape(10, 2)
+    x[4, 1] = np.nan
+    s = MultivariateSeries.from_array(x, "2020-01-06", "B")
+    assert not s.observed[4, 1] and s.observed.sum() == 19
+    w = make_windows(s, 3, 2)
+    assert w.target.shape == (6, 5, 2) and not w.observed[0, 4, 1]
+    with pytest.raises(DataError, match=r"must be \(T, D\)"):
+        MultivariateSeries.from_array(np.zeros(5), "2020-01-06", "B")

@@ -1,0 +1,1 @@
+"""Datasets, environments and generators (one module per domain; heavy dependencies imported lazily)."""

@@ -190,7 +190,8 @@ def generate_vizdoom(episodes: int, length: int, resolution: int = 64, seed: int
         game.close()
     data = VideoData(frames, one_hot(idx, len(ACTION_NAMES)), ACTION_NAMES, seeds)
     if use_cache:
-        tmp = path.with_suffix(".tmp.npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")  # write then rename: an interrupted run leaves no bad cache
         data.save(tmp)
         os.replace(tmp, path)
     return data

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -260,10 +261,12 @@ def frechet_distance(feats_a: torch.Tensor | np.ndarray, feats_b: torch.Tensor |
         raise ConfigError(f"frechet_distance needs two (N>=2, D) feature sets, got {a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
-    if not np.isfinite(covmean).all():
-        off = eps * np.eye(len(s_a))
-        covmean = linalg.sqrtm((s_a + off) @ (s_b + off))
+    with warnings.catch_warnings():  # a singular product is expected for collapsed sets; handled below
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(s_a @ s_b)
+        if not np.isfinite(covmean).all():
+            off = eps * np.eye(len(s_a))
+            covmean = linalg.sqrtm((s_a + off) @ (s_b + off))
     covmean = covmean.real
     fd = ((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean)
     return float(max(fd, 0.0))

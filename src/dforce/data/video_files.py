@@ -39,6 +39,8 @@ def validate_video_arrays(frames: np.ndarray, actions: np.ndarray | None, where:
                             f"[{lo:g}, {hi:g}] (convert with (x * 255).round().astype(np.uint8) if in [0, 1])")
         raise DataError(f"{where}: frames must be uint8, got dtype {frames.dtype} (values look like [0, 255]: "
                         "use .astype(np.uint8))")
+    if frames.shape[0] < 1:
+        raise DataError(f"{where}: frames contain no videos (N = 0)")
     if frames.shape[1] < min_length:
         raise DataError(f"{where}: sequences have {frames.shape[1]} frames, need at least {min_length}")
     if actions is None:

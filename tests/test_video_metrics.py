@@ -157,3 +157,16 @@ def test_horizon_buckets_and_plots(digits, tmp_path):
     png = plot_horizon_curves(tmp_path / "h.png", {"model": {"psnr": pf["psnr"],
                                                              "frechet": ([r["end"] for r in rows], [r["frechet"] for r in rows])}}, T)
     assert png.stat().st_size > 1000
+
+
+def test_mp4_without_ffmpeg_fails_clearly(tmp_path):
+    from dforce.errors import ConfigError
+
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="imageio-ffmpeg"):
+            write_rollout_video(tmp_path / "r.mp4", {"truth": torch.zeros(1, 3, 3, 8, 8)})
+    else:
+        path = write_rollout_video(tmp_path / "r.mp4", {"truth": torch.zeros(1, 3, 3, 8, 8)})
+        assert path.stat().st_size > 0

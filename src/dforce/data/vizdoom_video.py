@@ -73,6 +73,7 @@ def make_game(config: VizdoomConfig = VizdoomConfig()):
         raise DataError(f"ViZDoom scenario {path} does not exist")
     game = vzd.DoomGame()
     game.load_config(path)
+    game.set_doom_config_path(str(cache_dir("vizdoom") / "_vizdoom.ini"))  # not in the current directory
     game.set_window_visible(False)
     game.set_sound_enabled(False)
     game.set_screen_format(vzd.ScreenFormat.RGB24)

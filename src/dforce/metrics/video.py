@@ -192,6 +192,8 @@ def train_feature_net(frames: torch.Tensor, actions: torch.Tensor | None = None,
     config = config or FeatureNetConfig(size=S, channels=C, n_actions=A)
     if (config.size, config.channels) != (S, C):
         raise ConfigError(f"FeatureNetConfig(size={config.size}, channels={config.channels}) does not match frames {tuple(frames.shape)}")
+    if config.n_actions not in (0, A):
+        raise ConfigError(f"FeatureNetConfig.n_actions={config.n_actions} does not match the {A} actions given")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = FeatureNet(config)

@@ -1,0 +1,172 @@
+"""Video metrics: PSNR/SSIM known values, Fréchet distance blow-up detection, feature-net round trip."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dforce.data.synthetic_video import MovingDigitsConfig, generate_moving_digits
+from dforce.data.video_common import to_model_frames
+from dforce.data.video_viz import plot_horizon_curves, write_rollout_video
+from dforce.errors import CheckpointError
+from dforce.metrics.video import (
+    FeatureNetConfig, _gaussian_window, frechet_distance, horizon_metrics, horizon_windows, load_feature_net,
+    per_frame_metrics, psnr, save_feature_net, ssim, train_feature_net, video_features,
+)
+
+
+# ---------------------------------------------------------------- PSNR / SSIM
+def test_psnr_known_value():
+    x = torch.rand(2, 3, 3, 8, 8) * 1.8 - 0.9
+    # constant error 0.1 on a data range of 2: 10 log10(4 / 0.01) = 26.0206 dB
+    torch.testing.assert_close(psnr(x + 0.1, x), torch.full((2, 3), 10 * math.log10(400.0)), atol=1e-4, rtol=0)
+    assert torch.isinf(psnr(x, x)).all()
+    assert (per_frame_metrics(x[None, 0], x[None, 0])["psnr"] == 100).all()  # capped for averaging
+
+
+def _ssim_reference(x, y, data_range=2.0):
+    """Plain loop over window positions, full 2-D window, population statistics (Wang et al. 2004)."""
+    g = _gaussian_window(11, 1.5).double()
+    w = torch.outer(g, g)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    vals = []
+    for c in range(x.shape[0]):
+        for i in range(x.shape[1] - 10):
+            for j in range(x.shape[2] - 10):
+                a, b = x[c, i:i + 11, j:j + 11].double(), y[c, i:i + 11, j:j + 11].double()
+                ma, mb = (w * a).sum(), (w * b).sum()
+                va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
+                cov = (w * (a - ma) * (b - mb)).sum()
+                vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
+    return torch.stack(vals).mean()
+
+
+def test_ssim_matches_reference_loop_on_odd_shape():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 13, 15, generator=g) * 2 - 1
+    y = (x + 0.3 * torch.randn(3, 13, 15, generator=g)).clamp(-1, 1)
+    torch.testing.assert_close(ssim(y, x).double(), _ssim_reference(y, x), atol=1e-5, rtol=0)  # float32 sums
+
+
+def test_ssim_known_cases():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    torch.testing.assert_close(ssim(x, x), torch.ones(4), atol=1e-5, rtol=0)
+    # constant frames: variances vanish, SSIM = (2 mx my + c1) / (mx^2 + my^2 + c1)
+    a, b, c1 = 0.5, -0.2, (0.01 * 2) ** 2
+    expect = (2 * a * b + c1) / (a * a + b * b + c1)
+    got = ssim(torch.full((1, 1, 12, 12), a), torch.full((1, 1, 12, 12), b))
+    torch.testing.assert_close(got, torch.tensor([expect]), atol=1e-5, rtol=0)
+    noisy = [ssim((x + s * torch.randn(x.shape, generator=g)).clamp(-1, 1), x).mean() for s in (0.05, 0.2, 0.8)]
+    assert noisy[0] > noisy[1] > noisy[2]  # monotone in the noise level
+    other = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    assert ssim(other, x).abs().max() < 0.1  # independent uniform noise: no shared structure
+    torch.testing.assert_close(ssim(x, other), ssim(other, x))  # symmetric
+
+
+def test_ssim_matches_skimage_if_installed():
+    skm = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(3, 20, 20, generator=g) * 2 - 1
+    y = (x + 0.2 * torch.randn(3, 20, 20, generator=g)).clamp(-1, 1)
+    ref = skm.structural_similarity(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy(), data_range=2.0,
+                                    channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False)
+    assert abs(ssim(x, y).item() - ref) < 1e-4
+
+
+# ---------------------------------------------------------------- Fréchet distance
+def test_frechet_exact_cases():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 8, generator=g, dtype=torch.float64)
+    assert frechet_distance(a, a) < 1e-6
+    shift = torch.arange(8, dtype=torch.float64)
+    # identical covariances: the trace term cancels and only |mu_a - mu_b|^2 = sum(k^2) remains
+    assert abs(frechet_distance(a, a + shift) - (shift**2).sum().item()) < 1e-6
+    # scaling by 2: Tr(S + 4S - 2*2S) = Tr(S)
+    assert abs(frechet_distance(a, 2 * a) - (np.trace(np.cov(a.numpy(), rowvar=False)) + a.mean(0).pow(2).sum().item())) < 1e-5
+    # a collapsed set (zero covariance) is handled by the stabilized sqrtm
+    assert np.isfinite(frechet_distance(a, torch.zeros(50, 8, dtype=torch.float64)))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Train / held-out / held-out moving-digit videos at 16x16 and a feature net trained on the first."""
+    cfg = MovingDigitsConfig(size=16)
+    tr, te, te2 = (generate_moving_digits(256, 16, seed=s, config=cfg) for s in (0, 1, 2))
+    X, Y, Z = (to_model_frames(d.frames) for d in (tr, te, te2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: one thread is as fast and does not fight other processes
+    try:
+        net = train_feature_net(X, torch.from_numpy(tr.actions), FeatureNetConfig(size=16, width=16, n_actions=5),
+                                steps=300, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return net, Y, Z
+
+
+def test_frechet_detects_blowups(digits):
+    """Held-out real vs real is ~0.3 with this seed; every blow-up was measured >= 18 (>60x).
+
+    A 10x margin leaves room for platform differences in the 300 training steps.
+    """
+    net, Y, Z = digits
+    ref = video_features(net, Y)
+    fd = lambda v: frechet_distance(video_features(net, v), ref)  # noqa: E731
+    real = fd(Z)
+    g = torch.Generator().manual_seed(0)
+    cases = {
+        "saturated": (3 * Z + 3).clamp(-1, 1),  # overexposed: background grey, objects white
+        "noise": torch.rand(Z.shape, generator=g) * 2 - 1,
+        "frozen": Z[:, :1].expand_as(Z).contiguous(),  # each rollout repeats its first (real) frame
+    }
+    for name, v in cases.items():
+        assert fd(v) > 10 * real, (name, fd(v), real)
+
+
+def test_feature_net_save_load_roundtrip(digits, tmp_path):
+    net, Y, _ = digits
+    save_feature_net(net, tmp_path / "fnet")
+    net2 = load_feature_net(tmp_path / "fnet")
+    assert net2.config == net.config
+    assert torch.equal(video_features(net, Y[:4]), video_features(net2, Y[:4]))
+    (tmp_path / "fnet" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_feature_net(tmp_path / "fnet")
+
+
+# ---------------------------------------------------------------- horizons + plots
+def test_horizon_buckets_and_plots(digits, tmp_path):
+    net, Y, Z = digits
+    T = 4
+    assert horizon_windows(160, 16) == [(1, 0, 16), (5, 64, 80), (10, 144, 160)]
+    true = Y[:8, :16]
+    pred = true.clone()
+    pred[:, 8:] = (pred[:, 8:] + 0.5).clamp(-1, 1)  # degrades in the second half
+    rows = horizon_metrics(pred, true, T, feature_net=net, multiples=(1, 2, 3, 4, 5))
+    assert [r["multiple"] for r in rows] == [1, 2, 3, 4]  # 5 * 4 > 16 frames
+    assert rows[0]["psnr"] == 100 and rows[0]["ssim"] > 0.999 and rows[0]["frechet"] < 1e-6
+    assert rows[3]["psnr"] < 20 and rows[3]["frechet"] > 1
+    gif = write_rollout_video(tmp_path / "r.gif", {"truth": true[:2], "model": pred[:2]}, context=2)
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(gif)
+    assert len(frames) == 16 and frames[0].shape[1] > 2 * 32
+    pf = per_frame_metrics(pred, true)
+    png = plot_horizon_curves(tmp_path / "h.png", {"model": {"psnr": pf["psnr"],
+                                                             "frechet": ([r["end"] for r in rows], [r["frechet"] for r in rows])}}, T)
+    assert png.stat().st_size > 1000
+
+
+def test_mp4_without_ffmpeg_fails_clearly(tmp_path):
+    from dforce.errors import ConfigError
+
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="imageio-ffmpeg"):
+            write_rollout_video(tmp_path / "r.mp4", {"truth": torch.zeros(1, 3, 3, 8, 8)})
+    else:
+        path = write_rollout_video(tmp_path / "r.mp4", {"truth": torch.zeros(1, 3, 3, 8, 8)})
+        assert path.stat().st_size > 0

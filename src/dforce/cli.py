@@ -6,6 +6,7 @@ User errors (:class:`dforce.errors.DforceError`) print one ``error: ...`` line a
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -32,12 +33,28 @@ def add_demo(sub):
 
 COMMANDS = [add_demo]
 
+# per-task CLI modules; each defines ``register(subparsers)`` and keeps heavy imports inside its commands
+TASK_MODULES = (
+    "dforce.tasks.forecast_cli",
+    "dforce.tasks.planning_cli",
+    "dforce.tasks.video_cli",
+    "dforce.tasks.decision_cli",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dforce", description="Diffusion Forcing: train, sample, evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
+    for name in TASK_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        module.register(sub)
     return parser
 
 

@@ -1,0 +1,182 @@
+"""Typed configs: nested dataclasses ⇄ YAML presets, with dotted CLI overrides.
+
+    cfg = load_config(RunConfig, "configs/forecast_small.yaml", ["train.lr=3e-4", "model.width=256"])
+    save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
+
+Values in overrides are parsed as YAML scalars (``3e-4`` → float, ``true`` → bool, ``null`` → None,
+``[1,2]`` → list). Unknown keys, wrong types and values rejected by a dataclass's ``__post_init__`` all
+raise :class:`ConfigError` naming the dotted key (and the file, when one was read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dforce.errors import ConfigError, DforceError
+
+T = TypeVar("T")
+
+
+def config_to_dict(cfg) -> dict:
+    """A dataclass config as a plain dict (tuples become lists so YAML stays simple)."""
+
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of fields, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key} must have {len(args)} entries, got {len(value)}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s} (valid keys under {prefix.rstrip('.') or 'the top level'}: "
+            f"{', '.join(fields)})"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except DforceError as e:
+        raise ConfigError(str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` → (``["train", "lr"]``, ``3e-4``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part.isidentifier() for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted config key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], cls: type | None = None) -> dict:
+    """Apply dotted overrides to a nested dict (a copy). With ``cls``, unknown keys are rejected early."""
+    out = yaml.safe_load(yaml.safe_dump(data)) if data else {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node, tp = out, cls
+        for i, part in enumerate(path):
+            if tp is not None:
+                names = {f.name: f for f in dataclasses.fields(tp)}
+                if part not in names:
+                    raise ConfigError(
+                        f"unknown config key {'.'.join(path[: i + 1])} in override {text!r} "
+                        f"(valid: {', '.join(names)})"
+                    )
+                sub = typing.get_type_hints(tp)[part]
+                tp = sub if dataclasses.is_dataclass(sub) else None
+            if i == len(path) - 1:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
+    return out
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Defaults of ``cls`` ← YAML preset at ``path`` ← dotted ``overrides``; validated."""
+    data: dict = {}
+    where = ""
+    if path is not None:
+        path = Path(path)
+        where = f" (in {path})"
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    try:
+        data = apply_overrides(data, overrides, cls)
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{e}{where}") from None

@@ -25,7 +25,7 @@ def cmd_demo(args) -> int:
 def add_demo(sub):
     p = sub.add_parser("demo", help="train a small model on synthetic oscillations, sample it, plot (~3 min on CPU)")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
+    p.add_argument("--steps", type=int, default=2500, help="training steps (default: 2500)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)

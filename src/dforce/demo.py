@@ -38,7 +38,7 @@ class DemoConfig:
     seed: int = 0
 
 
-def run_demo(out: str | Path = "runs/demo", steps: int = 1500, progress: bool = True, device: str = "cpu") -> dict:
+def run_demo(out: str | Path = "runs/demo", steps: int = 2500, progress: bool = True, device: str = "cpu") -> dict:
     cfg = DemoConfig()
     out = Path(out)
     torch.manual_seed(cfg.seed)

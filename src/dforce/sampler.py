@@ -9,7 +9,11 @@ step (:meth:`NoiseSchedule.step`). What makes it cheap:
       context at level 0, and each generated token as soon as it and every token before it are clean;
     * a row evaluates only the tokens from the first uncommitted one to the last one that changes
       (causality: later tokens cannot affect them) — one batched forward, no loop over tokens;
-    * memory is bounded by the window (plus the transformer's ``max_context`` cache), not the length.
+    * memory is bounded by the window (plus the transformer's ``max_context`` cache), not the length;
+      only the returned tokens grow with it (``keep_last`` / ``on_chunk`` stream them instead);
+    * the per-row bookkeeping (which tokens to evaluate, which to commit) is a :func:`row_plan` computed
+      once per chunk shape on the CPU, so the row loop does no host-device syncs;
+    * ``precision="bf16"`` runs the model calls under autocast (the diffusion update stays fp32).
 
 Stabilization (paper §3.4): generated context is shown to the model re-noised to a small level
 ``stabilization_level`` (with noise drawn once per token), so the model does not trust its own outputs

@@ -359,6 +359,10 @@ def summarize(bc: BenchConfig, report: dict) -> dict:
         "speedup_10000_schedule": speedup(Lmax)[1],
         "time_over_floor": min(tf[s][L1]["time_over_floor"] for s in tf),  # transformer, best schedule
         "time_over_floor_by_schedule": {s: tf[s][L1]["time_over_floor"] for s in tf},
+        # the matmul samples swing with the machine's load; against the fastest one the floor is lowest
+        "time_over_floor_vs_fastest_matmul": {
+            s: tf[s][L1]["time_over_floor"] * max(report["matmul_gflops"]["samples"]) / report["matmul_gflops"]["median"]
+            for s in tf},
         "memory_ratio_10000_vs_1000": mem,  # worst backbone/schedule, peak RSS
         "min_steps": min_steps,
     }
@@ -389,7 +393,10 @@ def markdown(bc: BenchConfig, report: dict) -> str:
         f"Load average before/after: {ld['loadavg_before'][0]:.1f} / {ld['loadavg_after'][0]:.1f} on "
         f"{report['machine']['cpu_count']} cores (shared machine; timings are medians of the repeats, "
         f"{dict(zip(bc.lengths, bc.repeats))}). fp32 matmul throughput: "
-        f"{report['matmul_gflops']['median']:.1f} GFLOP/s (median of {len(report['matmul_gflops']['samples'])}).", "",
+        f"{report['matmul_gflops']['median']:.1f} GFLOP/s (median of "
+        f"{', '.join(f'{g:.1f}' for g in report['matmul_gflops']['samples'])}: the load swings it, so time / floor "
+        f"is uncertain by that factor). Peak RSS: ru_maxrss of a fresh process per rollout; (after warm-up) is "
+        f"its value before the timed rollouts.", "",
         "| backbone | schedule | tokens | ours tok/s | reference tok/s | speedup | time / floor | peak RSS MB "
         "(after warm-up) | state bytes |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -9,7 +9,11 @@ step (:meth:`NoiseSchedule.step`). What makes it cheap:
       context at level 0, and each generated token as soon as it and every token before it are clean;
     * a row evaluates only the tokens from the first uncommitted one to the last one that changes
       (causality: later tokens cannot affect them) — one batched forward, no loop over tokens;
-    * memory is bounded by the window (plus the transformer's ``max_context`` cache), not the length.
+    * memory is bounded by the window (plus the transformer's ``max_context`` cache), not the length;
+      only the returned tokens grow with it (``keep_last`` / ``on_chunk`` stream them instead);
+    * the per-row bookkeeping (which tokens to evaluate, which to commit) is a :func:`row_plan` computed
+      once per chunk shape on the CPU, so the row loop does no host-device syncs;
+    * ``precision="bf16"`` runs the model calls under autocast (the diffusion update stays fp32).
 
 Stabilization (paper §3.4): generated context is shown to the model re-noised to a small level
 ``stabilization_level`` (with noise drawn once per token), so the model does not trust its own outputs
@@ -22,7 +26,7 @@ in :class:`StatelessDenoiser`, which re-reads the kept context every call (the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -32,6 +36,9 @@ from dforce.diffusion import NoiseSchedule, sampling_levels
 from dforce.errors import ConfigError, DataError
 from dforce.guidance import GuidanceFn, guided_prediction
 from dforce.scheduling import SCHEDULES, make_schedule, validate_schedule
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,12 @@ class SamplerConfig:
     guidance_scale: float = 0.0  # step size of ∇ log c added to moving tokens (reference planning: 8-12)
     mcg_samples: int = 1  # Monte Carlo Guidance futures N (1 = no MCG)
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
 
     def __post_init__(self):
         check_choice("sampler.schedule", self.schedule, SCHEDULES)
         check_choice("sampler.method", self.method, ("ddim", "ddpm"))
+        check_choice("sampler.precision", self.precision, PRECISIONS)
         if self.steps < 1:
             raise ConfigError(f"sampler.steps must be >= 1, got {self.steps}")
         if self.window < 1:
@@ -160,6 +169,8 @@ def sample(
     generator: torch.Generator | None = None,
     device=None,
     progress: bool = False,
+    keep_last: int | None = None,
+    on_chunk: Callable[[int, torch.Tensor], None] | None = None,
 ) -> SampleOutput:
     """Generate ``length`` tokens after ``context`` (Algorithm 2 with sliding windows).
 
@@ -176,6 +187,10 @@ def sample(
             chunk uses its first columns.
         state: a model state to continue from (e.g. ``SampleOutput.state`` of an earlier call).
         generator: torch RNG for reproducible noise.
+        keep_last: keep only the last N generated tokens (bounded output memory for endless rollouts);
+            ``x`` is then ``(B, C + min(N, L), *D)``. None keeps all.
+        on_chunk: ``on_chunk(t0, x_chunk (B, h, *D))`` called with each finished chunk of clean generated
+            tokens (``t0``: index of its first token among the generated ones), e.g. to stream to disk.
     Returns:
         :class:`SampleOutput` with ``x: (B, C + L, *D)``.
     """
@@ -189,13 +204,15 @@ def sample(
     net = as_stateful(model)
     K = schedule.num_levels
     S = cfg.steps
-    step_levels = sampling_levels(S, K).to(device)  # (S+1,)
+    step_levels_cpu = sampling_levels(S, K)  # (S+1,)
     k_stab = int(cfg.stabilization_level)
     if k_stab > K:
         raise ConfigError(f"sampler.stabilization_level must be <= num_levels={K}, got {k_stab}")
     if matrix is not None:
         matrix = validate_schedule(matrix, None, S, "custom scheduling matrix")
     use_guidance = guidance is not None and cfg.guidance_scale != 0.0
+    if keep_last is not None and keep_last < 0:
+        raise ConfigError(f"keep_last must be >= 0 or None, got {keep_last}")
     randn = lambda shape: torch.randn(shape, device=device, generator=generator)  # noqa: E731
 
     if state is None:
@@ -207,67 +224,119 @@ def sample(
     chunks, t = [], 0
     while t < length:
         h = min(cfg.window, length - t)
-        mat = matrix[:, :h] if matrix is not None else make_schedule(cfg.schedule, h, S, cfg.uncertainty_scale)
-        chunks.append((t, h, mat.to(device)))
+        chunks.append((t, h))
         t += h
-    bar = tqdm(total=sum(m.shape[0] - 1 for _, _, m in chunks), desc="sampling", disable=not progress, leave=False)
+    full = use_guidance or not cfg.skip_inactive
+    plans = {}  # chunk width h -> (rows, raw levels (M, h), model-input levels (M, h)); built once per h
+    for _, h in chunks:
+        if h not in plans:
+            mat = matrix[:, :h] if matrix is not None else make_schedule(cfg.schedule, h, S, cfg.uncertainty_scale)
+            lv = step_levels_cpu[mat.cpu()]  # (M, h) raw levels
+            lv_in = torch.where(lv == 0, torch.full_like(lv, k_stab), lv)  # clean tokens shown at k_stab
+            plans[h] = (row_plan(lv, full), lv.to(device), lv_in.to(device))
+    bar = tqdm(total=sum(plans[h][1].shape[0] - 1 for _, h in chunks), desc="sampling", disable=not progress,
+               leave=False)
+    autocast = torch.autocast(torch.device(device or "cpu").type, torch.bfloat16, enabled=cfg.precision == "bf16")
+    stochastic = cfg.eta > 0 or cfg.method == "ddpm"
 
-    out, calls, evaluated = [], 0, 0
-    for t0, h, mat in chunks:
-        lv = step_levels[mat]  # (M, h) raw levels
+    out, kept, calls, evaluated = [], 0, 0, 0
+    for t0, h in chunks:
+        rows, lv, lv_in = plans[h]
         x = randn((batch, h, *token_shape))
-        x0_hat = torch.zeros_like(x)
+        x0_hat = torch.zeros_like(x) if use_guidance else None  # previous row's x̂0 (MCG redraws futures)
         stab_noise = randn(x.shape)
+        zero_noise = None if stochastic else torch.zeros_like(x)
         c_chunk = None if cond is None else cond[:, C + t0 : C + t0 + h]
-        committed = 0
-        for m in range(lv.shape[0] - 1):
-            bar.update(1)
-            k_from, k_to = lv[m], lv[m + 1]  # (h,)
-            moving = k_from != k_to
-            if not moving.any():
-                continue
-            a = committed
-            b = h if (use_guidance or not cfg.skip_inactive) else int(moving.nonzero().max()) + 1
-            xs, kf, kt = x[:, a:b], k_from[a:b].expand(batch, -1), k_to[a:b].expand(batch, -1)
-            # clean-but-uncommitted generated tokens are shown at the stabilization level too
-            done = (kf == 0).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
-            k_in = torch.where(kf == 0, torch.full_like(kf, k_stab), kf)
-            x_in = torch.where(done, schedule.add_noise(xs, k_in, stab_noise[:, a:b]), xs)
+        for r in rows:
+            a, b = r.a, r.b
+            xs = x[:, a:b]
+            kf, kt = lv[r.m, a:b].expand(batch, -1), lv[r.m + 1, a:b].expand(batch, -1)  # (B, b-a)
+            k_in = lv_in[r.m, a:b].expand(batch, -1)
+            if r.any_clean:  # clean-but-uncommitted generated tokens are shown at the stabilization level too
+                done = (kf == 0).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
+                x_in = torch.where(done, schedule.add_noise(xs, k_in, stab_noise[:, a:b]), xs)
+            else:
+                x_in = xs
             cs = None if c_chunk is None else c_chunk[:, a:b]
             if use_guidance:
-                fn = lambda xr, kr, n: net.forward(  # noqa: E731
-                    xr, kr, None if cs is None else cs.repeat_interleave(n, 0), net.repeat_state(state, n)
+                fn = lambda xr, kr, n: _autocast_call(  # noqa: E731
+                    autocast, net.forward, xr, kr, None if cs is None else cs.repeat_interleave(n, 0),
+                    net.repeat_state(state, n),
                 )
                 pred, grad = guided_prediction(
                     fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg_samples, cfg.clip_x0, generator
                 )
             else:
-                pred = net.forward(x_in, k_in, cs, state).float()
+                with autocast:
+                    pred = net.forward(x_in, k_in, cs, state)
+            pred = pred.float()
             calls += 1
             evaluated += b - a
             x0s, eps = schedule.to_x0_eps(x_in, k_in, pred, cfg.clip_x0)
-            x0_hat[:, a:b] = x0s
-            noise = randn(xs.shape) if (cfg.eta > 0 or cfg.method == "ddpm") else torch.zeros_like(xs)
+            if use_guidance:
+                x0_hat[:, a:b] = x0s
+            noise = randn(xs.shape) if stochastic else zero_noise[:, a:b]
             x_new = schedule.step(xs, kf, kt, x0s, eps, cfg.eta, noise, cfg.method)
             if use_guidance:
-                mv = (kf != kt).reshape(done.shape)
+                mv = (kf != kt).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
                 x_new = torch.where(mv, x_new + cfg.guidance_scale * grad, x_new)
             x[:, a:b] = x_new
-            # commit the clean prefix of the chunk into the model state
-            n_done = 0
-            while committed + n_done < h and int(k_to[committed + n_done]) == 0:
-                n_done += 1
-            if n_done:
-                sl = slice(committed, committed + n_done)
-                ks = torch.full((batch, n_done), k_stab, dtype=torch.long, device=device)
+            if r.commit_to > a:  # commit the clean prefix of the chunk into the model state
+                sl = slice(a, r.commit_to)
+                ks = torch.full((batch, r.commit_to - a), k_stab, dtype=torch.long, device=device)
                 x_commit = schedule.add_noise(x[:, sl], ks, stab_noise[:, sl])
-                state = net.absorb(x_commit, ks, None if c_chunk is None else c_chunk[:, sl], state)
-                committed += n_done
+                with autocast:
+                    state = net.absorb(x_commit, ks, None if c_chunk is None else c_chunk[:, sl], state)
+        bar.update(lv.shape[0] - 1)
+        if on_chunk is not None:
+            on_chunk(t0, x)
         out.append(x)
+        kept += h
+        while keep_last is not None and out and kept - out[0].shape[1] >= keep_last:
+            kept -= out.pop(0).shape[1]  # drop whole chunks that fall out of the kept tail
     bar.close()
     gen = torch.cat(out, 1) if out else torch.zeros(batch, 0, *token_shape, device=device)
-    full = gen if context is None else torch.cat([context.to(gen), gen], 1)
-    return SampleOutput(full, C, state, calls, evaluated)
+    if keep_last is not None:
+        gen = gen[:, gen.shape[1] - min(keep_last, gen.shape[1]) :]
+    full_x = gen if context is None else torch.cat([context.to(gen), gen], 1)
+    return SampleOutput(full_x, C, state, calls, evaluated)
+
+
+class RowPlan(NamedTuple):
+    """The work of one row of a chunk (all indices are token positions inside the chunk)."""
+
+    m: int  # the row: tokens move from level lv[m] to lv[m + 1]
+    a: int  # first evaluated token = first uncommitted one
+    b: int  # one past the last evaluated token (last moving one + 1, or h when evaluating everything)
+    commit_to: int  # after the row, tokens [a, commit_to) are clean with a clean prefix: commit them
+    any_clean: bool  # some token in [a, b) is clean already (shown re-noised at the stabilization level)
+
+
+def row_plan(lv: torch.Tensor, evaluate_all: bool = False) -> list[RowPlan]:
+    """Per-row work of one chunk from its raw-level matrix ``lv: (M, h)`` (CPU), computed once per shape.
+
+    Rows where no token moves are dropped. ``a`` is the length of the clean prefix at row m (levels never
+    increase, so it only grows and equals the number of committed tokens); ``b`` the last moving token + 1
+    (causality: tokens after it cannot change the ones that move), or ``h`` with ``evaluate_all``.
+    """
+    M, h = lv.shape
+    moving = lv[:-1] != lv[1:]  # (M-1, h)
+    lead = (lv == 0).long().cumprod(1).sum(1).tolist()  # (M,) clean-prefix length per row
+    last = torch.where(moving, torch.arange(h), torch.full_like(lv[:-1], -1)).max(1).values.tolist()
+    clean = (lv[:-1] == 0).long().cumsum(1)  # (M-1, h) running count of clean tokens
+    rows = []
+    for m in range(M - 1):
+        if last[m] < 0:
+            continue
+        a, b = lead[m], (h if evaluate_all else last[m] + 1)
+        n_clean = int(clean[m, b - 1]) - (int(clean[m, a - 1]) if a > 0 else 0)
+        rows.append(RowPlan(m, a, b, lead[m + 1], n_clean > 0))
+    return rows
+
+
+def _autocast_call(autocast, fn, *args):
+    with autocast:
+        return fn(*args)
 
 
 def _params(model):

@@ -79,8 +79,8 @@ class Block(nn.Module):
             L = past_kv[0].shape[2]
             k = torch.cat([past_kv[0].to(k.dtype), k], dim=2)
             v = torch.cat([past_kv[1].to(v.dtype), v], dim=2)
-            # new token i sees every cached token and new tokens j <= i
-            mask = torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
+            # new token i sees every cached token and new tokens j <= i (a single new token sees all: no mask)
+            mask = None if T == 1 else torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -188,10 +188,19 @@ def token_shape(cfg: VideoRunConfig, channels: int = 3) -> tuple[int, int, int]:
 
 
 def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) -> torch.nn.Module:
-    """Conv codec + causal backbone for tokens ``(B, T', kC, H, W)`` with cond ``(B, T', kA)``."""
+    """Conv codec + causal backbone for tokens ``(B, T', kC, H, W)`` with cond ``(B, T', kA)``.
+
+    A transformer without ``model.max_context`` gets a sliding KV cache of T' − sampler.window tokens so
+    long rollouts never attend further back than training did.
+    """
     shape = token_shape(cfg, channels)
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
-    return build_model(cfg.model, shape, cfg.diffusion.num_levels, cond_dim=cfg.frame_stack * n_actions,
+    mcfg = cfg.model
+    if mcfg.backbone == "transformer" and mcfg.max_context is None:
+        # keep a rollout's attention span at the training length: cache T' − window committed tokens
+        tokens = cfg.data.window // cfg.frame_stack
+        mcfg = dataclasses.replace(mcfg, max_context=max(1, tokens - min(cfg.sampler.window, tokens - 1)))
+    return build_model(mcfg, shape, cfg.diffusion.num_levels, cond_dim=cfg.frame_stack * n_actions,
                        encoder=enc, decoder=dec)
 
 

@@ -66,13 +66,13 @@ def main(argv=None) -> dict:
     dcfg = dataclasses.replace(base.data, eval_episodes=args.episodes,
                                eval_multiple=max(base.data.eval_multiple, args.multiple + 1))
     base = dataclasses.replace(base, data=dcfg)
+    progress = not args.quiet
     t0 = time.time()
-    train_data = load_video_data(base.data, "train")
-    frames, actions = load_video_data(base.data, "eval")
+    train_data = load_video_data(base.data, "train", progress)
+    frames, actions = load_video_data(base.data, "eval", progress)
     length = args.multiple * T
     truth = frames[:, C:C + length]
     data_seconds = time.time() - t0
-    progress = not args.quiet
 
     # Fréchet features: trained on the real training videos, reference = every held-out real clip
     fnet = train_feature_net(train_data[0], train_data[1], steps=args.feature_steps, progress=progress)

@@ -112,7 +112,7 @@ def method_config(cfg: VideoRunConfig, method: str | None = None) -> VideoRunCon
 
 
 # ------------------------------------------------------------------------------------------- data
-def _video_data(dcfg: VideoDataConfig, split: str) -> VideoData:
+def _video_data(dcfg: VideoDataConfig, split: str, progress: bool = True) -> VideoData:
     long = dcfg.window * dcfg.eval_multiple + 1
     n, length, seed = ((dcfg.episodes, dcfg.episode_length, dcfg.seed) if split == "train"
                        else (dcfg.eval_episodes, long, dcfg.seed + 10_000))
@@ -123,7 +123,7 @@ def _video_data(dcfg: VideoDataConfig, split: str) -> VideoData:
     if dcfg.source == "vizdoom":
         from dforce.data.vizdoom_video import generate_vizdoom
 
-        return generate_vizdoom(n, length, dcfg.resolution, seed)
+        return generate_vizdoom(n, length, dcfg.resolution, seed, progress=progress)
     from dforce.data.video_files import load_video_file
 
     data = load_video_file(dcfg.source, min_length=dcfg.window)
@@ -136,11 +136,12 @@ def _video_data(dcfg: VideoDataConfig, split: str) -> VideoData:
     return VideoData(data.frames[sl], data.actions[sl], data.action_names)
 
 
-def load_video_data(dcfg: VideoDataConfig, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+def load_video_data(dcfg: VideoDataConfig, split: str = "train",
+                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames ``(N, L, C, H, W)`` float in [-1, 1] and actions ``(N, L, A)`` of the train / eval split."""
     if split not in ("train", "eval"):
         raise ConfigError(f"split must be train or eval, got {split!r}")
-    d = _video_data(dcfg, split)
+    d = _video_data(dcfg, split, progress)
     return to_model_frames(d.frames), torch.as_tensor(d.actions, dtype=torch.float32)
 
 
@@ -208,7 +209,7 @@ def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "
                 resume: bool = False, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> TrainResult:
     """Train the configured method on ``cfg.data`` (or on ``data = (frames, actions)`` already loaded)."""
     cfg = method_config(cfg)
-    frames, actions = data if data is not None else load_video_data(cfg.data, "train")
+    frames, actions = data if data is not None else load_video_data(cfg.data, "train", progress)
     if frames.shape[1] < cfg.data.window:
         raise DataError(f"training videos have {frames.shape[1]} frames, fewer than data.window={cfg.data.window}")
     torch.manual_seed(cfg.train.seed)

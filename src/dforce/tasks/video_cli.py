@@ -47,7 +47,7 @@ def cmd_sample(args) -> int:
     smp = dataclasses.replace(smp, **changes)
     need = (length + cfg.context) // T + 1
     dcfg = dataclasses.replace(cfg.data, eval_episodes=args.episodes, eval_multiple=max(cfg.data.eval_multiple, need))
-    frames, actions = load_video_data(dcfg, "eval")
+    frames, actions = load_video_data(dcfg, "eval", not args.quiet)
     if actions.shape[1] < cfg.context + length:
         from dforce.errors import DataError
 

@@ -297,3 +297,28 @@ def test_help_is_useful(capsys):
             cli.main([*cmd, "--help"])
         assert e.value.code == 0
         assert "usage: dforce " + " ".join(cmd) in capsys.readouterr().out
+
+
+def test_data_commands_generate_into_the_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DFORCE_CACHE", str(tmp_path))
+    rc, out, err = run_cli(capsys, "data", "maze2d", "--maze", "umaze", "--steps", "400", "--quiet")
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info["steps"] == 400 and Path(info["path"]).exists()
+    pytest.importorskip("vizdoom")
+    rc, out, err = run_cli(capsys, "data", "vizdoom", "--episodes", "1", "--length", "4", "--resolution", "16",
+                           "--quiet")
+    assert rc == 0, err
+    assert json.loads(out)["frames"] == [1, 4, 16, 16, 3]
+
+
+@pytest.mark.slow
+def test_ddp_resume_is_exact(tmp_path):
+    """2 processes: 20 steps then --resume to 30 equals 30 uninterrupted steps (constant LR after warm-up)."""
+    args = [PRESET, *TINY, "train.lr_schedule=constant", "train.batch_size=8", "--nproc", "2", "--quiet"]
+    dforce("train", *args, "train.steps=30", "--out", str(tmp_path / "a"), timeout=300)
+    dforce("train", *args, "train.steps=20", "--out", str(tmp_path / "b"), timeout=300)
+    dforce("train", "--resume", str(tmp_path / "b"), "train.steps=30", "--nproc", "2", "--quiet", timeout=300)
+    for f in ("model.safetensors", "ema.safetensors"):
+        a, b = weights(tmp_path / "a" / f), weights(tmp_path / "b" / f)
+        assert all(torch.equal(a[k], b[k]) for k in a), f

@@ -71,19 +71,10 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from dforce.engine import checkpoint as ckpt
-    from dforce.errors import ConfigError
-
-    if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
-        if args.nproc > 64:
-            raise ConfigError(f"--nproc {args.nproc} is not a sensible number of processes")
-        cmd = _torchrun_command(args)
-        if not args.quiet:
-            print("launching:", " ".join(cmd[1:]), file=sys.stderr)
-        return subprocess.call(cmd)
-
     from dforce.engine.config import load_config
     from dforce.engine.run_config import RunConfig
-    from dforce.engine.sequence import resume_config, run_train
+    from dforce.engine.sequence import load_data, resume_config, run_train
+    from dforce.errors import ConfigError
 
     config, overrides = _split_config_args(args.items)
     if args.data is not None:
@@ -103,6 +94,18 @@ def cmd_train(args) -> int:
         if (run_dir / ckpt.STATE_FILE).exists() and not args.overwrite:
             raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
                               "--overwrite to start over, or --out elsewhere")
+
+    if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
+        if args.nproc > 64:
+            raise ConfigError(f"--nproc {args.nproc} is not a sensible number of processes")
+        load_data(cfg)  # bad data fails here once, with one line, instead of once per rank
+        if not args.resume:
+            args.overwrite = True  # checked above; the ranks must not trip over a half-written directory
+        cmd = _torchrun_command(args)
+        if not args.quiet:
+            print("launching:", " ".join(cmd[1:]), file=sys.stderr)
+        return subprocess.call(cmd)
+
     result = run_train(cfg, run_dir, resume=args.resume is not None, progress=not args.quiet)
     if int(os.environ.get("RANK", 0)) == 0:
         last = result.history[-1] if result.history else {}
@@ -286,7 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may also come after the options: `dforce train x.yaml --out r train.lr=1e-3`
+    target = "items" if hasattr(args, "items") else "overrides" if hasattr(args, "overrides") else None
+    if extra and target and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except DforceError as e:
@@ -295,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dforce ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

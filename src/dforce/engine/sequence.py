@@ -117,6 +117,9 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
             norm = Normalizer.fit(train_data, cfg.data.normalize)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:  # --overwrite: a stale checkpoint must not be resumable into the new run
+                for f in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.EMA_FILE, "eval.json"):
+                    (run_dir / f).unlink(missing_ok=True)
             stats = json.loads(norm.to_json()) | {"cond_dim": train_data.cond_dim, "source": train_data.source}
             ckpt.atomic_write_bytes(stats_path, json.dumps(stats, indent=1).encode())
         dataset = window_dataset(train_data, norm, cfg.data.window, cfg.data.stride)

@@ -63,7 +63,7 @@ def trained_run(tmp_path_factory):
 # end to end
 # ---------------------------------------------------------------------------------------------------------
 
-def test_train_sample_eval_info(trained_run):
+def test_train_sample_eval_info(trained_run, capsys):
     r = trained_run
     for f in ("config.yaml", "model.safetensors", "ema.safetensors", "trainer_state.pt", "metrics.jsonl",
               "data_stats.json", "loss.png"):
@@ -87,7 +87,7 @@ def test_train_sample_eval_info(trained_run):
 
     info = dforce("info", str(r)).stdout
     assert "step: 40" in info and "parameters:" in info and "last metrics" in info and "width: 32" in info
-    j = json.loads(dforce("info", str(r), "--json").stdout)
+    j = json.loads(run_cli(capsys, "info", str(r), "--json")[1])
     n_params = sum(v.numel() for v in weights(r / "model.safetensors").values())
     assert j["step"] == 40 and j["parameters"] == n_params and j["last_metrics"]["step"] == 40
 

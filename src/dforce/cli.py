@@ -77,8 +77,8 @@ def cmd_train(args) -> int:
     from dforce.errors import ConfigError
 
     config, overrides = _split_config_args(args.items)
-    if args.data is not None:
-        overrides = [*overrides, f"data.path={args.data}"]
+    if args.data is not None:  # absolute, so `dforce sample/eval` find the held-out data from anywhere
+        overrides = [*overrides, f"data.path={Path(args.data).expanduser().absolute()}"]
     if args.device is not None:
         overrides = [*overrides, f"device={args.device}"]
     if args.resume is not None:
@@ -117,6 +117,20 @@ def cmd_train(args) -> int:
 def add_train(sub):
     p = sub.add_parser(
         "train", help="train a sequence model (your .npz/.npy/.csv or built-in data)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""data formats (--data; no pickle needed or accepted):
+  .npz  key 'x' (or the only array): (N, T, D) sequences or one (T, D) sequence;
+        optional 'cond' (N, T, C): per-step conditioning given to the model for every token
+  .npz  keys seq_0, seq_1, ... (T_i, D) of different lengths; optional cond_0, cond_1, ... (T_i, C)
+  .npy  one (N, T, D) or (T, D) array
+  .csv  header + one numeric column per channel; a time|date|timestamp|datetime|step|t column is dropped
+held out: the last data.val_fraction of the sequences (or of a single sequence's steps).
+normalization: per-channel mean/std of the training part, saved as RUN_DIR/data_stats.json.
+
+examples:
+  dforce train configs/sequence_small.yaml --data my.npz --out runs/mine train.steps=3000
+  dforce train --resume runs/mine
+  dforce train configs/sequence_small.yaml --nproc 2 train.batch_size=16""",
         description="Train a Diffusion Forcing sequence model. Config: a YAML preset (configs/*.yaml) then "
                     "dotted overrides, e.g. `dforce train configs/sequence_small.yaml train.lr=3e-4 model.width=256`. "
                     "The run directory gets config.yaml, model/ema.safetensors, trainer_state.pt, metrics.jsonl, "

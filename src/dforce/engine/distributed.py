@@ -94,12 +94,13 @@ def gather_objects(obj) -> list:
 
 def param_fingerprint(model: torch.nn.Module) -> list[float]:
     """Per-tensor float64 checksums (sum and position-weighted sum): equal iff weights agree (a.s.)."""
-    out = []
+    sums = []
     with torch.no_grad():
         for p in model.parameters():
-            v = p.detach().double().flatten().cpu()
-            out += [float(v.sum()), float((v * torch.arange(1, v.numel() + 1, dtype=torch.float64)).sum())]
-    return out
+            v = p.detach().double().flatten()
+            w = torch.arange(1, v.numel() + 1, dtype=torch.float64, device=v.device)
+            sums += [v.sum(), (v * w).sum()]
+    return torch.stack(sums).cpu().tolist() if sums else []
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:

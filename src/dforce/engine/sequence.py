@@ -124,7 +124,7 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
             ckpt.atomic_write_bytes(stats_path, json.dumps(stats, indent=1).encode())
         dataset = window_dataset(train_data, norm, cfg.data.window, cfg.data.stride)
         model, schedule = build(cfg, train_data.dim, train_data.cond_dim)
-        log_fn = tensorboard_logger(run_dir) if (cfg.logging.tensorboard and info.is_main) else None
+        log_fn = TensorBoardLogger(run_dir) if (cfg.logging.tensorboard and info.is_main) else None
         result = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir,
                        config_dict=config_to_dict(cfg), resume=resume, device=device,
                        progress=progress, log_fn=log_fn)
@@ -137,7 +137,7 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
         dist_utils.shutdown()
 
 
-class tensorboard_logger:  # noqa: N801 - used like a function
+class TensorBoardLogger:
     """``log_fn`` writing every numeric metric to RUN_DIR/tb (TensorBoard event files, no network)."""
 
     def __init__(self, run_dir: Path):

@@ -172,7 +172,8 @@ def train(
         step = int(st["step"])
         history = [h for h in ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE) if h.get("step", 0) <= step]
         if writer:  # records logged after the checkpoint will be logged again: drop them from the file too
-            ckpt.atomic_write_bytes(run_dir / ckpt.METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history).encode())
+            text = "".join(json.dumps(h) + "\n" for h in history)
+            ckpt.atomic_write_bytes(run_dir / ckpt.METRICS_FILE, text.encode())
     elif writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ckpt.METRICS_FILE).unlink(missing_ok=True)

@@ -3,7 +3,8 @@
 A run directory holds:
     config.yaml          the resolved config (everything needed to rebuild the model)
     model.safetensors    model weights;  ema.safetensors  EMA weights (when EMA is on)
-    trainer_state.pt     optimizer, LR scheduler, step, RNG states (loaded with weights_only=True)
+    trainer_state.pt     step, model + EMA + optimizer state, RNG states (loaded with weights_only=True);
+                         the one file resume reads, so a kill between two file writes cannot mix steps
     metrics.jsonl        one JSON object per logged step
 Every file is written to a temporary name in the same directory and renamed into place, so a run killed
 at any moment leaves either the old or the new checkpoint, never a torn one.
@@ -56,6 +57,24 @@ def save_weights(module_or_state, path: str | Path, metadata: dict[str, str] | N
     atomic_write_bytes(path, save(sd, metadata=metadata))
 
 
+def check_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], where: str, strict: bool = True) -> None:
+    """Raise :class:`CheckpointError` naming ``where`` when ``sd`` does not fit ``module`` (keys, shapes)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{where}: weights do not match the model (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); was it trained with another config?"
+        )
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(
+                f"{where}: tensor {k!r} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in the "
+                "model; the config does not match this checkpoint"
+            )
+
+
 def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
     """Load safetensors weights into ``module`` with clear errors for missing/corrupt/mismatched files."""
     path = Path(path)
@@ -65,20 +84,7 @@ def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True)
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{path}: weights do not match the model (missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); was it trained with another config?"
-        )
-    for k, v in sd.items():
-        if k in own and own[k].shape != v.shape:
-            raise CheckpointError(
-                f"{path}: tensor {k!r} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in the "
-                "model; the config does not match this checkpoint"
-            )
+    check_state_dict(module, sd, str(path), strict)
     module.load_state_dict(sd, strict=strict)
 
 

@@ -160,6 +160,21 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], cls: typ
     return out
 
 
+def _defaults(cls) -> dict:
+    """``cls()`` as a dict, so a partial section keeps the *parent's* defaults (not the section class's)."""
+    try:
+        return config_to_dict(cls())
+    except (TypeError, DforceError):  # required fields: no defaults to start from
+        return {}
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Defaults of ``cls`` ← YAML preset at ``path`` ← dotted ``overrides``; validated."""
     data: dict = {}
@@ -176,7 +191,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
     try:
+        data = _merge(_defaults(cls), data)
         data = apply_overrides(data, overrides, cls)
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{e}{where}") from None
+

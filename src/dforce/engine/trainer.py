@@ -1,7 +1,9 @@
 """The training loop: Algorithm 1 over a dataset, with EMA, checkpoints, exact resume and JSONL logs.
 
 Plain functions in nanoGPT's spirit: ``train`` reads top to bottom. Batches are drawn i.i.d. with a
-``torch.Generator`` whose state is checkpointed, so a resumed run continues the *same* batch stream.
+``torch.Generator`` whose state is checkpointed (with the model, EMA, optimizer and noise RNGs, all in
+``trainer_state.pt``), so a resumed run continues the *same* batch stream and, on CPU fp32, ends with
+bit-identical weights. Works unchanged under ``torchrun`` (DDP; see :mod:`dforce.engine.distributed`).
 
 Datasets: anything with ``__len__`` and either ``get_batch(idx (B,) long) -> dict`` or
 ``__getitem__(i) -> dict`` with keys ``x (T, *D)`` and optionally ``cond (T, C)``, ``mask (T,) bool``.
@@ -10,6 +12,7 @@ Datasets: anything with ``__len__`` and either ``get_batch(idx (B,) long) -> dic
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -23,7 +26,8 @@ from tqdm.auto import tqdm
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
-from dforce.errors import ConfigError
+from dforce.engine import distributed as dist_utils
+from dforce.errors import CheckpointError, ConfigError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 
 
@@ -113,73 +117,100 @@ def train(
     progress: bool = True,
     eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
     eval_every: int = 0,
+    log_fn: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` with the Diffusion Forcing objective.
+    """Train ``model`` with the Diffusion Forcing objective (single process or DDP under torchrun).
 
     Args:
         model: a causal backbone ``model(x, levels, cond)``.
         dataset: see module docstring; ``x`` batches are ``(B, T, *D)``.
-        run_dir: where checkpoints/logs go (None: nothing is written).
+        run_dir: where checkpoints/logs go (None: nothing is written). Only rank 0 writes.
         config_dict: the resolved config, saved as ``config.yaml`` (rebuilds the model later).
         resume: continue from ``run_dir``'s last checkpoint (same batch stream, optimizer, RNG).
         eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
+        log_fn: called with every metrics record on rank 0 (e.g. a TensorBoard writer).
+    Under DDP (a process group initialised by :func:`dforce.engine.distributed.init_distributed`),
+    ``cfg.batch_size`` is per process; see :mod:`dforce.engine.distributed` for the batch semantics.
     """
     device = torch.device(device)
+    info = dist_utils.current()
     model.to(device)
     schedule.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    gen = torch.Generator().manual_seed(cfg.seed)  # batch indices
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # levels + noise
+    gen = torch.Generator().manual_seed(cfg.seed)  # batch indices: one stream shared by all ranks
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + info.rank)  # levels + noise, per rank
     step, history = 0, []
     run_dir = Path(run_dir) if run_dir is not None else None
+    writer = info.is_main and run_dir is not None
 
     if resume:
         if run_dir is None or not (run_dir / ckpt.STATE_FILE).exists():
-            raise ConfigError(f"--resume: no checkpoint in {run_dir} (missing {ckpt.STATE_FILE})")
-        ckpt.load_weights(model, run_dir / ckpt.MODEL_FILE)
-        if ema is not None and (run_dir / ckpt.EMA_FILE).exists():
-            ckpt.load_weights(ema.model, run_dir / ckpt.EMA_FILE)
+            raise CheckpointError(f"--resume: no checkpoint in {run_dir} (missing {ckpt.STATE_FILE})")
         st = ckpt.load_trainer_state(run_dir / ckpt.STATE_FILE)
-        opt.load_state_dict(st["optimizer"])
+        where = str(run_dir / ckpt.STATE_FILE)
+        for k in ("step", "model", "optimizer", "batch_rng", "noise_rng", "torch_rng"):
+            if k not in st:
+                raise CheckpointError(f"{where}: not a dforce trainer state (no {k!r} entry)")
+        ckpt.check_state_dict(model, st["model"], where)
+        model.load_state_dict(st["model"])
+        if ema is not None:
+            ema_sd = st.get("ema") or st["model"]
+            ckpt.check_state_dict(ema.model, ema_sd, where)
+            ema.model.load_state_dict(ema_sd)
+        try:
+            opt.load_state_dict(st["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{where}: optimizer state does not match the model ({e})") from None
         gen.set_state(st["batch_rng"])
-        noise_gen.set_state(st["noise_rng"])
-        torch.set_rng_state(st["torch_rng"])
+        noise_states, torch_states = st["noise_rng"], st["torch_rng"]
+        if len(noise_states) == info.world_size:
+            noise_gen.set_state(noise_states[info.rank])
+            torch.set_rng_state(torch_states[info.rank])
+        else:  # resumed with another number of processes: the noise stream cannot continue exactly
+            noise_gen.manual_seed(cfg.seed + 1 + info.rank + 7919 * int(st["step"]))
         step = int(st["step"])
-        history = ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE)
-        history = [h for h in history if h.get("step", 0) <= step]
-        # records logged after the checkpoint will be logged again: drop them from the file too
-        ckpt.atomic_write_bytes(run_dir / ckpt.METRICS_FILE, "".join(ckpt.json.dumps(h) + "\n" for h in history).encode())
-    elif run_dir is not None:
+        history = [h for h in ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE) if h.get("step", 0) <= step]
+        if writer:  # records logged after the checkpoint will be logged again: drop them from the file too
+            text = "".join(json.dumps(h) + "\n" for h in history)
+            ckpt.atomic_write_bytes(run_dir / ckpt.METRICS_FILE, text.encode())
+    elif writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ckpt.METRICS_FILE).unlink(missing_ok=True)
-    if run_dir is not None and config_dict is not None:
+    if writer and config_dict is not None:
         ckpt.save_yaml(config_dict, run_dir / ckpt.CONFIG_FILE)
 
     def save_checkpoint():
-        if run_dir is None:
+        # every rank takes part in the gather; rank 0 writes. trainer_state.pt first: it is what resume reads
+        noise_states = dist_utils.gather_objects(noise_gen.get_state())
+        torch_states = dist_utils.gather_objects(torch.get_rng_state())
+        if not writer:
             return
-        ckpt.save_weights(model, run_dir / ckpt.MODEL_FILE)
+        state = {"step": step, "model": model.state_dict(), "ema": ema.model.state_dict() if ema else None,
+                 "optimizer": opt.state_dict(), "batch_rng": gen.get_state(),
+                 "noise_rng": [s.cpu() for s in noise_states], "torch_rng": torch_states,
+                 "world_size": info.world_size}
+        ckpt.save_trainer_state(state, run_dir / ckpt.STATE_FILE)
+        meta = {"step": str(step)}
+        ckpt.save_weights(model, run_dir / ckpt.MODEL_FILE, meta)
         if ema is not None:
-            ckpt.save_weights(ema.model, run_dir / ckpt.EMA_FILE)
-        ckpt.save_trainer_state(
-            {"step": step, "optimizer": opt.state_dict(), "batch_rng": gen.get_state(),
-             "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()},
-            run_dir / ckpt.STATE_FILE,
-        )
+            ckpt.save_weights(ema.model, run_dir / ckpt.EMA_FILE, meta)
 
+    net = dist_utils.wrap_ddp(model, device)  # forward/backward through DDP; state lives in ``model``
     n = len(dataset)
+    B, W = cfg.batch_size, info.world_size
     t_start, tokens = time.time(), 0
-    bar = tqdm(total=cfg.steps, initial=step, desc="training", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc="training", disable=not (progress and info.is_main),
+               dynamic_ncols=True)
     model.train()
     while step < cfg.steps:
-        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        idx = torch.randint(0, n, (W * B,), generator=gen)[info.rank * B : (info.rank + 1) * B]
         batch = get_batch(dataset, idx, device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with autocast(cfg.precision, device):
             out = diffusion_forcing_loss(
-                model, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen
+                net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen
             )
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower train.lr or check the data")
@@ -190,24 +221,29 @@ def train(
         if ema is not None:
             ema.update(model)
         step += 1
-        tokens += batch["x"].shape[0] * batch["x"].shape[1]
+        tokens += W * batch["x"].shape[0] * batch["x"].shape[1]
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = {"step": step, "loss": round(out.loss.item(), 6), "grad_norm": round(float(gnorm), 4),
-                   "lr": lr_at(step - 1, cfg), "tokens_per_s": round(tokens / (time.time() - t_start), 1)}
+            rec = {"step": step, "loss": round(dist_utils.mean_over_ranks(out.loss.item(), device), 6),
+                   "grad_norm": round(float(gnorm), 4), "lr": lr_at(step - 1, cfg),
+                   "tokens_per_s": round(tokens / max(1e-9, time.time() - t_start), 1)}
+            if info.enabled:
+                rec["ddp_in_sync"] = dist_utils.ranks_in_sync(model)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
             if eval_fn is not None and eval_every and step % eval_every == 0:
                 rec.update(eval_fn(ema.model if ema else model, step))
                 model.train()
             history.append(rec)
-            if run_dir is not None:
+            if writer:
                 ckpt.append_jsonl(run_dir / ckpt.METRICS_FILE, rec)
+            if log_fn is not None and info.is_main:
+                log_fn(rec)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint()
     bar.close()
     final = ema.model if ema is not None else model
     final.eval()
-    if run_dir is not None and history:
+    if writer and history:
         plot_curves(history, run_dir / "loss.png")
     return TrainResult(final, model, step, time.time() - t_start, history)
 

@@ -1,0 +1,258 @@
+"""Bring your own sequences: validated ``.npz`` / ``.npy`` / ``.csv`` loading, splits and normalization.
+
+Accepted files (no pickle is ever needed or allowed):
+
+* ``.npz`` with key ``x`` (or exactly one array): ``(N, T, D)`` = N sequences of T steps and D channels,
+  or ``(T, D)`` = one sequence. Optional ``cond`` of shape ``(N, T, C)`` / ``(T, C)``: per-step
+  conditioning (e.g. actions or covariates) the model sees for every token.
+* ``.npz`` with keys ``seq_0, seq_1, ...`` (each ``(T_i, D)``; variable lengths) and optionally
+  ``cond_0, cond_1, ...`` (each ``(T_i, C)``). Object arrays are refused (they need pickle).
+* ``.npy``: one numeric array, ``(N, T, D)`` or ``(T, D)``.
+* ``.csv``: a header line, one numeric column per channel, one row per step; a time column is dropped
+  (``data.time_column``: ``auto`` drops a column named time/date/timestamp/datetime/step/t).
+
+Every problem (missing file, wrong dims, NaN/inf, too short, missing keys, non-numeric column) raises a
+:class:`DataError` whose message names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dforce.errors import DataError
+
+TIME_COLUMNS = ("time", "date", "timestamp", "datetime", "step", "t")
+SEQ_KEY = re.compile(r"^seq_(\d+)$")
+
+
+@dataclass
+class SequenceData:
+    """``seqs[i]: (T_i, D)`` float32; ``cond[i]: (T_i, C)`` float32 or None; ``channels``: D names."""
+
+    seqs: list[np.ndarray]
+    cond: list[np.ndarray] | None
+    channels: list[str]
+    source: str
+
+    @property
+    def dim(self) -> int:
+        return self.seqs[0].shape[1]
+
+    @property
+    def cond_dim(self) -> int:
+        return 0 if self.cond is None else self.cond[0].shape[1]
+
+
+def _as_sequences(arr: np.ndarray, name: str, where: str) -> list[np.ndarray]:
+    if arr.dtype == object:
+        raise DataError(f"{where}: array {name!r} is an object array (needs pickle); save variable-length "
+                        "sequences as separate arrays seq_0, seq_1, ...")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{where}: array {name!r} has non-numeric dtype {arr.dtype}")
+    if arr.ndim == 2:
+        return [arr.astype(np.float32)]
+    if arr.ndim == 3:
+        return [a for a in arr.astype(np.float32)]
+    raise DataError(f"{where}: array {name!r} has shape {arr.shape}; expected (N, T, D) or (T, D)")
+
+
+def _load_npz(path: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    try:
+        z = np.load(path, allow_pickle=False)
+        keys = list(z.files)
+        arrays = {}
+        for k in keys:
+            arrays[k] = z[k]
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: contains object arrays (need pickle); save variable-length sequences as "
+                            "separate arrays seq_0, seq_1, ...") from None
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # zipfile.BadZipFile and friends on truncated files
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+    where = str(path)
+    seq_keys = sorted((k for k in keys if SEQ_KEY.match(k)), key=lambda k: int(SEQ_KEY.match(k).group(1)))
+    if seq_keys:
+        seqs, conds = [], []
+        for k in seq_keys:
+            s = arrays[k]
+            if s.ndim != 2:
+                raise DataError(f"{where}: array {k!r} has shape {s.shape}; each seq_i must be (T_i, D)")
+            seqs += _as_sequences(s, k, where)
+        if any(f"cond_{i}" in arrays for i in range(len(seq_keys))):
+            for k in seq_keys:
+                ck = k.replace("seq_", "cond_")
+                if ck not in arrays:
+                    raise DataError(f"{where}: has some cond_i arrays but no {ck!r} for {k!r}")
+                conds += _as_sequences(arrays[ck], ck, where)
+        return seqs, conds or None
+    if "x" in arrays:
+        key = "x"
+    else:
+        candidates = [k for k in keys if k != "cond"]
+        if len(candidates) != 1:
+            raise DataError(f"{where}: no array named 'x' (found {', '.join(keys) or 'none'}); store the "
+                            "sequences under 'x' or as seq_0, seq_1, ...")
+        key = candidates[0]
+    seqs = _as_sequences(arrays[key], key, where)
+    cond = _as_sequences(arrays["cond"], "cond", where) if "cond" in arrays else None
+    return seqs, cond
+
+
+def _load_csv(path: Path, time_column: str | None) -> tuple[list[np.ndarray], list[str]]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read CSV ({type(e).__name__})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise DataError(f"{path}: needs a header line and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    drop = None
+    if time_column == "auto":
+        drop = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
+    elif time_column is not None:
+        if time_column not in header:
+            raise DataError(f"{path}: time column {time_column!r} not in the header ({', '.join(header)})")
+        drop = header.index(time_column)
+    keep = [i for i in range(len(header)) if i != drop]
+    if not keep:
+        raise DataError(f"{path}: no data columns besides the time column")
+    values = np.empty((len(rows) - 1, len(keep)), np.float64)
+    for r, row in enumerate(rows[1:]):
+        line = r + 2  # 1-based, header is line 1
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+        for j, i in enumerate(keep):
+            cell = row[i].strip()
+            try:
+                values[r, j] = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: column {header[i]!r} is not numeric (line {line}: {cell!r})") from None
+    return [values.astype(np.float32)], [header[i] for i in keep]
+
+
+def load_sequences(path: str | Path, time_column: str | None = "auto") -> SequenceData:
+    """Load and validate a user's sequence file (see module docstring for the formats)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a .npz, .npy or .csv file")
+    suffix = path.suffix.lower()
+    cond, channels = None, None
+    if suffix == ".npz":
+        seqs, cond = _load_npz(path)
+    elif suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            msg = "contains an object array (needs pickle)" if "pickle" in str(e).lower() else f"unreadable ({e})"
+            raise DataError(f"{path}: {msg}") from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable .npy file ({type(e).__name__})") from None
+        seqs = _as_sequences(arr, "array", str(path))
+    elif suffix == ".csv":
+        seqs, channels = _load_csv(path, time_column)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .npz, .npy or .csv")
+    if not seqs:
+        raise DataError(f"{path}: holds no sequences")
+    D = seqs[0].shape[1]
+    for i, s in enumerate(seqs):
+        if s.shape[1] != D:
+            raise DataError(f"{path}: sequence {i} has {s.shape[1]} channels, sequence 0 has {D}")
+        if len(s) == 0 or D == 0:
+            raise DataError(f"{path}: sequence {i} is empty (shape {s.shape})")
+        bad = ~np.isfinite(s)
+        if bad.any():
+            t, d = np.argwhere(bad)[0]
+            raise DataError(f"{path}: sequence {i} has NaN/inf values (first at step {t}, channel {d})")
+    if cond is not None:
+        if len(cond) != len(seqs):
+            raise DataError(f"{path}: 'cond' holds {len(cond)} sequences but there are {len(seqs)}")
+        for i, (s, c) in enumerate(zip(seqs, cond)):
+            if len(c) != len(s):
+                raise DataError(f"{path}: cond of sequence {i} has {len(c)} steps, the sequence has {len(s)}")
+            if not np.isfinite(c).all():
+                raise DataError(f"{path}: cond of sequence {i} has NaN/inf values")
+        if len({c.shape[1] for c in cond}) != 1:
+            raise DataError(f"{path}: cond arrays have different numbers of channels")
+    return SequenceData(seqs, cond, channels or [f"x{d}" for d in range(D)], str(path))
+
+
+def split(data: SequenceData, val_fraction: float, window: int) -> tuple[SequenceData, SequenceData]:
+    """Hold out the last ``ceil(f·N)`` sequences (N ≥ 2) or the last ``f`` of a single sequence.
+
+    Raises :class:`DataError` when either part is shorter than ``window`` steps.
+    """
+    seqs, cond = data.seqs, data.cond
+    if len(seqs) >= 2:
+        n_val = max(1, math.ceil(val_fraction * len(seqs)))
+        n_val = min(n_val, len(seqs) - 1)
+        parts = (slice(0, len(seqs) - n_val), slice(len(seqs) - n_val, len(seqs)))
+        out = [SequenceData(seqs[p], None if cond is None else cond[p], data.channels, data.source) for p in parts]
+    else:
+        L = len(seqs[0])
+        cut = L - max(1, math.ceil(val_fraction * L))
+        if cut < window or L - cut < window:
+            raise DataError(
+                f"{data.source}: the sequence has {L} steps; a held-out split of {val_fraction:.0%} needs at "
+                f"least {window} steps in both parts (data.window={window}); give more data or a smaller window"
+            )
+        out = [SequenceData([s[a:b] for s in seqs], None if cond is None else [c[a:b] for c in cond],
+                            data.channels, data.source) for a, b in ((0, cut), (cut, L))]
+    for name, part in zip(("training", "held-out"), out):
+        longest = max(len(s) for s in part.seqs)
+        if longest < window:
+            raise DataError(
+                f"{data.source}: every {name} sequence is shorter than data.window={window} steps "
+                f"(longest: {longest}); give longer sequences or a smaller data.window"
+            )
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-channel ``(x - mean) / std`` with statistics from the training split (saved as JSON)."""
+
+    mean: list[float]
+    std: list[float]
+    channels: list[str]
+
+    @classmethod
+    def fit(cls, data: SequenceData, enabled: bool = True) -> "Normalizer":
+        D = data.dim
+        if not enabled:
+            return cls([0.0] * D, [1.0] * D, data.channels)
+        allx = np.concatenate(data.seqs, 0).astype(np.float64)
+        std = allx.std(0)
+        std = np.where(std > 1e-8, std, 1.0)  # constant channels: leave the scale alone
+        return cls(allx.mean(0).tolist(), std.tolist(), data.channels)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return ((x - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+
+    def decode(self, x: np.ndarray) -> np.ndarray:
+        return (x * np.asarray(self.std) + np.asarray(self.mean)).astype(np.float32)
+
+    def to_json(self) -> str:
+        return json.dumps({"mean": self.mean, "std": self.std, "channels": self.channels}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "Normalizer":
+        try:
+            d = json.loads(text)
+            return cls([float(v) for v in d["mean"]], [float(v) for v in d["std"]], list(d["channels"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{where}: corrupt normalization statistics ({type(e).__name__})") from None

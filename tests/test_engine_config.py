@@ -1,0 +1,77 @@
+"""Typed configs: presets load, dotted overrides parse, bad keys/values are rejected naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config, parse_override
+from dforce.engine.run_config import RunConfig
+from dforce.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["sequence_small.yaml", "sequence_gpu.yaml"])
+def test_presets_load_and_round_trip(name):
+    cfg = load_config(RunConfig, CONFIGS / name)
+    assert from_dict(RunConfig, config_to_dict(cfg)) == cfg
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = load_config(RunConfig, CONFIGS / "sequence_small.yaml",
+                      ["train.lr=3e-4", "model.width=256", "train.precision=bf16", "data.path=my.npz",
+                       "model.max_context=null", "logging.tensorboard=true"])
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.model.width == 256 and cfg.train.precision == "bf16" and cfg.data.path == "my.npz"
+    assert cfg.model.max_context is None and cfg.logging.tensorboard is True
+    assert cfg.train.steps == 2000  # untouched preset value
+
+
+def test_partial_section_keeps_run_defaults():
+    # sampler.steps alone must not reset stabilization_level to SamplerConfig's own default
+    cfg = load_config(RunConfig, None, ["sampler.steps=7"])
+    assert cfg.sampler.steps == 7 and cfg.sampler.stabilization_level == RunConfig().sampler.stabilization_level
+
+
+def test_parse_override_forms():
+    assert parse_override("a.b=1") == (["a", "b"], 1)
+    assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    assert parse_override("a=hello") == (["a"], "hello")
+    for bad in ("novalue", "=3", "a..b=1", "1a=2"):
+        with pytest.raises(ConfigError):
+            parse_override(bad)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lrr=1", "train.lrr"),
+    ("nosuch.x=1", "nosuch"),
+    ("model.width=abc", "model.width"),
+    ("model.width=1.5", "model.width"),
+    ("train.steps=0", "train.steps"),
+    ("train.precision=fp8", "train.precision"),
+    ("logging.tensorboard=maybe", "logging.tensorboard"),
+    ("device=gpu", "device"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("sampler.window=999", "sampler.window"),
+    ("train.lr=-1", "train.lr"),
+])
+def test_bad_overrides_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(RunConfig, CONFIGS / "sequence_small.yaml", [override])
+
+
+def test_bad_yaml_key_names_key_and_file(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("train:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.stepz.*x\.yaml"):
+        load_config(RunConfig, p)
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(RunConfig, p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(RunConfig, tmp_path / "missing.yaml")
+
+
+def test_override_into_non_section_rejected():
+    with pytest.raises(ConfigError, match="device"):
+        apply_overrides({"device": "cpu"}, ["device.x=1"], RunConfig)

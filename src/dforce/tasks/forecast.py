@@ -31,6 +31,12 @@ no stabilization) and ``full_sequence`` (one shared level; sampled with the full
 the whole prediction window) — see :func:`baseline_config`.
 
 Run it: ``dforce forecast --dataset exchange_rate`` or ``python benchmarks/forecast_exchange.py``.
+
+Measured (``benchmarks/results/forecast_exchange.md``, ``configs/forecast_small.yaml``, 5 seeds): CRPS-sum
+0.00509 ± 0.00054, better than naive (0.00621), VAR (0.00556), teacher forcing (0.00544), full-sequence
+(0.00563) and a fitted Gaussian random walk (0.00522), but not the paper's 0.003. Validation CRPS-sum is
+usually best after 1-4 epochs and then worsens: what the model learns beyond a correlated random walk
+on 1990-2013 rates transfers poorly to the held-out years.
 """
 
 from __future__ import annotations

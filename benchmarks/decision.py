@@ -140,10 +140,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def _rel(path: str) -> str:
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else str(p)
+
+
 def markdown(r: dict) -> str:
     s = r["summary"]
     lines = [f"# Decision-making benchmark{' (PARTIAL / quick)' if r['partial'] else ''}", "",
-             f"`{r['command']}` — {r['seconds']:.0f} s. State-only observations (13-D), recurrent backbone.", ""]
+             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets (no images); recurrent (GRU) backbone; train steps per model in the JSON.", ""]
     if "imitation" in s:
         lines += ["## Fruit swap imitation (success rate)", "", "| method | success | episodes | paper |",
                   "|---|---|---|---|"]
@@ -165,7 +170,7 @@ def markdown(r: dict) -> str:
                   "| mode | cross | stitched | other | samples | plot |", "|---|---|---|---|---|---|"]
         for m in comp.MODES:
             lines.append(f"| {m} | {c[m]['cross']:.0%} | {c[m]['stitched']:.0%} | {c[m]['other']:.0%} | "
-                         f"{c[m]['samples']} | `{Path(c[m]['plot']).relative_to(ROOT) if Path(c[m]['plot']).is_absolute() else c[m]['plot']}` |")
+                         f"{c[m]['samples']} | `{_rel(c[m]['plot'])}` |")
         lines.append("")
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from dforce.engine.trainer import TrainConfig, train
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
+from dforce.plotting import save_figure
 
 
 @dataclass(frozen=True)
@@ -113,5 +114,4 @@ def plot_demo(held_out, samples, roll, cfg: DemoConfig, report: dict, path: Path
     u = report["energy_distance"]["untrained"]
     fig.suptitle(f"dforce demo — untrained model energy distance {u:.3f}; lower is closer to the data")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dforce.errors import DataError
+from dforce.plotting import save_figure
 
 LABELS = ("cross", "stitched", "other")
 DIRECTIONS = ("BL->TR", "TR->BL", "TL->BR", "BR->TL")
@@ -145,8 +146,4 @@ def plot_paths(paths: np.ndarray, path_png: str | Path, labels: np.ndarray | Non
         ax.plot([], [], color=c, label=f"{lab} ({int((labels == lab).sum())})")
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=title or f"{len(paths)} paths")
     ax.legend(loc="upper center", fontsize=7, ncol=3, frameon=False)
-    out = Path(path_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, path_png, dpi=100, bbox_inches="tight")

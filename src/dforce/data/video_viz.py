@@ -15,6 +15,7 @@ import torch
 
 from dforce.data.video_common import to_uint8_frames
 from dforce.errors import ConfigError
+from dforce.plotting import save_figure
 
 _PAD = 2  # pixels between tiles
 _HEADER = 26  # two label lines (method names, time step) of the ~11 px PIL default font
@@ -143,8 +144,4 @@ def plot_horizon_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -31,6 +31,7 @@ from dforce.errors import CheckpointError, ConfigError, DataError
 from dforce.models import build_model
 from dforce.objective import diffusion_forcing_loss
 from dforce.sampler import SamplerConfig, sample
+from dforce.plotting import save_figure
 
 STATS_FILE = "data_stats.json"
 # sections that fix the model and its data: they cannot change when a run is resumed
@@ -336,7 +337,4 @@ def plot_rollouts(x: np.ndarray, context: int, window: int, channels: list[str],
     axes[-1][0].set_xlabel("step (black: real context; dashed: one training horizon after it)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)

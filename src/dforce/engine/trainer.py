@@ -29,6 +29,7 @@ from dforce.engine import checkpoint as ckpt
 from dforce.engine import distributed as dist_utils
 from dforce.errors import CheckpointError, ConfigError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
+from dforce.plotting import save_figure
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,4 @@ def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("loss"
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=120)

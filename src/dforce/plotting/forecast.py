@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dforce.errors import DataError
+from dforce.plotting import save_figure
 
 
 def plot_forecast_fan(path: str | Path, history: np.ndarray, samples: np.ndarray, actual: np.ndarray | None = None,
@@ -63,8 +64,4 @@ def plot_forecast_fan(path: str | Path, history: np.ndarray, samples: np.ndarray
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dforce.data.maze2d import MAZE_NAMES, OraclePolicy, RandomPolicy, evaluate_policy, get_maze, plot_maze_paths
-from dforce.engine.config import load_config
+from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config
 from dforce.tasks.planning import Planner, PlanningConfig, load_planner, run_planner, train_planner
 
 METHODS = ("df_mcg", "df", "diffuser_actions", "diffuser_pd", "random", "oracle")
@@ -62,6 +62,8 @@ def get_run(maze: str, kind: str, args) -> tuple[Path, float]:
 
 def planner_for(run: Path, args, mcg: int) -> Planner:
     cfg, model, schedule, norm = load_planner(run, args.device)
+    if args.eval_overrides:
+        cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), args.eval_overrides, PlanningConfig))
     return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg_samples=mcg))
 
 
@@ -145,6 +147,21 @@ def write(results: dict, args) -> None:
     (out / "maze2d.md").write_text("\n".join(lines) + "\n")
 
 
+def merge(args) -> int:
+    """Combine partial runs (e.g. single and multi run as two processes) into one JSON + table."""
+    results: dict = {"summary": {}, "training": {}, "command": [], "settings": None}
+    for folder in args.merge:
+        part = json.loads((Path(folder) / "maze2d.json").read_text())
+        for key, row in part["summary"].items():
+            results["summary"].setdefault(key, {}).update(row)
+        results["training"].update(part.get("training", {}))
+        results["command"].append(part["command"])
+        results["settings"] = part["settings"]
+    results["command"] = " ; ".join(results["command"])
+    write(results, args)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mazes", nargs="+", default=list(MAZE_NAMES), help="umaze medium large")
@@ -160,8 +177,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--eval-overrides", nargs="*", default=[], help="sampler/plan overrides at evaluation, e.g. sampler.steps=10")
     p.add_argument("overrides", nargs="*", help="config overrides for training, e.g. train.steps=5000")
+    p.add_argument("--merge", nargs="+", default=None, help="merge the maze2d.json of these folders into --out and exit")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args)
     for m in args.mazes:
         get_maze(m)  # clear error on a bad name
     if args.quick:
@@ -174,7 +195,7 @@ def main(argv=None) -> int:
     results.setdefault("summary", {})
     results["command"] = "python benchmarks/maze2d.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["settings"] = {"episodes": args.episodes, "mcg": args.mcg, "config": Path(args.config).name,
-                           "overrides": list(args.overrides), "horizon_tokens": HORIZON, "quick": args.quick}
+                           "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides), "horizon_tokens": HORIZON, "quick": args.quick}
     for maze in args.mazes:
         run_maze(maze, args, results)
     write(results, args)

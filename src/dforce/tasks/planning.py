@@ -80,6 +80,7 @@ class ExecConfig:
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
     inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal
     guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
+    goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
@@ -87,18 +88,45 @@ class ExecConfig:
             raise ConfigError(f"plan.replan_every must be >= 1, got {self.replan_every}")
 
 
+# Task defaults as subclasses (not default_factory instances), so a partial override such as
+# ``diffusion.num_levels=100`` keeps the other planning defaults instead of the generic class defaults.
+@dataclass(frozen=True)
+class PlanDiffusionConfig(NoiseScheduleConfig):
+    num_levels: int = 1000  # reference Maze2D: K = 1000, linear β, x0-prediction (REFERENCE.md §2)
+    beta_schedule: str = "linear"
+    objective: str = "x0"
+
+
+@dataclass(frozen=True)
+class PlanModelConfig(ModelConfig):
+    width: int = 128  # ~0.37M params, 2-CPU size (reference MLP+GRU: 4.3M ≈ width 448)
+    depth: int = 2
+
+
+@dataclass(frozen=True)
+class PlanTrainConfig(TrainConfig):
+    steps: int = 2500  # 2-CPU budget (reference: 120k steps at batch 4096)
+    batch_size: int = 64
+    lr: float = 1e-3  # small model, short run (reference: 2e-4)
+    checkpoint_every: int = 250
+
+
+@dataclass(frozen=True)
+class PlanSamplerConfig(SamplerConfig):
+    steps: int = 20  # DDIM steps (reference: 50; fewer for CPU planning)
+    window: int = 20  # the planner overrides it with data.horizon (one chunk = the whole plan)
+    guidance_scale: float = 0.05  # tuned on U-Maze with 20 episodes (0.05 > 0.15, 0.3)
+
+
 @dataclass(frozen=True)
 class PlanningConfig:
     data: PlanDataConfig = field(default_factory=PlanDataConfig)
-    # reference Maze2D: linear β, x0-prediction, K=1000 (REFERENCE.md §2)
-    diffusion: NoiseScheduleConfig = field(
-        default_factory=lambda: NoiseScheduleConfig(num_levels=1000, beta_schedule="linear", objective="x0"))
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="rnn", width=128, depth=2))
-    # x0-prediction with uniform weights (Diffuser's loss); DF = independent levels
-    objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(weighting="uniform"))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=1e-3))
-    sampler: SamplerConfig = field(
-        default_factory=lambda: SamplerConfig(steps=20, schedule="pyramid", guidance_scale=0.05, window=20))
+    diffusion: PlanDiffusionConfig = field(default_factory=PlanDiffusionConfig)
+    model: PlanModelConfig = field(default_factory=PlanModelConfig)
+    # the objective's defaults (DF = independent levels, fused-SNR weights) are the planning defaults
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: PlanTrainConfig = field(default_factory=PlanTrainConfig)
+    sampler: PlanSamplerConfig = field(default_factory=PlanSamplerConfig)
     plan: ExecConfig = field(default_factory=ExecConfig)
 
     def __post_init__(self):
@@ -244,17 +272,24 @@ def load_planner(run_dir: str | Path, device: str = "cpu"):
 # ---------------------------------------------------------------------------------------------------
 
 
-def goal_distance_guidance(goal_n: torch.Tensor, pos_std: torch.Tensor, decay: float = 1.0):
-    """log c(x̂0) = −Σ_{planned steps j} decay^j · ‖p_j − g‖ (in world units) over the planned positions.
+def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0):
+    """log c(x̂0) = −Σ_{planned steps j} decay^j · sqrt(‖p_j − g‖² + w² ‖v_j‖²) in world units.
 
-    ``goal_n: (B, 2)`` goal in normalized coordinates; ``pos_std: (2,)`` position scale (to measure
-    distances in world units). The plan tokens are ``(B·N, H, k, 6)``.
+    With ``vel_weight`` w = 0 this is the distance of every planned position to the goal; w > 0 measures
+    the distance to the goal *state* (g, zero velocity), so plans slow down and stay at the goal.
+    ``goal_n: (B, 2)`` goal in normalized coordinates. The plan tokens are ``(B·N, H, k, 6)``.
     """
+    std = torch.as_tensor(norm.std, dtype=torch.float32)
+    vmean = torch.as_tensor(norm.mean[4:6], dtype=torch.float32)
 
     def log_c(x0_hat: torch.Tensor, t0: int) -> torch.Tensor:
-        p = x0_hat[..., POS].flatten(1, 2)  # (B·N, H·k, 2)
+        s = x0_hat.flatten(1, 2)  # (B·N, H·k, 6)
+        p = s[..., POS]
         g = goal_n.to(p).repeat_interleave(p.shape[0] // goal_n.shape[0], 0).unsqueeze(1)
-        d = (((p - g) * pos_std.to(p)).pow(2).sum(-1) + 1e-6).sqrt()  # (B·N, H·k)
+        d2 = ((p - g) * std[2:4].to(p)).pow(2).sum(-1)
+        if vel_weight:
+            d2 = d2 + vel_weight**2 * (s[..., 4:6] * std[4:6].to(p) + vmean.to(p)).pow(2).sum(-1)
+        d = (d2 + 1e-6).sqrt()  # (B·N, H·k)
         w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
         return -(d * w).sum(1)
 
@@ -300,9 +335,10 @@ class Planner:
              generator: torch.Generator | None = None, guided: bool = True) -> Plan:
         t0 = time.perf_counter()
         ctx = self.context(obs_hist, act_hist)
-        pos_mean, pos_std = self.norm.mean[2:4], self.norm.std[2:4]
-        goal_n = torch.as_tensor((goals - pos_mean) / pos_std, dtype=torch.float32, device=self.device)
-        guide = goal_distance_guidance(goal_n, torch.as_tensor(pos_std, dtype=torch.float32), self.cfg.plan.guidance_decay)
+        goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
+                                 device=self.device)
+        pc = self.cfg.plan
+        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight)
         out = sample(self.model, self.schedule, self.sampler, length=self.cfg.data.horizon, context=ctx,
                      guidance=guide if guided else None, generator=generator)
         plan = out.x[:, out.context_len:].flatten(1, 2).double().cpu().numpy()  # (N, H·k, 6)
@@ -328,12 +364,13 @@ class RolloutResult:
 
 def run_planner(planner: Planner, maze: str, episodes: int = 100, multi_goal: bool = False, seed: int = 0,
                 executor: str | None = None, max_episode_steps: int | None = None, progress: bool = False,
-                guided: bool = True) -> RolloutResult:
-    """Closed-loop MPC episodes, all ``episodes`` in one batch. Scores are D4RL-normalized."""
+                guided: bool = True, starts: np.ndarray | None = None) -> RolloutResult:
+    """Closed-loop MPC episodes, all ``episodes`` in one batch (``starts (N, 2)`` overrides the random
+    start positions). Scores are D4RL-normalized."""
     executor = executor or planner.cfg.plan.executor
     check_choice("executor", executor, ("actions", "pd"))
     env = Maze2DBatchEnv(maze, episodes, seed=seed, multi_goal=multi_goal, max_episode_steps=max_episode_steps)
-    obs = env.reset()
+    obs = env.reset(start=starts)
     gen = torch.Generator(device=planner.device).manual_seed(seed)
     obs_hist, act_hist, times = [obs], [], []
     ever = np.zeros(episodes, dtype=bool)

@@ -1,7 +1,7 @@
 """``dforce plan``: train and evaluate Maze2D Diffusion Forcing planners.
 
     dforce plan train --maze umaze --config configs/planning_umaze_small.yaml --out runs/plan_umaze [key=value ...]
-    dforce plan eval runs/plan_umaze --episodes 100 [--multi] [--mcg 4] [--executor pd] [key=value ...]
+    dforce plan eval runs/plan_umaze --episodes 100 [--multi] [--mcg 4] [--executor pd] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -81,5 +81,6 @@ def register(subparsers) -> None:
     e.add_argument("--out", default=None, help="output folder (default: the run directory)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--quiet", action="store_true")
-    e.add_argument("overrides", nargs="*", help="dotted overrides of the sampler/plan settings, e.g. sampler.guidance_scale=0.1")
+    e.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="sampler/plan overrides, e.g. --set sampler.guidance_scale=0.1 plan.executor=pd")
     e.set_defaults(func=cmd_eval)

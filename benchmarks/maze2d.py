@@ -176,6 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "results"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--eval-overrides", nargs="*", default=[], help="sampler/plan overrides at evaluation, e.g. sampler.steps=10")
     p.add_argument("overrides", nargs="*", help="config overrides for training, e.g. train.steps=5000")
@@ -188,8 +189,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.episodes = min(args.episodes, 10)
         args.out = args.out if args.out != str(ROOT / "results") else str(ROOT / "results" / "quick")
-    if args.device == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)  # 1 on a shared CPU: oversubscribed OpenMP threads spin
     path = Path(args.out) / "maze2d.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.setdefault("summary", {})

@@ -251,8 +251,14 @@ def train_planner(cfg: PlanningConfig, run_dir: str | Path | None, device: str =
     return result, norm
 
 
-def load_planner(run_dir: str | Path, device: str = "cpu"):
-    """``(cfg, model (EMA), schedule, norm)`` from a run directory written by :func:`train_planner`."""
+def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"):
+    """``(cfg, model, schedule, norm)`` from a run directory written by :func:`train_planner`.
+
+    ``weights``: ema | raw | auto. ``auto`` takes the EMA weights only once the run is long enough for the
+    EMA to have forgotten its initialization (steps · (1 − decay) ≥ 3, i.e. < 5 % initial weight left);
+    a short run (e.g. 1000 steps at decay 0.999 keeps 37 % of the random init) uses the raw weights.
+    """
+    check_choice("weights", weights, ("auto", "ema", "raw"))
     run_dir = Path(run_dir)
     for f in (ckpt.CONFIG_FILE, STATS_FILE):
         if not (run_dir / f).exists():
@@ -260,9 +266,14 @@ def load_planner(run_dir: str | Path, device: str = "cpu"):
     cfg = from_dict(PlanningConfig, ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE))
     norm = Normalizer.from_dict(json.loads((run_dir / STATS_FILE).read_text()))
     model = build_model(cfg.model, (cfg.data.frame_stack, ROW), cfg.diffusion.num_levels)
-    wfile = run_dir / (ckpt.EMA_FILE if (run_dir / ckpt.EMA_FILE).exists() else ckpt.MODEL_FILE)
+    if weights == "auto":
+        steps = cfg.train.steps
+        if (run_dir / "train_time.json").exists():
+            steps = json.loads((run_dir / "train_time.json").read_text()).get("steps", steps)
+        weights = "ema" if steps * (1 - cfg.train.ema_decay) >= 3 and (run_dir / ckpt.EMA_FILE).exists() else "raw"
+    wfile = run_dir / (ckpt.EMA_FILE if weights == "ema" else ckpt.MODEL_FILE)
     if not wfile.exists():
-        raise CheckpointError(f"{run_dir} has no weights ({ckpt.EMA_FILE} or {ckpt.MODEL_FILE})")
+        raise CheckpointError(f"{run_dir} has no {wfile.name}")
     ckpt.load_weights(model, wfile)
     return cfg, model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), norm
 

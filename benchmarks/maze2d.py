@@ -1,0 +1,207 @@
+"""Maze2D planning benchmark: Diffusion Forcing (+MCG) vs a Diffuser-style planner vs random / oracle.
+
+Per maze: trains (or reuses) a DF planner (independent levels) and a Diffuser-style planner (full-sequence
+levels, same backbone/data/sampler; the full_sequence scheduling matrix; goal inpainted on the last planned
+state + guidance), then runs closed-loop episodes in the single-task and Multi2D settings:
+
+    df_mcg            DF, pyramid schedule, guidance with Monte Carlo Guidance (N = --mcg), diffused actions
+    df                the same without MCG (N = 1)
+    diffuser_actions  Diffuser-style plan, diffused actions executed
+    diffuser_pd       Diffuser-style plan, PD controller tracking the planned states (as Diffuser reported)
+    random, oracle    dforce.data.maze2d reference policies
+
+All methods replan every ``plan.replan_every`` steps (MPC). Scores are D4RL-normalized (mean ± standard
+error over episodes); our oracle scores far above D4RL's reference max (docs/maze2d.md), so compare with
+the oracle row, not only with the paper.
+
+    PYTHONPATH=src python benchmarks/maze2d.py --mazes umaze            # one maze (results merge into the JSON)
+    PYTHONPATH=src python benchmarks/maze2d.py --quick                   # smoke run: tiny training, 10 episodes
+    PYTHONPATH=src python benchmarks/maze2d.py --config configs/planning_gpu.yaml --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dforce.data.maze2d import MAZE_NAMES, OraclePolicy, RandomPolicy, evaluate_policy, get_maze, plot_maze_paths
+from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config
+from dforce.tasks.planning import Planner, PlanningConfig, load_planner, run_planner, train_planner
+
+METHODS = ("df_mcg", "df", "diffuser_actions", "diffuser_pd", "random", "oracle")
+PAPER = {  # REFERENCE.md §3, paper Table 1 (DF with MCG)
+    "single/umaze": 116.7, "single/medium": 149.4, "single/large": 159.0,
+    "multi/umaze": 119.1, "multi/medium": 152.3, "multi/large": 167.1,
+}
+# planned tokens per maze (× frame_stack steps): enough for the longest oracle path of the maze
+HORIZON = {"umaze": 20, "medium": 30, "large": 40}
+ROOT = Path(__file__).resolve().parent
+
+
+def get_run(maze: str, kind: str, args) -> tuple[Path, float]:
+    """Train (or reuse) the planner of ``kind`` (df | diffuser); returns (run dir, training seconds)."""
+    run = Path(args.runs) / f"{maze}_{kind}"
+    if (run / "ema.safetensors").exists() and (run / "train_time.json").exists() and not args.retrain:
+        return run, json.loads((run / "train_time.json").read_text())["seconds"]
+    ov = [f"data.maze={maze}", f"data.horizon={HORIZON[maze]}", f"sampler.window={HORIZON[maze]}"]
+    if kind == "diffuser":
+        ov += ["objective.level_strategy=full_sequence", "sampler.schedule=full_sequence", "plan.inpaint_goal=true"]
+    if args.quick:
+        ov += ["train.steps=300", "train.warmup_steps=20", "data.num_steps=100000"]
+    cfg = load_config(PlanningConfig, args.config, ov + list(args.overrides))
+    result, _ = train_planner(cfg, run, device=args.device, progress=not args.quiet)
+    return run, result.seconds
+
+
+def planner_for(run: Path, args, mcg: int) -> Planner:
+    cfg, model, schedule, norm = load_planner(run, args.device)
+    if args.eval_overrides:
+        cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), args.eval_overrides, PlanningConfig))
+    return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg_samples=mcg))
+
+
+def entry(res, seconds=None) -> dict:
+    e = {"score_mean": round(res.mean, 2), "score_se": round(res.sem, 2), "episodes": int(len(res.scores)),
+         "success": round(float(res.success.mean()), 3)}
+    if seconds:
+        e["plan_seconds_per_call"] = round(float(np.mean(seconds)), 3)
+        e["plan_calls"] = len(seconds)
+    return e
+
+
+def run_maze(maze: str, args, results: dict) -> None:
+    runs = {k: get_run(maze, k, args) for k in ("df", "diffuser")}
+    results.setdefault("training", {})[maze] = {k: {"run_dir": str(r), "seconds": round(s, 1)} for k, (r, s) in runs.items()}
+    for setting in args.settings:
+        multi = setting == "multi"
+        key = f"{setting}/{maze}"
+        summary, paths = {}, {}
+        specs = {
+            "df_mcg": (runs["df"][0], args.mcg, "actions"),
+            "df": (runs["df"][0], 1, "actions"),
+            "diffuser_actions": (runs["diffuser"][0], 1, "actions"),
+            "diffuser_pd": (runs["diffuser"][0], 1, "pd"),
+        }
+        for method in args.methods:
+            t0 = time.time()
+            if method in specs:
+                run, mcg, executor = specs[method]
+                roll = run_planner(planner_for(run, args, mcg), maze, args.episodes, multi, args.seed, executor,
+                                   progress=not args.quiet)
+                summary[method] = entry(roll.result, roll.plan_seconds)
+                paths[method] = roll
+            else:
+                policy = RandomPolicy(args.seed) if method == "random" else OraclePolicy(seed=args.seed)
+                summary[method] = entry(evaluate_policy(maze, policy, args.episodes, args.seed, multi))
+            summary[method]["wall_seconds"] = round(time.time() - t0, 1)
+            print(f"{key:14s} {method:17s} {summary[method]['score_mean']:7.1f} ± {summary[method]['score_se']:.1f}"
+                  f"  ({summary[method]['wall_seconds']} s)", flush=True)
+            results["summary"].setdefault(key, {})[method] = summary[method]
+            write(results, args)
+        if paths:
+            plot(maze, setting, paths, args)
+
+
+def plot(maze: str, setting: str, paths: dict, args) -> None:
+    """Planned (first plan) vs executed paths of episode 0 for each planner method."""
+    out = Path(args.out) / (f"maze2d_{maze}.png" if setting == "single" else f"maze2d_{maze}_multi.png")
+    curves = {}
+    for m, roll in paths.items():
+        curves[f"{m} planned"] = roll.first_plan[0, :, :2]
+        curves[f"{m} executed"] = roll.executed[0, :, :2]
+    plot_maze_paths(maze, curves, out, goal=next(iter(paths.values())).goals[0],
+                    title=f"{maze} ({setting}), episode 0: first plan vs executed")
+
+
+def write(results: dict, args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "maze2d.json").write_text(json.dumps(results, indent=2))
+    lines = ["# Maze2D planning benchmark", "",
+             f"Command: `{results['command']}`", "",
+             "D4RL-normalized score, mean ± standard error over episodes (n). Paper = DF with MCG, paper Table 1. "
+             "Our oracle scores far above D4RL's reference max (docs/maze2d.md): compare against it too.", "",
+             "| setting | " + " | ".join(METHODS) + " | paper DF |", "|---" * (len(METHODS) + 2) + "|"]
+    for key in sorted(results["summary"]):
+        row = results["summary"][key]
+        cells = [f"{row[m]['score_mean']:.1f} ± {row[m]['score_se']:.1f} (n={row[m]['episodes']})" if m in row else "—"
+                 for m in METHODS]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {PAPER.get(key, '—')} |")
+    lines += ["", "## Training and planning cost", "", "| maze | planner | train s | s per planning call (all episodes batched) |",
+              "|---|---|---|---|"]
+    for maze, tr in results.get("training", {}).items():
+        for kind, info in tr.items():
+            m = "df_mcg" if kind == "df" else "diffuser_actions"
+            per = [results["summary"][k][mm].get("plan_seconds_per_call") for k in results["summary"] if k.endswith(maze)
+                   for mm in ((m, "df") if kind == "df" else (m,)) if mm in results["summary"][k]]
+            per_s = ", ".join(f"{p:.2f}" for p in per if p is not None)
+            lines.append(f"| {maze} | {kind} | {info['seconds']} | {per_s} |")
+    lines += ["", f"Settings: {json.dumps(results['settings'])}"]
+    (out / "maze2d.md").write_text("\n".join(lines) + "\n")
+
+
+def merge(args) -> int:
+    """Combine partial runs (e.g. single and multi run as two processes) into one JSON + table."""
+    results: dict = {"summary": {}, "training": {}, "command": [], "settings": None}
+    for folder in args.merge:
+        part = json.loads((Path(folder) / "maze2d.json").read_text())
+        for key, row in part["summary"].items():
+            results["summary"].setdefault(key, {}).update(row)
+        results["training"].update(part.get("training", {}))
+        results["command"].append(part["command"])
+        results["settings"] = part["settings"]
+    results["command"] = " ; ".join(results["command"])
+    write(results, args)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mazes", nargs="+", default=list(MAZE_NAMES), help="umaze medium large")
+    p.add_argument("--settings", nargs="+", default=["single", "multi"], choices=("single", "multi"))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--mcg", type=int, default=4, help="Monte Carlo Guidance samples for df_mcg")
+    p.add_argument("--config", default=str(ROOT.parent / "configs" / "planning_umaze_small.yaml"))
+    p.add_argument("--runs", default="runs/maze2d_bench", help="where planners are trained / reused")
+    p.add_argument("--retrain", action="store_true", help="train even if a run directory exists")
+    p.add_argument("--quick", action="store_true", help="smoke run: 300 training steps on 100k steps, 10 episodes")
+    p.add_argument("--out", default=str(ROOT / "results"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--eval-overrides", nargs="*", default=[], help="sampler/plan overrides at evaluation, e.g. sampler.steps=10")
+    p.add_argument("overrides", nargs="*", help="config overrides for training, e.g. train.steps=5000")
+    p.add_argument("--merge", nargs="+", default=None, help="merge the maze2d.json of these folders into --out and exit")
+    args = p.parse_args(argv)
+    if args.merge:
+        return merge(args)
+    for m in args.mazes:
+        get_maze(m)  # clear error on a bad name
+    if args.quick:
+        args.episodes = min(args.episodes, 10)
+        args.out = args.out if args.out != str(ROOT / "results") else str(ROOT / "results" / "quick")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # 1 on a shared CPU: oversubscribed OpenMP threads spin
+    path = Path(args.out) / "maze2d.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault("summary", {})
+    results["command"] = "python benchmarks/maze2d.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results["settings"] = {"episodes": args.episodes, "mcg": args.mcg, "config": Path(args.config).name,
+                           "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides), "horizon_tokens": HORIZON, "quick": args.quick}
+    for maze in args.mazes:
+        run_maze(maze, args, results)
+    write(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

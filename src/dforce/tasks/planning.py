@@ -1,0 +1,407 @@
+"""Maze2D planning with Diffusion Forcing (paper §4.2): one readable recipe.
+
+Tokens. A step row is ``[a_t, o_{t+1}]`` (6 numbers: force, next [x, y, vx, vy]), z-scored with dataset
+statistics; ``frame_stack`` (k, reference 10) consecutive rows make one token of shape ``(k, 6)``. Every
+training segment starts with a *start token* ``[0, o_0] × k`` (zero force, the first observation
+repeated), which is how an episode's first observation is shown to the model at execution.
+
+Training. Windows of ``context_tokens + horizon`` tokens (any step offset) cut from the dataset's
+segments, Algorithm 1 (independent levels = Diffusion Forcing; ``full_sequence`` = the Diffuser-style
+baseline with the same backbone and data).
+
+Execution (MPC, all episodes of a batch planned together). Every ``replan_every`` steps:
+    1. the real history (start token + the completed real tokens, the last ``context_tokens`` of them)
+       is committed to the model state at level 0 (posterior update with the real observations);
+    2. a plan of ``horizon`` tokens is sampled with the pyramid schedule (causal uncertainty) and goal
+       guidance on the x0 prediction of the planned positions (:func:`goal_distance_guidance`), with
+       Monte Carlo Guidance when ``sampler.mcg_samples > 1``;
+    3. the plan's *diffused actions* are executed directly (``executor=actions``) — or, for the Diffuser
+       baseline, a PD controller tracks the planned states (``executor=pd``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dforce._utils import check_choice
+from dforce.data.maze2d import Maze2DBatchEnv, get_maze, load_or_generate_maze2d, normalized_score
+from dforce.data.maze2d.controller import EvalResult
+from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
+from dforce.engine import checkpoint as ckpt
+from dforce.engine.config import config_to_dict, from_dict
+from dforce.engine.trainer import TrainConfig, train
+from dforce.errors import CheckpointError, ConfigError, DataError
+from dforce.models import ModelConfig, build_model
+from dforce.objective import ObjectiveConfig
+from dforce.sampler import SamplerConfig, sample
+
+ROW = 6  # numbers per step row: action (2) + next observation (4)
+POS = slice(2, 4)  # planned x, y inside a step row
+STATS_FILE = "stats.json"
+
+# ---------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanDataConfig:
+    maze: str = "umaze"  # umaze | medium | large (D4RL maze2d-*-v1)
+    num_steps: int | None = None  # dataset size (None: D4RL's 1M / 2M / 4M)
+    frame_stack: int = 10  # k step rows per token (reference: 10)
+    context_tokens: int = 2  # real tokens committed before a plan (start token included)
+    horizon: int = 20  # planned tokens H (U-Maze: 200 steps ≥ the longest oracle path)
+    segments: str = "streams"  # streams: split where the data jumps (continuous rollouts) | timeouts: at every goal switch
+
+    def __post_init__(self):
+        check_choice("data.segments", self.segments, ("streams", "timeouts"))
+        for k in ("frame_stack", "context_tokens", "horizon"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"data.{k} must be >= 1, got {getattr(self, k)}")
+        get_maze(self.maze)  # fails clearly on a bad name
+
+    @property
+    def window(self) -> int:
+        return self.context_tokens + self.horizon
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack
+    executor: str = "actions"  # actions: execute the diffused actions | pd: track planned states (Diffuser)
+    pd_kp: float = 1.0  # Diffuser maze2d PD: a = kp (w_pos - pos) + kd (w_vel - vel)
+    pd_kd: float = 1.0  # (Diffuser uses 1, 1)
+    inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal
+    guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
+    goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
+
+    def __post_init__(self):
+        check_choice("plan.executor", self.executor, ("actions", "pd"))
+        if self.replan_every < 1:
+            raise ConfigError(f"plan.replan_every must be >= 1, got {self.replan_every}")
+
+
+# Task defaults as subclasses (not default_factory instances), so a partial override such as
+# ``diffusion.num_levels=100`` keeps the other planning defaults instead of the generic class defaults.
+@dataclass(frozen=True)
+class PlanDiffusionConfig(NoiseScheduleConfig):
+    num_levels: int = 1000  # reference Maze2D: K = 1000, linear β, x0-prediction (REFERENCE.md §2)
+    beta_schedule: str = "linear"
+    objective: str = "x0"
+
+
+@dataclass(frozen=True)
+class PlanModelConfig(ModelConfig):
+    width: int = 128  # ~0.37M params, 2-CPU size (reference MLP+GRU: 4.3M ≈ width 448)
+    depth: int = 2
+
+
+@dataclass(frozen=True)
+class PlanTrainConfig(TrainConfig):
+    steps: int = 2500  # 2-CPU budget (reference: 120k steps at batch 4096)
+    batch_size: int = 64
+    lr: float = 1e-3  # small model, short run (reference: 2e-4)
+    checkpoint_every: int = 250
+
+
+@dataclass(frozen=True)
+class PlanSamplerConfig(SamplerConfig):
+    steps: int = 20  # DDIM steps (reference: 50; fewer for CPU planning)
+    window: int = 20  # the planner overrides it with data.horizon (one chunk = the whole plan)
+    guidance_scale: float = 0.05  # tuned on U-Maze with 20 episodes (0.05 > 0.15, 0.3)
+
+
+@dataclass(frozen=True)
+class PlanningConfig:
+    data: PlanDataConfig = field(default_factory=PlanDataConfig)
+    diffusion: PlanDiffusionConfig = field(default_factory=PlanDiffusionConfig)
+    model: PlanModelConfig = field(default_factory=PlanModelConfig)
+    # the objective's defaults (DF = independent levels, fused-SNR weights) are the planning defaults
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: PlanTrainConfig = field(default_factory=PlanTrainConfig)
+    sampler: PlanSamplerConfig = field(default_factory=PlanSamplerConfig)
+    plan: ExecConfig = field(default_factory=ExecConfig)
+
+    def __post_init__(self):
+        if self.plan.replan_every % self.data.frame_stack:
+            raise ConfigError(f"plan.replan_every={self.plan.replan_every} must be a multiple of "
+                              f"data.frame_stack={self.data.frame_stack}")
+        if self.plan.replan_every > self.data.frame_stack * self.data.horizon:
+            raise ConfigError("plan.replan_every must not exceed the planned steps (frame_stack × horizon)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# data: normalization, segments, windows
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Normalizer:
+    """Per-channel z-scoring of step rows ``[a (2), o (4)]``: ``mean, std: (6,)``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, data: dict[str, np.ndarray]) -> "Normalizer":
+        rows = np.concatenate([data["actions"], data["observations"]], 1).astype(np.float64)
+        return cls(rows.mean(0), rows.std(0) + 1e-6)
+
+    def encode(self, rows):
+        return (rows - self.mean) / self.std
+
+    def decode(self, rows):
+        return rows * self.std + self.mean
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64))
+
+
+def split_segments(data: dict[str, np.ndarray], how: str = "streams") -> list[tuple[int, int]]:
+    """``[(start, end)]`` step ranges (end exclusive). ``timeouts``: split after every flagged step;
+    ``streams``: only where the flagged step is followed by a jump in position (a new rollout), since a
+    goal switch does not interrupt the physics."""
+    ends = np.flatnonzero(data["timeouts"])
+    if how == "streams":
+        obs = data["observations"]
+        nxt = np.minimum(ends + 1, len(obs) - 1)
+        pred = obs[ends, :2] + 0.01 * obs[ends, 2:]  # dt = 0.01
+        jump = np.linalg.norm(obs[nxt, :2] - pred, axis=1) > 0.2
+        ends = ends[jump | (ends == len(obs) - 1)]
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [(int(s), int(e) + 1) for s, e in zip(starts, ends) if e + 1 - s >= 2]
+
+
+def start_rows(obs0: np.ndarray, k: int) -> np.ndarray:
+    """The start token's raw rows ``(N, k, 6)`` for first observations ``obs0: (N, 4)``."""
+    n = len(obs0)
+    return np.concatenate([np.zeros((n, k, 2)), np.repeat(obs0[:, None], k, 1)], -1)
+
+
+class MazeWindows:
+    """Training windows of ``T`` tokens of ``k`` rows from every segment, at any step offset.
+
+    Each segment becomes ``[start token rows (k), [a_t, o_{t+1}] rows...]`` (normalized) in one flat
+    array; a window starts either at a segment's start token or at any real row.
+    ``get_batch(idx (B,)) -> {"x": (B, T, k, 6)}``.
+    """
+
+    def __init__(self, data: dict[str, np.ndarray], cfg: PlanDataConfig, norm: Normalizer):
+        k, T = cfg.frame_stack, cfg.window
+        need = T * k
+        chunks, starts, n = [], [], 0
+        for s, e in split_segments(data, cfg.segments):
+            obs, act = data["observations"][s:e], data["actions"][s:e]
+            rows = np.concatenate([start_rows(obs[:1], k)[0], np.concatenate([act[:-1], obs[1:]], 1)])
+            L = len(rows)
+            if L >= need:
+                starts.append(n + np.concatenate([[0], np.arange(k, L - need + 1)]))
+                chunks.append(rows)
+                n += L
+        if not chunks:
+            raise DataError(f"no data segment is long enough for a window of {T} tokens × {k} steps")
+        self.rows = torch.from_numpy(norm.encode(np.concatenate(chunks)).astype(np.float32))  # (N, 6)
+        self.starts = torch.from_numpy(np.concatenate(starts))
+        self.T, self.k = T, k
+        self.offsets = torch.arange(T * k)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def get_batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = self.rows[self.starts[idx].unsqueeze(1) + self.offsets]  # (B, T·k, 6)
+        return {"x": rows.view(len(idx), self.T, self.k, ROW)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------
+
+
+def train_planner(cfg: PlanningConfig, run_dir: str | Path | None, device: str = "cpu", progress: bool = True,
+                  resume: bool = False, data: dict | None = None):
+    """Train a planner (DF or, with ``objective.level_strategy=full_sequence``, Diffuser-style).
+
+    Returns ``(TrainResult, Normalizer)``; writes the trainer's files plus ``stats.json`` to ``run_dir``."""
+    torch.manual_seed(cfg.train.seed)
+    data = data if data is not None else load_or_generate_maze2d(cfg.data.maze, cfg.data.num_steps, progress=progress)
+    norm = Normalizer.fit(data)
+    ds = MazeWindows(data, cfg.data, norm)
+    schedule = NoiseSchedule(cfg.diffusion)
+    model = build_model(cfg.model, (cfg.data.frame_stack, ROW), cfg.diffusion.num_levels)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_bytes(Path(run_dir) / STATS_FILE, json.dumps(norm.to_dict()).encode())
+    result = train(model, schedule, ds, cfg.train, cfg.objective, run_dir=run_dir, config_dict=config_to_dict(cfg),
+                   resume=resume, device=device, progress=progress)
+    if run_dir is not None:
+        ckpt.atomic_write_bytes(Path(run_dir) / "train_time.json",
+                                json.dumps({"seconds": result.seconds, "steps": result.step}).encode())
+    return result, norm
+
+
+def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"):
+    """``(cfg, model, schedule, norm)`` from a run directory written by :func:`train_planner`.
+
+    ``weights``: ema | raw | auto. ``auto`` takes the EMA weights only once the run is long enough for the
+    EMA to have forgotten its initialization (steps · (1 − decay) ≥ 3, i.e. < 5 % initial weight left);
+    a short run (e.g. 1000 steps at decay 0.999 keeps 37 % of the random init) uses the raw weights.
+    """
+    check_choice("weights", weights, ("auto", "ema", "raw"))
+    run_dir = Path(run_dir)
+    for f in (ckpt.CONFIG_FILE, STATS_FILE):
+        if not (run_dir / f).exists():
+            raise CheckpointError(f"{run_dir} is not a planning run directory (missing {f})")
+    cfg = from_dict(PlanningConfig, ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE))
+    norm = Normalizer.from_dict(json.loads((run_dir / STATS_FILE).read_text()))
+    model = build_model(cfg.model, (cfg.data.frame_stack, ROW), cfg.diffusion.num_levels)
+    if weights == "auto":
+        steps = cfg.train.steps
+        if (run_dir / "train_time.json").exists():
+            steps = json.loads((run_dir / "train_time.json").read_text()).get("steps", steps)
+        weights = "ema" if steps * (1 - cfg.train.ema_decay) >= 3 and (run_dir / ckpt.EMA_FILE).exists() else "raw"
+    wfile = run_dir / (ckpt.EMA_FILE if weights == "ema" else ckpt.MODEL_FILE)
+    if not wfile.exists():
+        raise CheckpointError(f"{run_dir} has no {wfile.name}")
+    ckpt.load_weights(model, wfile)
+    return cfg, model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), norm
+
+
+# ---------------------------------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------------------------------
+
+
+def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0):
+    """log c(x̂0) = −Σ_{planned steps j} decay^j · sqrt(‖p_j − g‖² + w² ‖v_j‖²) in world units.
+
+    With ``vel_weight`` w = 0 this is the distance of every planned position to the goal; w > 0 measures
+    the distance to the goal *state* (g, zero velocity), so plans slow down and stay at the goal.
+    ``goal_n: (B, 2)`` goal in normalized coordinates. The plan tokens are ``(B·N, H, k, 6)``.
+    """
+    std = torch.as_tensor(norm.std, dtype=torch.float32)
+    vmean = torch.as_tensor(norm.mean[4:6], dtype=torch.float32)
+
+    def log_c(x0_hat: torch.Tensor, t0: int) -> torch.Tensor:
+        s = x0_hat.flatten(1, 2)  # (B·N, H·k, 6)
+        p = s[..., POS]
+        g = goal_n.to(p).repeat_interleave(p.shape[0] // goal_n.shape[0], 0).unsqueeze(1)
+        d2 = ((p - g) * std[2:4].to(p)).pow(2).sum(-1)
+        if vel_weight:
+            d2 = d2 + vel_weight**2 * (s[..., 4:6] * std[4:6].to(p) + vmean.to(p)).pow(2).sum(-1)
+        d = (d2 + 1e-6).sqrt()  # (B·N, H·k)
+        w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
+        return -(d * w).sum(1)
+
+    return log_c
+
+
+@dataclass
+class Plan:
+    actions: np.ndarray  # (N, H·k, 2) raw planned forces
+    states: np.ndarray  # (N, H·k, 4) raw planned next observations
+    seconds: float  # wall time of this (batched) planning call
+
+
+class Planner:
+    """Plans for N episodes at once from their real histories (see the module docstring).
+
+    ``plan(obs_hist (t+1, N, 4), act_hist (t, N, 2), goals (N, 2), generator) -> Plan``; ``t`` must be a
+    multiple of ``frame_stack``.
+    """
+
+    def __init__(self, cfg: PlanningConfig, model, schedule: NoiseSchedule, norm: Normalizer, device="cpu",
+                 sampler: SamplerConfig | None = None):
+        self.cfg, self.model, self.schedule, self.norm = cfg, model, schedule, norm
+        self.device = torch.device(device)
+        s = sampler or cfg.sampler
+        self.sampler = dataclasses.replace(s, window=cfg.data.horizon)  # one chunk = the plan
+
+    def context(self, obs_hist: np.ndarray, act_hist: np.ndarray) -> torch.Tensor:
+        """Real tokens ``(N, C, k, 6)``: start token + completed real tokens, the last ``context_tokens``."""
+        k, C = self.cfg.data.frame_stack, self.cfg.data.context_tokens
+        t = len(act_hist)
+        if t % k:
+            raise ConfigError(f"plans start every frame_stack={k} steps, got t={t}")
+        rows = [start_rows(obs_hist[0], k)]
+        if t:
+            real = np.concatenate([act_hist, obs_hist[1:]], -1).transpose(1, 0, 2)  # (N, t, 6)
+            rows.append(real)
+        rows = np.concatenate(rows, 1)[:, -C * k:]  # (N, C'·k, 6)
+        tok = self.norm.encode(rows).reshape(len(rows), -1, k, ROW)
+        return torch.as_tensor(tok, dtype=torch.float32, device=self.device)
+
+    def plan(self, obs_hist: np.ndarray, act_hist: np.ndarray, goals: np.ndarray,
+             generator: torch.Generator | None = None, guided: bool = True) -> Plan:
+        t0 = time.perf_counter()
+        ctx = self.context(obs_hist, act_hist)
+        goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
+                                 device=self.device)
+        pc = self.cfg.plan
+        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight)
+        out = sample(self.model, self.schedule, self.sampler, length=self.cfg.data.horizon, context=ctx,
+                     guidance=guide if guided else None, generator=generator)
+        plan = out.x[:, out.context_len:].flatten(1, 2).double().cpu().numpy()  # (N, H·k, 6)
+        raw = self.norm.decode(plan)
+        if self.cfg.plan.inpaint_goal:
+            raw[:, -1, 2:4] = goals
+        return Plan(np.clip(raw[..., :2], -1, 1), raw[..., 2:], time.perf_counter() - t0)
+
+
+def pd_action(target: np.ndarray, obs: np.ndarray, gains=(1.0, 1.0)) -> np.ndarray:
+    """Diffuser's maze2d controller: ``a = kp (w_pos − pos) + kd (w_vel − vel)``; (N, 4) each → (N, 2)."""
+    return np.clip(gains[0] * (target[:, :2] - obs[:, :2]) + gains[1] * (target[:, 2:] - obs[:, 2:]), -1, 1)
+
+
+@dataclass
+class RolloutResult:
+    result: EvalResult
+    executed: np.ndarray  # (N, T+1, 4) real observations
+    first_plan: np.ndarray  # (N, H·k, 4) the first plan's states
+    goals: np.ndarray  # (N, 2)
+    plan_seconds: list[float]  # wall time of each batched planning call
+
+
+def run_planner(planner: Planner, maze: str, episodes: int = 100, multi_goal: bool = False, seed: int = 0,
+                executor: str | None = None, max_episode_steps: int | None = None, progress: bool = False,
+                guided: bool = True, starts: np.ndarray | None = None) -> RolloutResult:
+    """Closed-loop MPC episodes, all ``episodes`` in one batch (``starts (N, 2)`` overrides the random
+    start positions). Scores are D4RL-normalized."""
+    executor = executor or planner.cfg.plan.executor
+    check_choice("executor", executor, ("actions", "pd"))
+    env = Maze2DBatchEnv(maze, episodes, seed=seed, multi_goal=multi_goal, max_episode_steps=max_episode_steps)
+    obs = env.reset(start=starts)
+    gen = torch.Generator(device=planner.device).manual_seed(seed)
+    obs_hist, act_hist, times = [obs], [], []
+    ever = np.zeros(episodes, dtype=bool)
+    r = planner.cfg.plan.replan_every
+    plan, first = None, None
+    from tqdm.auto import tqdm
+
+    for t in tqdm(range(env.max_episode_steps), desc=f"plan {maze}", disable=not progress, leave=False):
+        if t % r == 0:
+            ah = np.stack(act_hist) if act_hist else np.zeros((0, episodes, 2))
+            plan = planner.plan(np.stack(obs_hist), ah, env.goals, gen, guided)
+            times.append(plan.seconds)
+            first = plan.states if first is None else first
+        j = t % r
+        a = plan.actions[:, j] if executor == "actions" else pd_action(plan.states[:, j], obs, (planner.cfg.plan.pd_kp, planner.cfg.plan.pd_kd))
+        obs, _, done, info = env.step(a)
+        ever |= info.success
+        obs_hist.append(obs)
+        act_hist.append(a)
+    scores = np.asarray(normalized_score(env.task, env.episode_returns))
+    sem = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
+    res = EvalResult(float(scores.mean()), float(sem), scores, env.episode_returns.copy(), ever)
+    return RolloutResult(res, np.stack(obs_hist, 1), first, env.goals.copy(), times)

@@ -11,7 +11,7 @@ from dforce.data.maze2d import Maze2DBatchEnv, load_or_generate_maze2d
 from dforce.engine.config import load_config
 from dforce.errors import ConfigError
 from dforce.tasks.planning import (
-    ROW, MazeWindows, Normalizer, Planner, PlanningConfig, run_planner, split_segments, train_planner,
+    ROW, MazeWindows, Planner, PlanningConfig, run_planner, split_segments, train_planner,
 )
 
 # a tiny model: 1 context token, 6 planned tokens of 10 steps, 8 DDIM steps, 500 training steps (~30 s)

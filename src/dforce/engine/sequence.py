@@ -30,7 +30,7 @@ from dforce.engine.userdata import Normalizer, SequenceData, load_sequences, spl
 from dforce.errors import CheckpointError, ConfigError, DataError
 from dforce.models import build_model
 from dforce.objective import diffusion_forcing_loss
-from dforce.sampler import SamplerConfig, sample
+from dforce.sampler import sample
 from dforce.plotting import save_figure
 
 STATS_FILE = "data_stats.json"

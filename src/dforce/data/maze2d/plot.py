@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from dforce.data.maze2d.layouts import D4RL_QPOS_OFFSET, get_maze
+from dforce.plotting import save_figure
 
 
 def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray], path: str | Path,
@@ -41,8 +42,4 @@ def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray]
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)

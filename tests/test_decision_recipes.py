@@ -13,13 +13,6 @@ from dforce.tasks import compositional as comp
 from dforce.tasks import imitation as imi
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):

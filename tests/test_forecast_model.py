@@ -22,15 +22,6 @@ from dforce.tasks.forecast import (EarlyStopConfig, ForecastConfig, ForecastData
                                    encode, fit, forecast, forecast_targets, load_run, relative_move)
 from dforce.tasks.forecast_baselines import naive_forecast
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # a shared 2-core machine: one thread avoids oversubscription (and spin-waiting) under load
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 H, C = 7, 14
 

@@ -24,7 +24,6 @@ TINY = ["data.frame_stack=10", "data.horizon=6", "data.context_tokens=1", "data.
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     cfg = load_config(PlanningConfig, None, TINY)
     data = load_or_generate_maze2d("umaze", cfg.data.num_steps, progress=False)
     result, norm = train_planner(cfg, None, progress=False, data=data)

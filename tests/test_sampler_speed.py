@@ -17,13 +17,6 @@ from dforce.sampler import SamplerConfig, StatelessDenoiser, row_plan, sample
 K = 50  # noise levels: small so the tests are quick; nothing depends on its value
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _model(backbone: str, max_context=None, cond_dim: int = 0, width: int = 32):
     torch.manual_seed(0)

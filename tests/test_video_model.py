@@ -13,8 +13,6 @@ from dforce.tasks.video import (VideoRunConfig, VideoTokenDataset, build_video_m
                                 load_video_data, method_config, one_step_psnr, parse_length, rollout, stack_frames,
                                 train_video, unstack_frames)
 
-torch.set_num_threads(1)  # much faster than 2 on a loaded 2-core host, and deterministic timings
-
 TINY = ["data.resolution=16", "data.window=8", "context=2", "model.width=32", "model.depth=1", "model.heads=2",
         "codec.channels=8", "codec.max_channels=16", "codec.bottom=4", "diffusion.num_levels=100"]
 

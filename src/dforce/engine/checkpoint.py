@@ -140,3 +140,28 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 continue  # a line torn by a kill mid-write is skipped
     return out
+
+
+def read_run_config(run_dir: str | Path, cls, kind: str, config: dict | None = None):
+    """The typed config of a run directory (``config.yaml`` → dataclass ``cls``), or a clear error.
+
+    ``kind`` names the run type in the message (e.g. "imitation"); ``config`` skips the read when the
+    caller already popped extra keys from the YAML.
+    """
+    from dforce.engine.config import from_dict
+
+    run_dir = Path(run_dir)
+    if config is None:
+        if not (run_dir / CONFIG_FILE).exists():
+            raise CheckpointError(f"{run_dir} is not a {kind} run directory (no {CONFIG_FILE})")
+        config = load_yaml(run_dir / CONFIG_FILE)
+    return from_dict(cls, config)
+
+
+def sampling_weights(run_dir: str | Path) -> Path:
+    """The weights to sample with: ``ema.safetensors`` when the run kept an EMA, else ``model.safetensors``."""
+    run_dir = Path(run_dir)
+    for name in (EMA_FILE, MODEL_FILE):
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise CheckpointError(f"{run_dir} has no model weights ({EMA_FILE} or {MODEL_FILE})")

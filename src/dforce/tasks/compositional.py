@@ -27,9 +27,9 @@ import torch
 from dforce.data.compositional import CrossConfig, classify_paths, make_cross_dataset, plot_paths
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
-from dforce.engine.config import config_to_dict, from_dict
+from dforce.engine.config import config_to_dict
 from dforce.engine.trainer import TrainConfig, TrainResult, train
-from dforce.errors import CheckpointError, ConfigError
+from dforce.errors import ConfigError
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
@@ -160,13 +160,9 @@ def fractions(labels: np.ndarray) -> dict:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
-    run_dir = Path(run_dir)
-    if not (run_dir / ckpt.CONFIG_FILE).exists():
-        raise CheckpointError(f"{run_dir} is not a compositional run (no {ckpt.CONFIG_FILE})")
-    cfg = from_dict(CompositionalConfig, ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE))
+    cfg = ckpt.read_run_config(run_dir, CompositionalConfig, "compositional")
     model, schedule = build(cfg)
-    weights = run_dir / ckpt.EMA_FILE if (run_dir / ckpt.EMA_FILE).exists() else run_dir / ckpt.MODEL_FILE
-    ckpt.load_weights(model, weights)
+    ckpt.load_weights(model, ckpt.sampling_weights(run_dir))
     return cfg, model.to(device).eval(), schedule.to(device)
 
 

@@ -39,9 +39,9 @@ from dforce.data.fruit_swap import ACTION_DIM, STATE_DIM, Demos, FruitSwapConfig
 from dforce.data.sequences import WindowDataset
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
-from dforce.engine.config import config_to_dict, from_dict
+from dforce.engine.config import config_to_dict
 from dforce.engine.trainer import TrainConfig, TrainResult, train
-from dforce.errors import CheckpointError, ConfigError
+from dforce.errors import ConfigError
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
@@ -241,13 +241,9 @@ def train_policy(cfg: ImitationConfig, run_dir: str | Path | None = None, device
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
     """``(cfg, model (EMA weights, eval mode), schedule)`` from a training run directory."""
-    run_dir = Path(run_dir)
-    if not (run_dir / ckpt.CONFIG_FILE).exists():
-        raise CheckpointError(f"{run_dir} is not an imitation run (no {ckpt.CONFIG_FILE})")
-    cfg = from_dict(ImitationConfig, ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE))
+    cfg = ckpt.read_run_config(run_dir, ImitationConfig, "imitation")
     model, schedule = build(cfg)
-    weights = run_dir / ckpt.EMA_FILE if (run_dir / ckpt.EMA_FILE).exists() else run_dir / ckpt.MODEL_FILE
-    ckpt.load_weights(model, weights)
+    ckpt.load_weights(model, ckpt.sampling_weights(run_dir))
     return cfg, model.to(device).eval(), schedule.to(device)
 
 

@@ -31,7 +31,7 @@ import torch
 from dforce.data.video_common import VideoData, actions_into_frames, to_model_frames
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
-from dforce.engine.config import config_to_dict, from_dict
+from dforce.engine.config import config_to_dict
 from dforce.engine.trainer import TrainConfig, TrainResult, train
 from dforce.errors import CheckpointError, ConfigError, DataError
 from dforce.models import ModelConfig, build_model
@@ -230,12 +230,9 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module,
         raise CheckpointError(f"{run_dir}: not a video run directory (no {ckpt.CONFIG_FILE})")
     conf = ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE)
     n_actions, channels = int(conf.pop("n_actions", 0)), int(conf.pop("channels", 3))
-    cfg = from_dict(VideoRunConfig, conf)
+    cfg = ckpt.read_run_config(run_dir, VideoRunConfig, "video", config=conf)
     model = build_video_model(cfg, n_actions, channels)
-    weights = run_dir / (ckpt.EMA_FILE if (run_dir / ckpt.EMA_FILE).exists() else ckpt.MODEL_FILE)
-    if not weights.exists():
-        raise CheckpointError(f"{run_dir}: no model weights ({ckpt.EMA_FILE} or {ckpt.MODEL_FILE})")
-    ckpt.load_weights(model, weights)
+    ckpt.load_weights(model, ckpt.sampling_weights(run_dir))
     return model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), cfg
 
 

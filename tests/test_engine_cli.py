@@ -146,13 +146,17 @@ FAST = ["train.steps=3", "train.log_every=1", "train.warmup_steps=1", "train.bat
 def test_npz_variable_length_with_cond_and_csv(tmp_path, capsys):
     rng = np.random.default_rng(0)
     seqs = {f"seq_{i}": rng.normal(size=(20 + 3 * i, 3)).astype(np.float32) for i in range(5)}
-    conds = {f"cond_{i}": rng.normal(size=(20 + 3 * i, 2)).astype(np.float32) for i in range(5)}
+    # cond far from unit scale (e.g. raw actions in the hundreds): the run must standardize it
+    conds = {f"cond_{i}": (300 + 50 * rng.normal(size=(20 + 3 * i, 2))).astype(np.float32) for i in range(5)}
     np.savez(tmp_path / "var.npz", **seqs, **conds)
     rc, out, err = run_cli(capsys, "train", PRESET, *FAST, "--data", str(tmp_path / "var.npz"),
                            "--out", str(tmp_path / "v"), "--quiet")
     assert rc == 0, err
     stats = json.loads((tmp_path / "v" / "data_stats.json").read_text())
     assert stats["cond_dim"] == 2 and len(stats["mean"]) == 3
+    train_cond = np.concatenate([conds[f"cond_{i}"] for i in range(4)])  # the last sequence is held out
+    assert np.allclose(stats["cond_mean"], train_cond.mean(0), rtol=1e-4)
+    assert np.allclose(stats["cond_std"], train_cond.std(0), rtol=1e-3)
     # the held-out sequence (the last, 32 steps) supplies cond for context + generated steps
     rc, out, err = run_cli(capsys, "sample", str(tmp_path / "v"), "--length", "20", "--context", "2", "--num", "2",
                            "--quiet")

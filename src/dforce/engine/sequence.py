@@ -66,7 +66,7 @@ def load_data(cfg: RunConfig) -> tuple[SequenceData, SequenceData]:
 
 def window_dataset(data: SequenceData, norm: Normalizer, window: int, stride: int = 1) -> WindowDataset:
     seqs = [torch.from_numpy(norm.encode(s)) for s in data.seqs]
-    cond = None if data.cond is None else [torch.from_numpy(c) for c in data.cond]
+    cond = None if data.cond is None else [torch.from_numpy(norm.encode_cond(c)) for c in data.cond]
     return WindowDataset(seqs, window, cond=cond, stride=stride)
 
 
@@ -224,7 +224,8 @@ def run_sample(run_dir: str | Path, length: int, context: int = 4, num: int = 8,
         if context > 0:
             ctx = torch.from_numpy(np.stack([run.norm.encode(val.seqs[i][:context]) for i in pick])).to(run.device)
         if run.cond_dim:
-            cond = torch.from_numpy(np.stack([val.cond[i][: context + length] for i in pick])).to(run.device)
+            cond = torch.from_numpy(np.stack([run.norm.encode_cond(val.cond[i][: context + length])
+                                             for i in pick])).to(run.device)
     g = torch.Generator(device=run.device).manual_seed(seed)
     res = sample(run.model, run.schedule, scfg, length=length, batch=num, token_shape=(len(run.norm.mean),),
                  context=ctx, cond=cond, generator=g, device=run.device, progress=progress)

@@ -21,7 +21,7 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -224,35 +224,59 @@ def split(data: SequenceData, val_fraction: float, window: int) -> tuple[Sequenc
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-channel ``(x - mean) / std`` with statistics from the training split (saved as JSON)."""
+    """Per-channel ``(x - mean) / std`` for the tokens and, when present, the ``cond`` channels.
+
+    Statistics come from the training split and are saved as JSON beside the run; ``cond_mean`` /
+    ``cond_std`` are empty for data without ``cond`` (and for runs saved before they existed).
+    """
 
     mean: list[float]
     std: list[float]
     channels: list[str]
+    cond_mean: list[float] = field(default_factory=list)
+    cond_std: list[float] = field(default_factory=list)
+
+    @staticmethod
+    def _stats(arrays: list[np.ndarray]) -> tuple[list[float], list[float]]:
+        allx = np.concatenate(arrays, 0).astype(np.float64)
+        std = allx.std(0)
+        std = np.where(std > 1e-8, std, 1.0)  # constant channels: leave the scale alone
+        return allx.mean(0).tolist(), std.tolist()
 
     @classmethod
     def fit(cls, data: SequenceData, enabled: bool = True) -> "Normalizer":
-        D = data.dim
+        D, C = data.dim, data.cond_dim
         if not enabled:
-            return cls([0.0] * D, [1.0] * D, data.channels)
-        allx = np.concatenate(data.seqs, 0).astype(np.float64)
-        std = allx.std(0)
-        std = np.where(std > 1e-8, std, 1.0)  # constant channels: leave the scale alone
-        return cls(allx.mean(0).tolist(), std.tolist(), data.channels)
+            return cls([0.0] * D, [1.0] * D, data.channels, [0.0] * C, [1.0] * C)
+        mean, std = cls._stats(data.seqs)
+        cmean, cstd = cls._stats(data.cond) if data.cond is not None else ([], [])
+        return cls(mean, std, data.channels, cmean, cstd)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
+        """``x: (..., D)`` raw → normalized float32."""
         return ((x - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
 
     def decode(self, x: np.ndarray) -> np.ndarray:
+        """``x: (..., D)`` normalized → raw float32."""
         return (x * np.asarray(self.std) + np.asarray(self.mean)).astype(np.float32)
 
+    def encode_cond(self, c: np.ndarray) -> np.ndarray:
+        """``c: (..., C)`` raw conditioning → normalized float32 (identity for runs without cond stats)."""
+        if not self.cond_mean:
+            return c.astype(np.float32)
+        if c.shape[-1] != len(self.cond_mean):
+            raise DataError(f"cond has {c.shape[-1]} channels, the run's statistics have {len(self.cond_mean)}")
+        return ((c - np.asarray(self.cond_mean)) / np.asarray(self.cond_std)).astype(np.float32)
+
     def to_json(self) -> str:
-        return json.dumps({"mean": self.mean, "std": self.std, "channels": self.channels}, indent=1)
+        return json.dumps({"mean": self.mean, "std": self.std, "channels": self.channels,
+                           "cond_mean": self.cond_mean, "cond_std": self.cond_std}, indent=1)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "Normalizer":
         try:
             d = json.loads(text)
-            return cls([float(v) for v in d["mean"]], [float(v) for v in d["std"]], list(d["channels"]))
-        except (ValueError, KeyError, TypeError) as e:
+            return cls([float(v) for v in d["mean"]], [float(v) for v in d["std"]], list(d["channels"]),
+                       [float(v) for v in d.get("cond_mean", [])], [float(v) for v in d.get("cond_std", [])])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise DataError(f"{where}: corrupt normalization statistics ({type(e).__name__})") from None

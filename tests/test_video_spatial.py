@@ -92,3 +92,21 @@ def test_spatial_config_errors():
         load_config(VideoRunConfig, None, ["latent=spatial", "model.backbone=transformer"])
     with pytest.raises(ConfigError):  # 16 px cannot halve to a 3x3 latent
         build_video_model(load_config(VideoRunConfig, None, SPATIAL + ["codec.bottom=2", "data.resolution=12"]), 5)
+
+
+def test_spatial_teacher_forcing_run_saves_and_reloads(tmp_path):
+    """A two-stream teacher-forcing run trains, reloads as the plain model and rolls out."""
+    from dforce.tasks.video import load_run, load_video_data, rollout, train_video
+
+    over = SPATIAL + ["method=teacher_forcing", "data.episodes=4", "data.episode_length=10", "data.eval_episodes=2",
+                      "data.eval_multiple=2", "train.steps=3", "train.batch_size=4", "train.checkpoint_every=3",
+                      "train.log_every=1", "sampler.steps=2"]
+    cfg = load_config(VideoRunConfig, None, over)
+    res = train_video(cfg, tmp_path / "tf", progress=False)
+    assert isinstance(res.model, ConvGRUDenoiser) and res.step == 3
+    model, schedule, cfg2 = load_run(tmp_path / "tf")
+    for a, b in zip(model.state_dict().values(), res.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    frames, actions = load_video_data(cfg2.data, "eval")
+    video, _ = rollout(model, schedule, cfg2, frames, actions, 5)
+    assert video.shape[1] == 7 and torch.isfinite(video).all()

@@ -36,7 +36,7 @@ def _text(img: np.ndarray, xy: tuple[int, int], text: str, fill=(255, 255, 255))
 
     im = Image.fromarray(img)
     ImageDraw.Draw(im).text(xy, text, fill=fill)
-    return np.asarray(im)
+    return np.array(im)
 
 
 def tile_rollouts(videos: dict[str, object], context: int = 0, scale: int = 2,

@@ -33,7 +33,8 @@ def test_spatial_causal_in_frames_levels_and_actions(frame_stack):
     with torch.no_grad():
         y = model(x, lv, cond)
         x2, lv2, c2 = x.clone(), lv.clone(), cond.clone()
-        x2[:, 3:], lv2[:, 3:], c2[:, 3:] = torch.randn_like(x2[:, 3:]), torch.randint(0, 101, (2, 3)), torch.randn(2, 3, 5 * frame_stack)
+        x2[:, 3:], lv2[:, 3:] = torch.randn_like(x2[:, 3:]), torch.randint(0, 101, (2, 3))
+        c2[:, 3:] = torch.randn(2, 3, 5 * frame_stack)
         y2 = model(x2, lv2, c2)
         c3 = cond.clone()
         c3[:, 3] += 1.0  # the action into token 3 must change token 3 (and only from 3 on)

@@ -10,16 +10,16 @@ Tokens are frames (or ``frame_stack`` frames stacked on channels). Two model fam
 ``spatial`` (the paper's video design): a ConvGRU whose recurrent state is a feature map, inside a conv
 encoder/decoder with U-Net skips (:class:`dforce.models.conv_rnn.ConvGRUDenoiser`); ``vector``: a conv
 encoder/decoder (:mod:`dforce.models.video_codec`) around a backbone that sees one vector per frame
-(the GRU of :mod:`dforce.models.rnn`, or the causal transformer). Each token's conditioning is the action that *led into* its frame
-(:func:`dforce.data.video_common.actions_into_frames`), so the model predicts frame t+1 from frames
+(the GRU of :mod:`dforce.models.rnn`, or the causal transformer). Each token's conditioning is the
+action that *led into* its frame (:func:`dforce.data.video_common.actions_into_frames`), so the model predicts frame t+1 from frames
 ≤ t and actions ≤ t. Rollouts of any length start from a few real frames and follow the real actions;
 generated frames are fed back at the stabilization level (paper §3.4).
 
 The two baselines share backbone and budget and differ only in training levels and sampling
 (:func:`method_config`): teacher forcing (clean past, next token noisy; autoregressive sampling without
-stabilization; with the spatial latent *every* token is trained as the noisy next token of its clean past,
-:class:`CleanPastTeacherForcing`) and causal full-sequence diffusion (one level for the whole window; full-sequence
-schedule over a sliding window).
+stabilization; with the spatial latent *every* token is trained as the noisy next token of its clean
+past, :class:`CleanPastTeacherForcing`) and causal full-sequence diffusion (one level for the whole
+window; full-sequence schedule over a sliding window).
 """
 
 from __future__ import annotations
@@ -356,6 +356,6 @@ def copy_last_psnr(frames: torch.Tensor, context: int, k: int = 1) -> float:
     return float(psnr(last, frames[:, context:context + k]).mean())
 
 
-__all__ = ["VideoDataConfig", "VideoRunConfig", "METHODS", "LATENTS", "CleanPastTeacherForcing", "uses_clean_past", "method_config", "load_video_data", "stack_frames",
-           "unstack_frames", "VideoTokenDataset", "build_video_model", "train_video", "load_run", "rollout",
+__all__ = ["VideoDataConfig", "VideoRunConfig", "METHODS", "LATENTS", "CleanPastTeacherForcing", "uses_clean_past",
+           "method_config", "load_video_data", "stack_frames", "unstack_frames", "VideoTokenDataset", "build_video_model", "train_video", "load_run", "rollout",
            "parse_length", "one_step_psnr", "copy_last_psnr"]

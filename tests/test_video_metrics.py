@@ -160,7 +160,6 @@ def test_horizon_buckets_and_plots(digits, tmp_path):
 
 
 def test_mp4_without_ffmpeg_fails_clearly(tmp_path):
-
     try:
         import imageio_ffmpeg  # noqa: F401
     except ImportError:

@@ -12,7 +12,8 @@ held-out real clips), so the horizons share one scale.
     python benchmarks/video.py --config configs/video_vizdoom32_small.yaml --name video_vizdoom32
 
 Writes ``benchmarks/results/<name>.json`` / ``.md``, ``<name>_rollouts.gif`` (truth | DF | teacher
-forcing | full-sequence) and ``<name>_horizons.png``.
+forcing | full-sequence), ``<name>_strip{0,1}.png`` (two held-out rollouts at chosen frames, rows = truth and
+methods) and ``<name>_horizons.png``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from dforce.data.video_viz import plot_horizon_curves, write_rollout_video
+    from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
     from dforce.engine.config import load_config
     from dforce.metrics.video import (frechet_distance, horizon_metrics, per_frame_metrics, train_feature_net,
                                       video_features)
@@ -124,6 +125,9 @@ def main(argv=None) -> dict:
     gif_len = min(C + length, C + 10 * T)  # keep the GIF small: the first 10x of the rollout
     write_rollout_video(RESULTS / f"{args.name}_rollouts.gif", {k: v[:2, :gif_len] for k, v in videos.items()},
                         context=C, fps=8, scale=3 if base.data.resolution <= 32 else 2)
+    times = [C - 1, C, C + 1, C + 3, C + T - 1] + [C + m * T - 1 for m in (5, 10, 30) if m <= args.multiple]
+    for ep in range(min(2, args.episodes)):
+        write_rollout_strip(RESULTS / f"{args.name}_strip{ep}.png", videos, times, episode=ep, scale=3)
     plot_horizon_curves(RESULTS / f"{args.name}_horizons.png", curves, T,
                         title=f"{base.data.source} {base.data.resolution}px, T={T}, {args.episodes} rollouts")
     (RESULTS / f"{args.name}.md").write_text(markdown(report))

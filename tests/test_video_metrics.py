@@ -8,8 +8,8 @@ import torch
 
 from dforce.data.synthetic_video import MovingDigitsConfig, generate_moving_digits
 from dforce.data.video_common import to_model_frames
-from dforce.data.video_viz import plot_horizon_curves, write_rollout_video
-from dforce.errors import CheckpointError
+from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
+from dforce.errors import CheckpointError, ConfigError
 from dforce.metrics.video import (
     FeatureNetConfig, _gaussian_window, frechet_distance, horizon_metrics, horizon_windows, load_feature_net,
     per_frame_metrics, psnr, save_feature_net, ssim, train_feature_net, video_features,
@@ -160,8 +160,6 @@ def test_horizon_buckets_and_plots(digits, tmp_path):
 
 
 def test_mp4_without_ffmpeg_fails_clearly(tmp_path):
-    from dforce.errors import ConfigError
-
     try:
         import imageio_ffmpeg  # noqa: F401
     except ImportError:
@@ -170,3 +168,15 @@ def test_mp4_without_ffmpeg_fails_clearly(tmp_path):
     else:
         path = write_rollout_video(tmp_path / "r.mp4", {"truth": torch.zeros(1, 3, 3, 8, 8)})
         assert path.stat().st_size > 0
+
+
+def test_rollout_strip_places_frames(tmp_path):
+    from PIL import Image
+
+    truth = torch.full((1, 6, 3, 4, 4), -1.0)
+    truth[0, 5] = 1.0  # only the last frame is white
+    path = write_rollout_strip(tmp_path / "s.png", {"truth": truth, "m": truth}, [0, 5, 99], scale=2)
+    img = np.asarray(Image.open(path))
+    assert img.shape[2] == 3 and (img == 255).all(-1).sum() >= 2 * 8 * 8  # two white 8x8 tiles (t=5 per row)
+    with pytest.raises(ConfigError):
+        write_rollout_strip(tmp_path / "s.png", {"truth": truth}, [50])

@@ -36,7 +36,7 @@ def _text(img: np.ndarray, xy: tuple[int, int], text: str, fill=(255, 255, 255))
 
     im = Image.fromarray(img)
     ImageDraw.Draw(im).text(xy, text, fill=fill)
-    return np.asarray(im)
+    return np.array(im)
 
 
 def tile_rollouts(videos: dict[str, object], context: int = 0, scale: int = 2,
@@ -145,3 +145,37 @@ def plot_horizon_curves(path: str | Path, curves: dict[str, dict[str, np.ndarray
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def write_rollout_strip(path: str | Path, videos: dict[str, object], times: list[int], episode: int = 0,
+                        scale: int = 3) -> Path:
+    """A still PNG of one rollout: one row per video (``truth``, methods), one column per frame index.
+
+    Args:
+        videos: ordered ``{label: video}`` as in :func:`tile_rollouts`.
+        times: frame indices to show (e.g. the last context frame, the first generated ones, 5T, 10T, 30T).
+        episode: which rollout (row ``episode`` of every video).
+    """
+    vids = {k: _as_uint8(v)[episode] for k, v in videos.items()}  # (L, H, W, 3)
+    L, H, W, _ = next(iter(vids.values())).shape
+    times = [t for t in times if 0 <= t < L]
+    if not times:
+        raise ConfigError(f"write_rollout_strip: no frame index in {times} is inside the {L}-frame videos")
+    h, w = H * scale, W * scale
+    label_w = 6 * max(len(k) for k in vids) + 6
+    col_w = max(w, 6 * len(f"t={max(times)}") + 4)
+    out = np.zeros((14 + len(vids) * (h + _PAD), label_w + len(times) * (col_w + _PAD), 3), np.uint8)
+    for j, t in enumerate(times):
+        out = _text(out, (label_w + j * (col_w + _PAD) + 2, 1), f"t={t}", fill=(255, 220, 60))
+    for i, (name, v) in enumerate(vids.items()):
+        y0 = 14 + i * (h + _PAD)
+        out = _text(out, (2, y0 + h // 2 - 6), name)
+        for j, t in enumerate(times):
+            x0 = label_w + j * (col_w + _PAD)
+            out[y0:y0 + h, x0:x0 + w] = v[t].repeat(scale, 0).repeat(scale, 1)
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(out).save(path)
+    return path

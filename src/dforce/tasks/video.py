@@ -6,17 +6,20 @@
     frames, actions = load_video_data(cfg.data, "eval")            # (N, L, C, H, W), (N, L, A)
     video = rollout(model, schedule, cfg, frames, actions, length=10 * cfg.data.window)
 
-Tokens are frames (or ``frame_stack`` frames stacked on channels): a conv encoder/decoder with U-Net
-skips from the noisy frame (:mod:`dforce.models.video_codec`) around the causal backbone (the paper's
-GRU, or the causal transformer). Each token's conditioning is the action that *led into* its frame
-(:func:`dforce.data.video_common.actions_into_frames`), so the model predicts frame t+1 from frames
+Tokens are frames (or ``frame_stack`` frames stacked on channels). Two model families (``latent``):
+``spatial`` (the paper's video design): a ConvGRU whose recurrent state is a feature map, inside a conv
+encoder/decoder with U-Net skips (:class:`dforce.models.conv_rnn.ConvGRUDenoiser`); ``vector``: a conv
+encoder/decoder (:mod:`dforce.models.video_codec`) around a backbone that sees one vector per frame
+(the GRU of :mod:`dforce.models.rnn`, or the causal transformer). Each token's conditioning is the
+action that *led into* its frame (:func:`dforce.data.video_common.actions_into_frames`), so the model predicts frame t+1 from frames
 ≤ t and actions ≤ t. Rollouts of any length start from a few real frames and follow the real actions;
 generated frames are fed back at the stabilization level (paper §3.4).
 
 The two baselines share backbone and budget and differ only in training levels and sampling
 (:func:`method_config`): teacher forcing (clean past, next token noisy; autoregressive sampling without
-stabilization) and causal full-sequence diffusion (one level for the whole window; full-sequence
-schedule over a sliding window).
+stabilization; with the spatial latent *every* token is trained as the noisy next token of its clean
+past, :class:`CleanPastTeacherForcing`) and causal full-sequence diffusion (one level for the whole
+window; full-sequence schedule over a sliding window).
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from dforce.engine.config import config_to_dict
 from dforce.engine.trainer import TrainConfig, TrainResult, train
 from dforce.errors import CheckpointError, ConfigError, DataError
 from dforce.models import ModelConfig, build_model
+from dforce.models.conv_rnn import ConvGRUDenoiser
 from dforce.models.video_codec import CodecConfig, frame_codec
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
 
 METHODS = ("df", "teacher_forcing", "full_sequence")
+LATENTS = ("vector", "spatial")
 BUILTIN_SOURCES = ("digits", "vizdoom")
 
 
@@ -64,6 +69,7 @@ class VideoDataConfig:
 @dataclass(frozen=True)
 class VideoRunConfig:
     method: str = "df"  # df | teacher_forcing | full_sequence (sets objective/sampler, see method_config)
+    latent: str = "vector"  # vector: one backbone vector per frame | spatial: ConvGRU map (paper's video RNN)
     frame_stack: int = 1  # frames per token, stacked on channels (reference DMLab: 4)
     context: int = 4  # real frames given before a rollout (reference DMLab: 4)
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
@@ -80,6 +86,10 @@ class VideoRunConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.latent not in LATENTS:
+            raise ConfigError(f"latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
+        if self.latent == "spatial" and self.model.backbone != "rnn":
+            raise ConfigError("latent=spatial is a recurrent (ConvGRU) model; it needs model.backbone=rnn")
         if self.frame_stack < 1 or self.data.window % self.frame_stack:
             raise ConfigError(f"frame_stack={self.frame_stack} must be >= 1 and divide data.window={self.data.window}")
         if self.context < self.frame_stack or self.context % self.frame_stack or self.context >= self.data.window:
@@ -91,7 +101,10 @@ def method_config(cfg: VideoRunConfig, method: str | None = None) -> VideoRunCon
     """The run config with ``objective.level_strategy`` and sampling set for ``method``.
 
     df: independent levels; the configured sampler (pyramid + stabilization).
-    teacher_forcing: clean past / noisy next token; autoregressive schedule, no stabilization.
+    teacher_forcing: clean past / noisy next token; autoregressive schedule, no stabilization. With the
+        spatial latent every token is a noisy target on its clean past (levels drawn independently and
+        routed through :class:`CleanPastTeacherForcing`; fused SNR falls back to min-SNR since the
+        past is clean); with the vector latent one token per sequence is.
     full_sequence: one level per window; full-sequence schedule over a window of T − context frames,
         no stabilization (generated frames are committed as clean, as in causal full-sequence diffusion).
     """
@@ -101,6 +114,10 @@ def method_config(cfg: VideoRunConfig, method: str | None = None) -> VideoRunCon
     rep = dataclasses.replace
     if method == "df":
         obj, smp = rep(cfg.objective, level_strategy="independent"), cfg.sampler
+    elif method == "teacher_forcing" and cfg.latent == "spatial":
+        weighting = "min_snr" if cfg.objective.weighting == "fused_snr" else cfg.objective.weighting
+        obj = rep(cfg.objective, level_strategy="independent", weighting=weighting)
+        smp = rep(cfg.sampler, schedule="autoregressive", stabilization_level=0)
     elif method == "teacher_forcing":
         obj = rep(cfg.objective, level_strategy="teacher_forcing")
         smp = rep(cfg.sampler, schedule="autoregressive", stabilization_level=0)
@@ -164,9 +181,10 @@ class VideoTokenDataset:
     it, taken from the whole episode (so a window's first frame knows its incoming action too).
     """
 
-    def __init__(self, frames_u8: torch.Tensor, actions: torch.Tensor, window: int, frame_stack: int = 1):
+    def __init__(self, frames_u8: torch.Tensor, actions: torch.Tensor, window: int, frame_stack: int = 1,
+                 clean_in_cond: bool = False):
         N, L = frames_u8.shape[:2]
-        self.frames, self.window, self.k = frames_u8, window, frame_stack
+        self.frames, self.window, self.k, self.clean_in_cond = frames_u8, window, frame_stack, clean_in_cond
         self.into = actions_into_frames(actions)  # (N, L, A)
         starts = torch.arange(0, L - window + 1)
         self.index = torch.cartesian_prod(torch.arange(N), starts)  # (N · starts, 2)
@@ -179,7 +197,26 @@ class VideoTokenDataset:
         t = s[:, None] + torch.arange(self.window)  # (B, T)
         frames = self.frames[n[:, None], t].float() / 127.5 - 1.0  # (B, T, C, H, W)
         x, cond = stack_frames(frames, self.into[n[:, None], t], self.k)
+        if self.clean_in_cond:  # the clean tokens ride along for CleanPastTeacherForcing
+            cond = torch.cat([cond, x.flatten(2)], -1)
         return {"x": x, "cond": cond}
+
+
+class CleanPastTeacherForcing(torch.nn.Module):
+    """Training view of a spatial model for two-stream teacher forcing (every token noisy on a clean past).
+
+    The trainer calls ``model(x_noisy, levels, cond)``; here ``cond = cat(actions (kA), clean tokens
+    flattened)`` (:class:`VideoTokenDataset` with ``clean_in_cond``), split and passed to
+    ``net.forward_clean_past``. Its only parameters are ``net``'s, under the prefix ``net.``.
+    """
+
+    def __init__(self, net: torch.nn.Module, cond_dim: int):
+        super().__init__()
+        self.net, self.cond_dim = net, cond_dim
+
+    def forward(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        act, clean = cond.split([self.cond_dim, cond.shape[-1] - self.cond_dim], -1)
+        return self.net.forward_clean_past(x, levels, clean.view_as(x), act if self.cond_dim else None)
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -191,10 +228,16 @@ def token_shape(cfg: VideoRunConfig, channels: int = 3) -> tuple[int, int, int]:
 def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) -> torch.nn.Module:
     """Conv codec + causal backbone for tokens ``(B, T', kC, H, W)`` with cond ``(B, T', kA)``.
 
+    ``latent=spatial``: :class:`ConvGRUDenoiser` with a ``model.width x codec.bottom²`` recurrent map,
+    ``model.depth`` ConvGRU layers and ``codec.channels``/``codec.max_channels`` conv stages.
+
     A transformer without ``model.max_context`` gets a sliding KV cache of T' − sampler.window tokens so
     long rollouts never attend further back than training did.
     """
     shape = token_shape(cfg, channels)
+    if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
+        return ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
+                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth)
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
     mcfg = cfg.model
     if mcfg.backbone == "transformer" and mcfg.max_context is None:
@@ -214,13 +257,24 @@ def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "
         raise DataError(f"training videos have {frames.shape[1]} frames, fewer than data.window={cfg.data.window}")
     torch.manual_seed(cfg.train.seed)
     u8 = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    dataset = VideoTokenDataset(u8, actions, cfg.data.window, cfg.frame_stack)
+    two_stream = uses_clean_past(cfg)
+    dataset = VideoTokenDataset(u8, actions, cfg.data.window, cfg.frame_stack, clean_in_cond=two_stream)
     model = build_video_model(cfg, actions.shape[-1], frames.shape[2])
+    if two_stream:
+        model = CleanPastTeacherForcing(model, cfg.frame_stack * actions.shape[-1])
     schedule = NoiseSchedule(cfg.diffusion)
     conf = config_to_dict(cfg)
     conf["n_actions"], conf["channels"] = int(actions.shape[-1]), int(frames.shape[2])
-    return train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
-                 resume=resume, device=device, progress=progress)
+    res = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
+                resume=resume, device=device, progress=progress)
+    if two_stream:  # hand back the sampling model itself
+        res = dataclasses.replace(res, model=res.model.net, raw_model=res.raw_model.net)
+    return res
+
+
+def uses_clean_past(cfg: VideoRunConfig) -> bool:
+    """Whether ``cfg`` trains two-stream teacher forcing (:class:`CleanPastTeacherForcing`)."""
+    return cfg.method == "teacher_forcing" and cfg.latent == "spatial"
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, NoiseSchedule, VideoRunConfig]:
@@ -232,7 +286,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module,
     n_actions, channels = int(conf.pop("n_actions", 0)), int(conf.pop("channels", 3))
     cfg = ckpt.read_run_config(run_dir, VideoRunConfig, "video", config=conf)
     model = build_video_model(cfg, n_actions, channels)
-    ckpt.load_weights(model, ckpt.sampling_weights(run_dir))
+    saved = CleanPastTeacherForcing(model, cfg.frame_stack * n_actions) if uses_clean_past(cfg) else model
+    ckpt.load_weights(saved, ckpt.sampling_weights(run_dir))
     return model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), cfg
 
 
@@ -301,6 +356,6 @@ def copy_last_psnr(frames: torch.Tensor, context: int, k: int = 1) -> float:
     return float(psnr(last, frames[:, context:context + k]).mean())
 
 
-__all__ = ["VideoDataConfig", "VideoRunConfig", "METHODS", "method_config", "load_video_data", "stack_frames",
-           "unstack_frames", "VideoTokenDataset", "build_video_model", "train_video", "load_run", "rollout",
+__all__ = ["VideoDataConfig", "VideoRunConfig", "METHODS", "LATENTS", "CleanPastTeacherForcing", "uses_clean_past",
+           "method_config", "load_video_data", "stack_frames", "unstack_frames", "VideoTokenDataset", "build_video_model", "train_video", "load_run", "rollout",
            "parse_length", "one_step_psnr", "copy_last_psnr"]

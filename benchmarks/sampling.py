@@ -7,16 +7,23 @@ in one run on the same (random-init, seed 0) weights, saved once and loaded by e
       tokens evaluated, window by window);
     * **reference**: the reference implementation's cost model — :class:`StatelessDenoiser` over the last
       ``window`` kept tokens and ``skip_inactive=False``: every row of every chunk re-reads the kept
-      context and the whole chunk;
+      context and the whole chunk. It is measured at a few short lengths (``ref_lengths``) and, since its
+      per-token cost is constant (checked: the fit residuals are reported), extrapolated to 1 000 / 10 000
+      tokens with a straight-line fit of time vs length;
     * **floor**: the model's FLOPs per generated token (``FlopCounterMode``: ``steps`` forwards of one
-      token after a full cache + one commit), divided by the fp32 matmul throughput measured in this run.
+      token after a full cache + one commit; attention added analytically), divided by the fp32 matmul
+      throughput (1024² matmul) measured in this run. *Dense* FLOPs count every token's own level
+      embedding / adaLN modulation (the model's FLOPs per token); *executed* FLOPs what our sampler runs
+      (those once per level, shared by the batch) — time / floor is reported against both;
+    * a batch sweep of the transformer (``floor_batches``) shows how time / floor falls with the batch
+      (fixed per-call overheads amortized).
 
 Each rollout runs in a fresh subprocess (same weights, same thread count): its wall time (median of
 repeats) and its peak resident memory (``ru_maxrss``, which the kernel tracks as a true high-water mark
 of the whole process, so nothing that lives only briefly during the rollout escapes it); the peak after
 a short warm-up rollout is reported too, so the growth caused by the rollout itself is visible.
 
-    nice -n 10 python benchmarks/sampling.py                 # full run (~20-30 min on the loaded shared 2-core box)
+    nice -n 10 python benchmarks/sampling.py                 # full run (~30-40 min on the loaded shared 2-core box)
     python benchmarks/sampling.py --quick                    # smoke run (~1-2 min, lengths 16/32/48)
 """
 
@@ -31,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -61,13 +68,13 @@ class BenchConfig:
     tf_heads: int = 4
     lengths: tuple[int, ...] = (100, 1000, 10000)  # rollout lengths
     repeats: tuple[int, ...] = (3, 1, 1)  # timing repeats per length (median)
-    # autoregressive rollouts need L*S model calls (pyramid: ~L/W*(S+W)); 10 000 autoregressive tokens do
-    # not fit the time budget of the loaded shared machine, so they are skipped (stated in the results)
-    ar_max_length: int = 1000
-    # the reference costs ~10-50x more per token; on the loaded shared machine it is measured at 100 tokens
-    # (once) and its time for longer rollouts extrapolated from that per-token cost (labelled as such); its
-    # per-token cost does not depend on the length (sliding window of W tokens)
-    ref_max_length: int = 100
+    # the reference costs ~5-50x more per token: it is measured (once) at these lengths and its time for
+    # longer rollouts extrapolated by a straight-line fit of time vs length over them (labelled as such);
+    # its per-token cost does not depend on the length (sliding window of W tokens), which the measured
+    # lengths check (the fit's residuals are reported)
+    ref_lengths: tuple[int, ...] = (32, 64, 128)
+    floor_batches: tuple[int, ...] = (16, 32, 64, 128)  # time / floor of the transformer vs batch size
+    floor_len: int = 256  # rollout length of the batch sweep
     train_batch: int = 16  # training throughput: batch
     train_len: int = 32  # training throughput: window length
     train_steps: int = 8  # timed optimizer steps (after 2 warm-up steps)
@@ -133,12 +140,14 @@ def worker(spec: dict) -> dict:
     rss_start = maxrss_mb()
     rollout(bc, model, spec["kind"], spec["schedule"], 2 * bc.window)  # warm-up (kernels, allocator)
     rss_warm = maxrss_mb()
-    times, out = [], None
+    times, cpu, out = [], [], None
     for _ in range(spec["repeats"]):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = rollout(bc, model, spec["kind"], spec["schedule"], spec["length"])
         times.append(time.perf_counter() - t)
-    return {"seconds": times, "median_s": statistics.median(times), "rss_start_mb": rss_start,
+        cpu.append(time.process_time() - c)
+    return {"seconds": times, "median_s": statistics.median(times), "cpu_seconds": cpu,
+            "median_cpu_s": statistics.median(cpu), "rss_start_mb": rss_start,
             "rss_after_warmup_mb": rss_warm, "peak_rss_mb": maxrss_mb(), "state_bytes": state_bytes(out.state),
             "output_bytes": out.x.numel() * out.x.element_size(), "model_calls": out.model_calls,
             "tokens_evaluated": out.tokens_evaluated}
@@ -158,23 +167,35 @@ def run_worker(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 1024, repeats: int = 5, clock=time.perf_counter) -> float:
+    """Median fp32 ``n x n`` matmul throughput; ``clock=time.process_time`` times the CPU time this process
+    got (with one thread: the work, without the time other processes on the shared cores took)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     rates = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = clock()
         a @ b
-        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+        rates.append(2 * n**3 / max(clock() - t, 1e-9) / 1e9)
     return statistics.median(rates)
 
 
-def flops_per_token(bc: BenchConfig, model) -> dict:
-    """FLOPs for one generated token of each of the B sequences: S forwards after a full cache + 1 commit."""
+def matmul_both() -> tuple[float, float]:
+    return matmul_gflops(), matmul_gflops(clock=time.process_time)
+
+
+def flops_per_token(bc: BenchConfig, model, shared_levels: bool = False) -> dict:
+    """FLOPs for one generated token of each of the B sequences: S forwards after a full cache + 1 commit.
+
+    ``shared_levels=False``: the model's dense per-token FLOPs (every token computes its own level
+    embedding / adaLN modulation). ``True``: the FLOPs it executes in our sampler, which passes the levels
+    broadcast over the batch, so the transformer computes those once per level (not per token).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     B, W = bc.batch, bc.window
-    x1, k1 = torch.randn(B, 1, bc.token_dim), torch.full((B, 1), bc.num_levels // 2)
+    x1 = torch.randn(B, 1, bc.token_dim)
+    k1 = torch.full((1, 1), bc.num_levels // 2).expand(B, -1) if shared_levels else torch.full((B, 1), bc.num_levels // 2)
     with torch.no_grad():
         state = model.absorb(torch.randn(B, W, bc.token_dim), torch.zeros(B, W, dtype=torch.long), None,
                              model.init_state(B))
@@ -190,6 +211,12 @@ def flops_per_token(bc: BenchConfig, model) -> dict:
         gru = 2 * 3 * 2 * bc.width**2 * bc.rnn_depth * B
         counts = {k: v + gru for k, v in counts.items()}
         counts["gru_added_analytically"] = gru
+    if hasattr(model, "blocks"):
+        # FlopCounterMode does not see CPU scaled_dot_product_attention: add it analytically. Per block and
+        # new token attending to W cached tokens + itself: q·kᵀ and att·v, 2·(W+1)·width MACs each
+        att = 2 * 2 * (W + 1) * bc.width * bc.tf_depth * B
+        counts = {k: v + att for k, v in counts.items()}
+        counts["attention_added_analytically"] = att
     counts["per_generated_column"] = bc.steps * counts["forward"] + counts["absorb"]  # B tokens
     return counts
 
@@ -243,6 +270,29 @@ def precision_study(bc: BenchConfig, model) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
+def log(t_start: float, msg: str) -> None:
+    print(f"[{time.time() - t_start:6.0f}s] {msg}", flush=True)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def line_fit(measured: dict) -> dict:
+    """Least-squares ``time = intercept + per_token · length`` over the measured reference rollouts."""
+    Ls = [float(L) for L in measured]
+    ts = [r["median_s"] for r in measured.values()]
+    n, mL, mt = len(Ls), statistics.fmean(Ls), statistics.fmean(ts)
+    slope = sum((L - mL) * (t - mt) for L, t in zip(Ls, ts)) / sum((L - mL) ** 2 for L in Ls)
+    icpt = mt - slope * mL
+    res = [abs(icpt + slope * L - t) / t for L, t in zip(Ls, ts)]
+    return {"intercept_s": icpt, "per_token_s": slope, "max_rel_residual": max(res), "points": n,
+            "tokens_per_s_by_length": {int(L): r["tokens_per_s"] for L, r in measured.items()}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny lengths, for a smoke test")
@@ -257,6 +307,9 @@ def main() -> None:
         report = json.loads(Path(args.out).with_suffix(".json").read_text())
         for entry in report["backbones"].values():  # json turned the length keys into strings
             entry["rollouts"] = {s: {int(L): r for L, r in rows.items()} for s, rows in entry["rollouts"].items()}
+            for ref in entry["reference"].values():
+                ref["measured"] = {int(L): r for L, r in ref["measured"].items()}
+        report["batch_sweep"] = {int(B): r for B, r in report["batch_sweep"].items()}
         bc = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
         finish(bc, report, Path(args.out))
         return
@@ -266,11 +319,16 @@ def main() -> None:
     bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch)
     if args.quick:
         bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch, lengths=(16, 32, 48),
-                         repeats=(1, 1, 1), ref_max_length=16, ar_max_length=32, train_steps=2, precision_len=16)
+                         repeats=(1, 1, 1), ref_lengths=(8, 16), floor_batches=(16, 32), floor_len=16,
+                         train_steps=2, precision_len=16)
     torch.set_num_threads(bc.threads)
     t_start = time.time()
-    load_before = os.getloadavg()
-    gflops = [matmul_gflops()]
+    load_before, uptime_before = os.getloadavg(), uptime()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gflops, gflops_cpu = [], []
+    sample_matmul = lambda: [v.append(x) for v, x in zip((gflops, gflops_cpu), matmul_both())]  # noqa: E731
+    sample_matmul()
     report = {"config": asdict(bc), "weights": "random init (seed 0; zero-init output layers ~N(0, 0.02))",
               "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__}, "backbones": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,59 +338,87 @@ def main() -> None:
             weights = Path(tmp) / f"{backbone}.safetensors"
             save_weights(model, weights)
             entry = {"params": sum(p.numel() for p in model.parameters()), "flops": flops_per_token(bc, model),
-                     "rollouts": {}}
+                     "flops_executed": flops_per_token(bc, model, shared_levels=True), "rollouts": {},
+                     "reference": {}}
             for sched in ("autoregressive", "pyramid"):
+                spec = {"bench": asdict(bc), "backbone": backbone, "weights": str(weights), "schedule": sched}
+                ref = {}
+                for length in bc.ref_lengths:
+                    r = run_worker({**spec, "kind": "reference", "length": length, "repeats": 1})
+                    r["tokens_per_s"] = bc.batch * length / r["median_s"]
+                    ref[length] = r
+                    log(t_start, f"  {sched:14s} L={length:5d} reference {r['tokens_per_s']:9.0f} tok/s")
+                entry["reference"][sched] = {"measured": ref, "fit": line_fit(ref)}
                 rows = {}
                 for length, reps in zip(bc.lengths, bc.repeats):
-                    if sched == "autoregressive" and length > bc.ar_max_length:
-                        continue
-                    row = {}
-                    for kind in ("ours", "reference"):
-                        if kind == "reference" and length > bc.ref_max_length:
-                            continue
-                        spec = {"bench": asdict(bc), "backbone": backbone, "weights": str(weights), "kind": kind,
-                                "schedule": sched, "length": length, "repeats": reps if kind == "ours" else 1}
-                        r = run_worker(spec)
-                        r["tokens_per_s"] = bc.batch * length / r["median_s"]
-                        row[kind] = r
-                        print(f"[{time.time() - t_start:6.0f}s]   {sched:14s} L={length:5d} {kind:9s} "
-                              f"{r['tokens_per_s']:9.0f} tok/s  peak {r['peak_rss_mb']:.0f} MB", flush=True)
-                    if "reference" not in row:  # extrapolate from the longest measured reference rollout
-                        L_ref = max(L for L in rows if "reference" in rows[L] and not rows[L]["reference"].get(
-                            "extrapolated"))
-                        per_tok = rows[L_ref]["reference"]["median_s"] / L_ref
-                        row["reference"] = {"extrapolated": True, "from_length": L_ref, "median_s": per_tok * length,
-                                            "tokens_per_s": bc.batch / per_tok}
-                    row["speedup"] = row["reference"]["median_s"] / row["ours"]["median_s"]
-                    row["speedup_extrapolated"] = bool(row["reference"].get("extrapolated"))
-                    row["floor_s"] = length * entry["flops"]["per_generated_column"] / (gflops[0] * 1e9)
-                    row["time_over_floor"] = row["ours"]["median_s"] / row["floor_s"]
-                    rows[length] = row
+                    r = run_worker({**spec, "kind": "ours", "length": length, "repeats": reps})
+                    r["tokens_per_s"] = bc.batch * length / r["median_s"]
+                    log(t_start, f"  {sched:14s} L={length:5d} ours      {r['tokens_per_s']:9.0f} tok/s  "
+                                 f"peak {r['peak_rss_mb']:.0f} MB")
+                    rows[length] = {"ours": r}
                 entry["rollouts"][sched] = rows
             print(f"[{time.time() - t_start:6.0f}s]   training + precision", flush=True)
             entry["train_tokens_per_s"] = train_tokens_per_s(bc, make(bc, backbone, weights))
             entry["precision"] = precision_study(bc, model)
             report["backbones"][backbone] = entry
-            gflops.append(matmul_gflops())
+            sample_matmul()
+            out.with_suffix(".partial.json").write_text(json.dumps(report, indent=2))  # in case the run dies
+        # time / floor of the transformer vs batch size (same weights)
+        log(t_start, "transformer batch sweep")
+        sweep = {}
+        for B in bc.floor_batches:
+            bcb = replace(bc, batch=B)
+            tf = make(bcb, "transformer", Path(tmp) / "transformer.safetensors")
+            row = {"flops": flops_per_token(bcb, tf), "flops_executed": flops_per_token(bcb, tf, shared_levels=True)}
+            for sched in ("autoregressive", "pyramid"):
+                r = run_worker({"bench": asdict(bcb), "backbone": "transformer", "kind": "ours", "schedule": sched,
+                                "weights": str(Path(tmp) / "transformer.safetensors"), "length": bc.floor_len,
+                                "repeats": 2})
+                r["tokens_per_s"] = B * bc.floor_len / r["median_s"]
+                row[sched] = r
+                log(t_start, f"  batch {B:4d} {sched:14s} {r['tokens_per_s']:9.0f} tok/s")
+            sweep[B] = row
+        report["batch_sweep"] = sweep
+        sample_matmul()
     # the floor uses the median matmul throughput over the run (measured before, between and after)
     report["matmul_gflops"] = {"samples": gflops, "median": statistics.median(gflops)}
+    report["matmul_gflops_cpu_time"] = {"samples": gflops_cpu, "median": statistics.median(gflops_cpu)}
     report["load"] = {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                      "uptime_before": uptime_before, "uptime_after": uptime(),
+                      "note": "2 cores shared with 3 other engineers' jobs: the load swings every timing",
                       "seconds": time.time() - t_start, "nice": os.nice(0)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))  # raw results first
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     finish(bc, report, out)
 
 
 def finish(bc: BenchConfig, report: dict, out: Path) -> None:
-    """Summary + markdown from the raw results (``--from-json`` redoes this part only)."""
-    add_attention_flops(bc, report)
-    g = report["matmul_gflops"]["median"]
+    """Speedups, floors, summary and markdown from the raw results (``--from-json`` redoes this part only)."""
+    g, gc = report["matmul_gflops"]["median"], report["matmul_gflops_cpu_time"]["median"]
+    floor = lambda L, fl, g=g: L * fl["per_generated_column"] / (g * 1e9)  # noqa: E731  seconds
     for entry in report["backbones"].values():
-        for rows in entry["rollouts"].values():
-            for length, row in rows.items():
-                row["floor_s"] = length * entry["flops"]["per_generated_column"] / (g * 1e9)
+        for sched, rows in entry["rollouts"].items():
+            ref = entry["reference"][sched]
+            for L, row in rows.items():
+                measured = ref["measured"].get(L)
+                ref_s = measured["median_s"] if measured else ref["fit"]["intercept_s"] + ref["fit"]["per_token_s"] * L
+                row["reference"] = {"median_s": ref_s, "tokens_per_s": bc.batch * L / ref_s,
+                                    "extrapolated": measured is None}
+                row["speedup"] = ref_s / row["ours"]["median_s"]
+                row["speedup_extrapolated"] = measured is None
+                row["floor_s"] = floor(L, entry["flops"])
                 row["time_over_floor"] = row["ours"]["median_s"] / row["floor_s"]
+                row["time_over_floor_executed_flops"] = row["ours"]["median_s"] / floor(L, entry["flops_executed"])
+                # CPU time of the rollout over the floor at the CPU-time matmul throughput (load-independent)
+                row["time_over_floor_cpu_time"] = row["ours"]["median_cpu_s"] / floor(L, entry["flops"], gc)
+    for B, row in report["batch_sweep"].items():
+        for sched in ("autoregressive", "pyramid"):
+            r = row[sched]
+            r["time_over_floor"] = r["median_s"] / floor(bc.floor_len, row["flops"])
+            r["time_over_floor_executed_flops"] = r["median_s"] / floor(bc.floor_len, row["flops_executed"])
+            r["time_over_floor_cpu_time"] = r["median_cpu_s"] / floor(bc.floor_len, row["flops"], gc)
+            r["time_over_floor_cpu_time_executed_flops"] = r["median_cpu_s"] / floor(bc.floor_len,
+                                                                                     row["flops_executed"], gc)
     report["summary"] = summarize(bc, report)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(markdown(bc, report))
@@ -342,77 +428,126 @@ def finish(bc: BenchConfig, report: dict, out: Path) -> None:
 def summarize(bc: BenchConfig, report: dict) -> dict:
     bb = report["backbones"]
     L1, Lmax = bc.lengths[1], bc.lengths[2]
-    def speedup(L):  # worst backbone; autoregressive where measured, else pyramid
-        s = "autoregressive" if L in bb["rnn"]["rollouts"]["autoregressive"] else "pyramid"
-        return min(bb[b]["rollouts"][s][L]["speedup"] for b in bb), s
-
+    ar = "autoregressive"
     mem = max(bb[b]["rollouts"][s][Lmax]["ours"]["peak_rss_mb"] / bb[b]["rollouts"][s][L1]["ours"]["peak_rss_mb"]
-              for b in bb for s in bb[b]["rollouts"] if Lmax in bb[b]["rollouts"][s])
+              for b in bb for s in bb[b]["rollouts"])
     steps_file = RESULTS / "steps_study.json"
     min_steps = {"forecast": None, "video": None, "synthetic": None}
     if steps_file.exists():
         min_steps.update(json.loads(steps_file.read_text()).get("min_steps", {}))
     tf = bb["transformer"]["rollouts"]
+    sweep = report["batch_sweep"]
     return {
-        "speedup_vs_reference_1000": speedup(L1)[0],  # worst backbone, autoregressive, window 16
-        "speedup_vs_reference_10000": speedup(Lmax)[0],  # reference time extrapolated from its 1000-token cost
-        "speedup_10000_schedule": speedup(Lmax)[1],
-        "time_over_floor": min(tf[s][L1]["time_over_floor"] for s in tf),  # transformer, best schedule
+        "speedup_vs_reference_1000": min(bb[b]["rollouts"][ar][L1]["speedup"] for b in bb),  # worst backbone
+        "speedup_vs_reference_10000": min(bb[b]["rollouts"][ar][Lmax]["speedup"] for b in bb),
+        "speedup_by_length": {b: {s: {L: r["speedup"] for L, r in rows.items()} for s, rows in bb[b]["rollouts"].items()}
+                              for b in bb},
+        "reference_extrapolation": (
+            f"reference measured at {list(bc.ref_lengths)} tokens; longer rollouts use a straight-line fit of its "
+            f"time vs length (its per-token cost is constant: sliding window of {bc.window} tokens); worst "
+            f"relative fit residual "
+            f"{max(r['fit']['max_rel_residual'] for e in bb.values() for r in e['reference'].values()):.3f}"),
+        # transformer, batch bc.batch, L1 tokens, floor = dense per-token FLOPs (the model's FLOPs per token)
+        "time_over_floor": min(tf[s][L1]["time_over_floor"] for s in tf),
         "time_over_floor_by_schedule": {s: tf[s][L1]["time_over_floor"] for s in tf},
+        # the same against the FLOPs our sampler executes (adaLN once per level): the stricter ratio
+        "time_over_floor_executed_flops_by_schedule": {s: tf[s][L1]["time_over_floor_executed_flops"] for s in tf},
+        # CPU time (process_time, 1 thread) over the floor at the CPU-time matmul throughput: the same ratio
+        # without the time other jobs on the shared cores took from both measurements
+        "time_over_floor_cpu_time_by_schedule": {s: tf[s][L1]["time_over_floor_cpu_time"] for s in tf},
+        "time_over_floor_cpu_time_by_batch": {B: {s: row[s]["time_over_floor_cpu_time"] for s in (ar, "pyramid")}
+                                              for B, row in sweep.items()},
+        "time_over_floor_cpu_time_executed_flops_by_batch": {
+            B: {s: row[s]["time_over_floor_cpu_time_executed_flops"] for s in (ar, "pyramid")} for B, row in sweep.items()},
+        "time_over_floor_by_batch": {B: {s: row[s]["time_over_floor"] for s in (ar, "pyramid")}
+                                     for B, row in sweep.items()},
+        "time_over_floor_executed_flops_by_batch": {B: {s: row[s]["time_over_floor_executed_flops"]
+                                                        for s in (ar, "pyramid")} for B, row in sweep.items()},
         # the matmul samples swing with the machine's load; against the fastest one the floor is lowest
-        "time_over_floor_vs_fastest_matmul": {
-            s: tf[s][L1]["time_over_floor"] * max(report["matmul_gflops"]["samples"]) / report["matmul_gflops"]["median"]
-            for s in tf},
+        "matmul_gflops_samples": report["matmul_gflops"]["samples"],
+        "matmul_gflops_cpu_time_samples": report["matmul_gflops_cpu_time"]["samples"],
+        # the issue's targets, read off the numbers above
+        "targets": {
+            "speedup_1000_at_least_5x": min(bb[b]["rollouts"][ar][L1]["speedup"] for b in bb) >= 5,
+            "speedup_grows_with_length": {b: [bb[b]["rollouts"][ar][L]["speedup"] for L in bc.lengths] for b in bb},
+            "speedup_growth_note": (
+                "grows from the first lengths (our first window has no cache to reuse) and is then flat within the "
+                "timing noise of the loaded machine (single 1 000- and 10 000-token runs): the "
+                "reference-style sampler keeps a sliding window too, so its per-token cost is constant and both "
+                "costs are linear in the length; a reference re-reading the whole history would grow quadratically"),
+            "floor_within_3x_at_batch": bc.batch if min(tf[s][L1]["time_over_floor"] for s in tf) <= 3 else None,
+            "smallest_batch_within_3x": {
+                kind: {s: min((B for B, row in sweep.items() if row[s][key] <= 3), default=None) for s in (ar, "pyramid")}
+                for kind, key in (("wall_dense", "time_over_floor"), ("cpu_time_dense", "time_over_floor_cpu_time"),
+                                  ("cpu_time_executed", "time_over_floor_cpu_time_executed_flops"))},
+            "memory_flat_10pct": abs(mem - 1) <= 0.10,
+        },
         "memory_ratio_10000_vs_1000": mem,  # worst backbone/schedule, peak RSS
         "min_steps": min_steps,
+        "machine_load": {"loadavg_before": report["load"]["loadavg_before"],
+                         "loadavg_after": report["load"]["loadavg_after"],
+                         "uptime_before": report["load"].get("uptime_before"),
+                         "uptime_after": report["load"].get("uptime_after"), "threads": bc.threads},
     }
-
-
-def add_attention_flops(bc: BenchConfig, report: dict) -> None:
-    """FlopCounterMode does not see CPU ``scaled_dot_product_attention``: add it analytically (idempotent).
-
-    Per block and new token attending to W cached tokens + itself: q·kᵀ and att·v, 2·(W+1)·width MACs each.
-    """
-    fl = report["backbones"]["transformer"]["flops"]
-    if "attention_added_analytically" in fl:
-        return
-    att = 2 * 2 * (bc.window + 1) * bc.width * bc.tf_depth * bc.batch  # FLOPs (2 per MAC), B tokens
-    fl["forward"] += att
-    fl["absorb"] += att
-    fl["attention_added_analytically"] = att
-    fl["per_generated_column"] = bc.steps * fl["forward"] + fl["absorb"]
 
 
 def markdown(bc: BenchConfig, report: dict) -> str:
     s, ld = report["summary"], report["load"]
     lines = [
-        "# Sampling speed (`python benchmarks/sampling.py`)", "",
+        "# Sampling speed (`nice -n 10 python benchmarks/sampling.py`)", "",
         f"Random-init weights (seed 0), batch {bc.batch}, window {bc.window}, S = {bc.steps} DDIM steps, "
         f"K = {bc.num_levels}, width {bc.width} (RNN depth {bc.rnn_depth}, transformer depth {bc.tf_depth}, "
-        f"max_context {bc.window}), fp32, {bc.threads} torch threads. tokens/s counts all B sequences. "
-        f"Load average before/after: {ld['loadavg_before'][0]:.1f} / {ld['loadavg_after'][0]:.1f} on "
-        f"{report['machine']['cpu_count']} cores (shared machine; timings are medians of the repeats, "
-        f"{dict(zip(bc.lengths, bc.repeats))}). fp32 matmul throughput: "
-        f"{report['matmul_gflops']['median']:.1f} GFLOP/s (median of "
-        f"{', '.join(f'{g:.1f}' for g in report['matmul_gflops']['samples'])}: the load swings it, so time / floor "
-        f"is uncertain by that factor). Peak RSS: ru_maxrss of a fresh process per rollout; (after warm-up) is "
-        f"its value before the timed rollouts.", "",
-        "| backbone | schedule | tokens | ours tok/s | reference tok/s | speedup | time / floor | peak RSS MB "
-        "(after warm-up) | state bytes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"max_context {bc.window}), fp32, {bc.threads} torch thread(s). tokens/s counts all B sequences. "
+        f"Machine: {report['machine']['cpu_count']} cores shared with other engineers' jobs; `uptime` before: "
+        f"`{ld.get('uptime_before', '')}`, after: `{ld.get('uptime_after', '')}` (timings are medians of the "
+        f"repeats {dict(zip(bc.lengths, bc.repeats))}). fp32 matmul throughput (1024², measured before, between "
+        f"and after): {', '.join(f'{x:.1f}' for x in report['matmul_gflops']['samples'])} GFLOP/s, median "
+        f"{report['matmul_gflops']['median']:.1f} used for the floor (time / floor is uncertain by that spread); "
+        f"per CPU second of this process: {', '.join(f'{x:.1f}' for x in report['matmul_gflops_cpu_time']['samples'])}, "
+        f"median {report['matmul_gflops_cpu_time']['median']:.1f} (the *CPU* ratios: rollout CPU time over this "
+        f"floor, free of the other jobs' share of the cores). "
+        f"Floor = FLOPs per generated token (S forwards + 1 commit, FlopCounterMode + attention analytically) × "
+        f"tokens / that throughput; *dense* = the model's per-token FLOPs, *executed* = what our sampler runs "
+        f"(adaLN / level embedding once per level, shared by the batch). Reference = the same model re-reading "
+        f"the last {bc.window} tokens and the whole chunk every row; (fit): {s['reference_extrapolation']}. "
+        f"Peak RSS: ru_maxrss of a "
+        f"fresh process per rollout; (after warm-up) is its value before the timed rollouts.", "",
+        "| backbone | schedule | tokens | ours tok/s | reference tok/s | speedup | time / floor (dense) | "
+        "time / floor (executed) | CPU time / floor (dense) | peak RSS MB (after warm-up) | state bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b, entry in report["backbones"].items():
         for sched, rows in entry["rollouts"].items():
             for L, row in rows.items():
                 o, r = row["ours"], row["reference"]
-                ext = " (extrapolated)" if row["speedup_extrapolated"] else ""
+                ext = " (fit)" if row["speedup_extrapolated"] else ""
                 lines.append(f"| {b} | {sched} | {L} | {o['tokens_per_s']:.0f} | {r['tokens_per_s']:.0f}{ext} | "
-                             f"{row['speedup']:.1f}x | {row['time_over_floor']:.1f} | {o['peak_rss_mb']:.0f} "
+                             f"{row['speedup']:.1f}x | {row['time_over_floor']:.2f} | "
+                             f"{row['time_over_floor_executed_flops']:.2f} | {row['time_over_floor_cpu_time']:.2f} | "
+                             f"{o['peak_rss_mb']:.0f} "
                              f"({o['rss_after_warmup_mb']:.0f}) | {o['state_bytes']} |")
-    lines += ["", "| backbone | params | FLOPs / token column (B tokens) | training tok/s |", "|---|---|---|---|"]
+    lines += ["", "Reference sampler, measured (tokens/s by rollout length; constant = linear cost):", "",
+              "| backbone | schedule | " + " | ".join(f"{L} tokens" for L in bc.ref_lengths) + " | fit: s/token | max residual |",
+              "|---|---|" + "---|" * len(bc.ref_lengths) + "---|---|"]
+    for b, entry in report["backbones"].items():
+        for sched, ref in entry["reference"].items():
+            lines.append(f"| {b} | {sched} | " + " | ".join(f"{ref['measured'][L]['tokens_per_s']:.0f}"
+                                                         for L in bc.ref_lengths)
+                         + f" | {ref['fit']['per_token_s']:.3g} | {ref['fit']['max_rel_residual']:.3f} |")
+    lines += ["", f"Transformer time / floor vs batch ({bc.floor_len}-token rollouts, ours):", "",
+              "| batch | schedule | tok/s | time / floor (dense) | time / floor (executed) | CPU time / floor (dense) | "
+              "CPU time / floor (executed) |", "|---|---|---|---|---|---|---|"]
+    for B, row in report["batch_sweep"].items():
+        for sched in ("autoregressive", "pyramid"):
+            r = row[sched]
+            lines.append(f"| {B} | {sched} | {r['tokens_per_s']:.0f} | {r['time_over_floor']:.2f} | "
+                         f"{r['time_over_floor_executed_flops']:.2f} | {r['time_over_floor_cpu_time']:.2f} | "
+                         f"{r['time_over_floor_cpu_time_executed_flops']:.2f} |")
+    lines += ["", "| backbone | params | FLOPs / token column (B tokens), dense | executed | training tok/s |",
+              "|---|---|---|---|---|"]
     for b, entry in report["backbones"].items():
         lines.append(f"| {b} | {entry['params']} | {entry['flops']['per_generated_column']:.3g} | "
-                     f"{entry['train_tokens_per_s']:.0f} |")
+                     f"{entry['flops_executed']['per_generated_column']:.3g} | {entry['train_tokens_per_s']:.0f} |")
     lines += ["", f"bf16 autocast vs fp32 ({bc.precision_len}-token rollouts, same seed):", "",
               "| backbone | schedule | max abs diff | mean abs diff | token RMS | bf16 speedup |", "|---|---|---|---|---|---|"]
     for b, entry in report["backbones"].items():

@@ -40,7 +40,8 @@ def _draw(net, cfg, length=13, batch=3, ctx=None, cond=None, **kw):
 
 @pytest.mark.parametrize("backbone", ["rnn", "transformer"])
 @pytest.mark.parametrize("schedule", ["pyramid", "autoregressive"])
-def test_cached_equals_full_recompute(backbone, schedule):
+@pytest.mark.parametrize("cond_dim", [0, 2])  # 0: the transformer computes adaLN once per level (shared levels)
+def test_cached_equals_full_recompute(backbone, schedule, cond_dim):
     """Cached state + only-changing tokens == the reference cost model (re-read everything every row).
 
     The transformer runs with an unbounded cache: with ``max_context`` the cached keys of an old token were
@@ -48,9 +49,9 @@ def test_cached_equals_full_recompute(backbone, schedule):
     window recomputes them without that past — the two differ by design (the cache keeps more information).
     Tolerance 1e-5: same noise stream, fp32, only the summation order of the batched matmuls differs.
     """
-    model = _model(backbone, cond_dim=2)
+    model = _model(backbone, cond_dim=cond_dim)
     ctx = torch.randn(3, 4, 3, generator=torch.Generator().manual_seed(1))
-    cond = torch.randn(3, 4 + 13, 2, generator=torch.Generator().manual_seed(2))
+    cond = torch.randn(3, 4 + 13, 2, generator=torch.Generator().manual_seed(2)) if cond_dim else None
     cfg = SamplerConfig(steps=3, schedule=schedule, window=5, stabilization_level=2)
     fast = _draw(model, cfg, ctx=ctx, cond=cond)
     ref_net = StatelessDenoiser(lambda x, k, c: model(x, k, c))
@@ -125,3 +126,20 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert 0 < (fp32.x - bf16.x).abs().max() < 0.1
     with pytest.raises(ConfigError):
         SamplerConfig(precision="fp8")
+
+
+def test_transformer_shared_levels_match_per_token_levels():
+    """Levels broadcast over the batch (stride 0) take the once-per-level adaLN path: same predictions and
+    the same cache as the per-token path (fp32; only the matmul row count differs, tolerance 1e-5)."""
+    model = _model("transformer")
+    g = torch.Generator().manual_seed(3)
+    x, ctx = torch.randn(4, 5, 3, generator=g), torch.randn(4, 6, 3, generator=g)
+    k_shared = torch.randint(0, K + 1, (1, 5), generator=g).expand(4, -1)
+    z_shared = torch.zeros(1, 6, dtype=torch.long).expand(4, -1)
+    with torch.no_grad():
+        st_shared, st_dense = model.absorb(ctx, z_shared), model.absorb(ctx, z_shared.contiguous())
+        for a, b in zip(st_shared.keys + st_shared.values, st_dense.keys + st_dense.values):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        shared, dense = model(x, k_shared, None, st_shared), model(x, k_shared.contiguous(), None, st_dense)
+    torch.testing.assert_close(shared, dense, rtol=0, atol=1e-5)
+    assert shared.abs().max() > 1e-2  # the prediction is not trivially zero

@@ -218,7 +218,7 @@ def sample(
     if state is None:
         state = net.init_state(batch, device)
     if C > 0:
-        zeros = torch.zeros(batch, C, dtype=torch.long, device=device)
+        zeros = torch.zeros(1, C, dtype=torch.long, device=device).expand(batch, -1)
         state = net.absorb(context.float(), zeros, None if cond is None else cond[:, :C], state)
 
     chunks, t = [], 0
@@ -283,7 +283,8 @@ def sample(
             x[:, a:b] = x_new
             if r.commit_to > a:  # commit the clean prefix of the chunk into the model state
                 sl = slice(a, r.commit_to)
-                ks = torch.full((batch, r.commit_to - a), k_stab, dtype=torch.long, device=device)
+                # levels shared by the batch are passed expanded (stride 0): models may compute per-level work once
+                ks = torch.full((1, r.commit_to - a), k_stab, dtype=torch.long, device=device).expand(batch, -1)
                 x_commit = schedule.add_noise(x[:, sl], ks, stab_noise[:, sl])
                 with autocast:
                     state = net.absorb(x_commit, ks, None if c_chunk is None else c_chunk[:, sl], state)

@@ -35,21 +35,23 @@ class KVCache:
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
-    """cos/sin tables ``(T, head_dim/2)`` for integer positions ``(T,)``."""
+    """cos/sin tables ``(T, head_dim/2)`` for integer positions ``(T,)`` (``torch.complex(cos, sin)``: the
+    rotation :func:`apply_rope` takes)."""
     inv = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     ang = positions.float().unsqueeze(1) * inv  # (T, hd/2)
     return ang.cos(), ang.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of ``x: (B, H, T, hd)``."""
-    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return out.to(x.dtype)
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels ``(2i, 2i+1)`` of ``x: (..., hd)`` by ``rot = cos + i sin`` (complex64,
+    broadcast to ``(..., hd/2)``): one complex multiply (x₁ + i x₂)·rot on a view, in fp32 (also under
+    bf16 autocast)."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
 
 
 def modulate(x, shift, scale):
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one op
 
 
 class Block(nn.Module):
@@ -67,14 +69,15 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada[-1].bias)
         self.dropout = dropout
 
-    def forward(self, h, c, cos, sin, past_kv=None):
-        """``h, c: (B, T, W)``; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``. Returns (h, (k, v))."""
+    def forward(self, h, c, rot, past_kv=None):
+        """``h: (B, T, W)``; ``c: (B or 1, T, W)`` (1: shared by the batch); ``rot: (T, 1, 1, hd/2)`` complex;
+        ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``. Returns (h, (k, v) of cache + the T tokens,
+        each ``(B, H, L + T, hd)``), so that committing them needs no second concatenation."""
         B, T, W = h.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
-        q, k, v = self.qkv(modulate(self.norm1(h), shift1, scale1)).split(W, dim=-1)
-        q, k, v = (t.view(B, T, self.heads, W // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        new_kv = (k, v)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B or 1, T, W) each
+        qkv = self.qkv(modulate(self.norm1(h), shift1, scale1)).view(B, T, 3, self.heads, W // self.heads)
+        qk = apply_rope(qkv[:, :, :2], rot)  # q and k rotated together: (B, T, 2, H, hd)
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if past_kv is not None and past_kv[0].shape[2] > 0:
             L = past_kv[0].shape[2]
             k = torch.cat([past_kv[0].to(k.dtype), k], dim=2)
@@ -84,10 +87,12 @@ class Block(nn.Module):
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        all_kv = (k, v)  # (B, H, L + T, hd)
         att = att.transpose(1, 2).reshape(B, T, W)
-        h = h + gate1 * F.dropout(self.proj(att), self.dropout, self.training)
-        h = h + gate2 * F.dropout(self.mlp(modulate(self.norm2(h), shift2, scale2)), self.dropout, self.training)
-        return h, new_kv
+        h = torch.addcmul(h, gate1, F.dropout(self.proj(att), self.dropout, self.training))
+        h = torch.addcmul(h, gate2, F.dropout(self.mlp(modulate(self.norm2(h), shift2, scale2)), self.dropout,
+                                               self.training))
+        return h, all_kv
 
 
 class CausalTransformer(nn.Module):
@@ -148,7 +153,10 @@ class CausalTransformer(nn.Module):
 
     def _run(self, x, levels, cond, state: KVCache | None, want_out: bool):
         B, T = x.shape[:2]
-        c = self.level_emb(levels)  # (B, T, W)
+        # levels broadcast over the batch (stride 0, as the sampler passes them) and no cond: the level
+        # embedding and every block's adaLN modulation are the same for all rows, so compute them once
+        shared = B > 1 and levels.stride(0) == 0 and self.cond_proj is None
+        c = self.level_emb(levels[:1] if shared else levels)  # (1 or B, T, W)
         h = self.encoder(x)
         if self.cond_proj is not None:
             if cond is None:
@@ -157,17 +165,17 @@ class CausalTransformer(nn.Module):
             c, h = c + cc, h + cc
         offset = 0 if state is None else state.offset
         pos = torch.arange(offset, offset + T, device=x.device)
-        cos, sin = rope_tables(pos, self.width // self.heads)
-        new_kv = []
+        rot = torch.complex(*rope_tables(pos, self.width // self.heads))[:, None, None]  # (T, 1, 1, hd/2)
+        all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):
             past = None if state is None or not state.keys else (state.keys[i], state.values[i])
-            h, kv = blk(h, c, cos, sin, past)
-            new_kv.append(kv)
+            h, kv = blk(h, c, rot, past)
+            all_kv.append(kv)
         out = None
         if want_out:
             shift, scale = self.ada_out(c).chunk(2, dim=-1)
             out = self.decoder(modulate(self.norm_out(h), shift, scale))  # (B, T, *D)
-        return out, new_kv
+        return out, all_kv
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
         """Predict every token of ``x: (B, T, *D)`` at ``levels: (B, T)`` after the cached tokens in ``state``."""
@@ -176,11 +184,9 @@ class CausalTransformer(nn.Module):
     def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None) -> KVCache:
         """Commit tokens: append their keys/values (computed at their levels) to the cache."""
         state = state if state is not None else self.init_state(x.shape[0])
-        _, new_kv = self._run(x, levels, cond, state, False)
+        _, all_kv = self._run(x, levels, cond, state, False)  # cache + new tokens, concatenated once
         keys, values = [], []
-        for i, (k, v) in enumerate(new_kv):
-            if state.keys:
-                k, v = torch.cat([state.keys[i], k], dim=2), torch.cat([state.values[i], v], dim=2)
+        for k, v in all_kv:
             if self.max_context is not None and k.shape[2] > self.max_context:
                 k, v = k[:, :, -self.max_context :], v[:, :, -self.max_context :]
             keys.append(k.detach())

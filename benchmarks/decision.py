@@ -32,6 +32,9 @@ from dforce.tasks import compositional as comp
 from dforce.tasks import imitation as imi
 
 ROOT = Path(__file__).resolve().parent.parent
+# The Markovian baseline sees the current observation only: one env step per token (a stacked token
+# would hand it the last frame_stack observations, a short memory).
+METHOD_OVERRIDES = {"markov_diffusion": ["frame_stack=1"]}
 
 
 def _reuse(run: Path, cfg) -> bool:
@@ -47,7 +50,8 @@ def imitation_runs(args) -> dict:
     """Train or reuse the three policies; returns ``{method: (cfg, model, schedule, train_seconds)}``."""
     out = {}
     for method in imi.METHODS:
-        over = [f"method={method}"] + ([f"train.steps={args.quick_steps}"] if args.quick else [])
+        over = [f"method={method}", *METHOD_OVERRIDES.get(method, [])]
+        over += [f"train.steps={args.quick_steps}"] if args.quick else []
         cfg = load_config(imi.ImitationConfig, ROOT / "configs/imitation_small.yaml", over)
         run = Path(args.runs) / f"imitation_{method}"
         secs = None
@@ -148,7 +152,7 @@ def _rel(path: str) -> str:
 def markdown(r: dict) -> str:
     s = r["summary"]
     lines = [f"# Decision-making benchmark{' (PARTIAL / quick)' if r['partial'] else ''}", "",
-             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets (no images); recurrent (GRU) backbone; train steps per model in the JSON.", ""]
+             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets (no images); recurrent (GRU) backbone; tokens of `frame_stack` env steps; train steps, frame stack and training seconds per model in the JSON.", ""]
     if "imitation" in s:
         lines += ["## Fruit swap imitation (success rate)", "", "| method | success | episodes | paper |",
                   "|---|---|---|---|"]

@@ -11,8 +11,10 @@ Two sampling modes, both from that model:
     memory  the whole horizon in one rollout (pyramid schedule, latent carried): the model remembers
             which diagonal it is on and reproduces the X ("cross");
     mpc     short plans with no long memory: at each step the latent is reset, the last ``mpc_context``
-            positions are absorbed, ``mpc_horizon`` tokens are sampled and only the first is kept. At the
-            centre the model no longer knows its diagonal and can switch arms: V shapes ("stitched").
+            positions are absorbed, ``mpc_horizon`` tokens are sampled and the first ``mpc_execute`` kept,
+            until the path reaches a corner (or ``mpc_max_steps``). A lone position does not say which
+            way along its arm the path goes, so the walk can turn back; at the centre the model no longer
+            knows its diagonal and can switch arms: V shapes ("stitched").
 :func:`dforce.data.compositional.classify_paths` labels the samples.
 """
 
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dforce.data.compositional import CrossConfig, classify_paths, make_cross_dataset, plot_paths
+from dforce.data.compositional import (ClassifierConfig, CrossConfig, classify_paths, corner_positions,
+                                       make_cross_dataset, plot_paths)
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict
@@ -52,7 +55,10 @@ class CompositionalConfig:
                                                                    ema_decay=0.995, checkpoint_every=500))
     sample_steps: int = 10  # DDIM steps for both modes
     mpc_context: int = 1  # positions absorbed into a fresh latent before each short plan
-    mpc_horizon: int = 4  # tokens per short plan (only the first is kept)
+    mpc_horizon: int = 4  # tokens per short plan
+    mpc_execute: int = 1  # tokens of each short plan kept before replanning (<= mpc_horizon)
+    mpc_max_steps: int = 160  # MPC rollout budget (5 T): without memory the walk has no fixed length;
+    # each path stops when it first reaches a corner after leaving its start corner
 
     def __post_init__(self):
         if self.n_paths < 4:
@@ -63,6 +69,10 @@ class CompositionalConfig:
             raise ConfigError(f"crop_fraction must be in [0, 1], got {self.crop_fraction}")
         if self.mpc_context < 1 or self.mpc_horizon < 1 or self.sample_steps < 1:
             raise ConfigError("mpc_context, mpc_horizon and sample_steps must be >= 1")
+        if not 1 <= self.mpc_execute <= self.mpc_horizon:
+            raise ConfigError(f"mpc_execute={self.mpc_execute} must be in [1, mpc_horizon={self.mpc_horizon}]")
+        if self.mpc_max_steps < 2:
+            raise ConfigError(f"mpc_max_steps must be >= 2, got {self.mpc_max_steps}")
         if self.model.backbone != "rnn":
             raise ConfigError("compositional needs model.backbone=rnn (MPC resets the GRU latent)")
 
@@ -139,19 +149,32 @@ def sample_memory(model, schedule: NoiseSchedule, cfg: CompositionalConfig, n: i
 @torch.no_grad()
 def sample_mpc(model, schedule: NoiseSchedule, cfg: CompositionalConfig, n: int, seed: int = 0,
                device: str | torch.device = "cpu") -> np.ndarray:
-    """Memoryless MPC samples: the first position from a fresh latent, then each next position is the first
-    token of a ``mpc_horizon`` plan sampled after absorbing only the last ``mpc_context`` positions into
-    a reset latent. Returns ``(n, T, 2)`` paths."""
+    """Memoryless MPC samples: the first position from a fresh latent, then repeatedly absorb only the last
+    ``mpc_context`` positions into a reset latent, sample a ``mpc_horizon`` plan and keep its first
+    ``mpc_execute`` tokens. A path ends when it first enters a corner (within the classifier's
+    ``corner_radius``) after having left its start corner, or after ``mpc_max_steps`` positions; ended
+    paths are padded with their last position. Returns ``(n, L, 2)`` paths, ``L <= mpc_max_steps``."""
     scfg = SamplerConfig(steps=cfg.sample_steps, schedule="pyramid", window=cfg.mpc_horizon, clip_x0=1.0,
                          stabilization_level=1)
+    clf = ClassifierConfig()
+    corners = torch.as_tensor(corner_positions(clf.margin), dtype=torch.float32, device=device)  # (4, 2)
     g = torch.Generator(device=device).manual_seed(seed)
     x = sample(model, schedule, scfg, length=1, batch=n, token_shape=(2,), generator=g, device=device,
                cond=_flag(n, 1, False, device)).x  # (n, 1, 2): a path start
-    for _ in range(cfg.cross.T - 1):
+    left = torch.zeros(n, dtype=torch.bool, device=device)  # has left the start corner
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    while x.shape[1] < cfg.mpc_max_steps and not bool(done.all()):
         ctx = x[:, -cfg.mpc_context:]
         cond = _flag(n, ctx.shape[1] + cfg.mpc_horizon, True, device)
         out = sample(model, schedule, scfg, length=cfg.mpc_horizon, context=ctx, cond=cond, generator=g)  # fresh latent
-        x = torch.cat([x, out.x[:, ctx.shape[1] : ctx.shape[1] + 1]], 1)
+        k = min(cfg.mpc_execute, cfg.mpc_max_steps - x.shape[1])
+        for j in range(k):  # append the executed tokens one by one, freezing paths that have ended
+            nxt = out.x[:, ctx.shape[1] + j]  # (n, 2) in [-1, 1]
+            nxt = torch.where(done[:, None], x[:, -1], nxt)
+            x = torch.cat([x, nxt[:, None]], 1)
+            in_corner = (torch.cdist((nxt[:, None] + 1) / 2, corners[None]).squeeze(1) <= clf.corner_radius).any(1)
+            done |= left & in_corner
+            left |= ~in_corner
     return to_paths(x)
 
 

@@ -36,12 +36,8 @@ _DIR_CORNERS = ((0, 1), (1, 0), (2, 3), (3, 2))  # direction -> (start corner, e
 _OPPOSITE = (1, 0, 3, 2)
 
 
-def corner_positions(margin: float = 0.1) -> np.ndarray:
-    """The four corners BL, TR, TL, BR at ``margin`` from the unit square's edges: ``(4, 2)``."""
+def _corners(margin: float) -> np.ndarray:
     return margin + (1 - 2 * margin) * _CORNER_UNIT  # (4, 2)
-
-
-_corners = corner_positions
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,16 @@ def _rel(path: str) -> str:
 def markdown(r: dict) -> str:
     s = r["summary"]
     lines = [f"# Decision-making benchmark{' (PARTIAL / quick)' if r['partial'] else ''}", "",
-             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets (no images); recurrent (GRU) backbone; tokens of `frame_stack` env steps; train steps, frame stack and training seconds per model in the JSON.", ""]
+             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets "
+             "(no images). Settings per model (backbone, frame stack, train steps and seconds) in the JSON.", ""]
+    if "train" in r:
+        lines += ["| model | backbone | frame_stack | train steps | train seconds |", "|---|---|---|---|---|"]
+        for m, t in r["train"].items():
+            c = t["config"]
+            secs = "reused" if t["seconds"] is None else f"{t['seconds']:.0f}"
+            lines.append(f"| {m} | {c['model']['backbone']} w{c['model']['width']} d{c['model']['depth']} | "
+                         f"{c['frame_stack']} | {t['steps']} | {secs} |")
+        lines.append("")
     if "imitation" in s:
         lines += ["## Fruit swap imitation (success rate)", "", "| method | success | episodes | paper |",
                   "|---|---|---|---|"]

@@ -100,8 +100,6 @@ class ImitationConfig:
             raise ConfigError(f"offset_scale must be > 0, got {self.offset_scale}")
         if self.n_demos < 1:
             raise ConfigError(f"n_demos must be >= 1, got {self.n_demos}")
-        if self.model.backbone != "rnn":
-            raise ConfigError("imitation needs model.backbone=rnn (the policy resets/carries the GRU latent)")
 
 
 # ---------------------------------------------------------------- tokens

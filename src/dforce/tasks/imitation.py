@@ -67,7 +67,8 @@ class PolicyConfig:
     uncertainty_scale: float = 1.0  # pyramid slope: later plan tokens start noisier (paper's causal uncertainty)
     stabilization_level: int = 1  # level generated plan tokens are committed at inside a plan (~1% of K)
     clip_x0: float = 1.0  # tokens are scaled to [-1, 1]
-    corrupt_level: int | None = None  # level a flagged-corrupted observation is fed at (None = K, missing)
+    corrupt_level: int | None = None  # level a token whose observations are all flagged is fed at (None = K, missing)
+    imputed_level: int | None = None  # level a token with some flagged (imputed) steps is fed at (None = stabilization_level)
 
     def __post_init__(self):
         for k in ("horizon", "execute", "steps"):
@@ -194,8 +195,8 @@ class DiffusionPolicy:
         corruption_mask: ``() -> (N,) bool`` flags of this step's corrupted observations (e.g.
             ``lambda: hook.mask`` of a :class:`~dforce.data.corruption.CorruptionHook`), or None.
         use_corruption_levels: replace flagged observations by the plan's prediction of them and commit the
-            token at the stabilization level, or at ``cfg.corrupt_level`` (default K: missing) when every
-            observation in it is flagged (False: commit them as clean, level 0).
+            token at ``cfg.imputed_level`` (default: the stabilization level), or at ``cfg.corrupt_level``
+            (default K: missing) when every observation in it is flagged (False: commit them as clean, level 0).
         frame_stack: env steps per token (the run's ``frame_stack``).
     ``self.fed_levels`` holds the ``(N,)`` levels the last committed tokens were absorbed at.
     """
@@ -211,6 +212,9 @@ class DiffusionPolicy:
         self.corrupt_level = K if cfg.corrupt_level is None else int(cfg.corrupt_level)
         if not 0 <= self.corrupt_level <= K:
             raise ConfigError(f"policy.corrupt_level={cfg.corrupt_level} must be in [0, K={K}]")
+        self.imputed_level = min(cfg.stabilization_level, K) if cfg.imputed_level is None else int(cfg.imputed_level)
+        if not 0 <= self.imputed_level <= K:
+            raise ConfigError(f"policy.imputed_level={cfg.imputed_level} must be in [0, K={K}]")
         self.scfg = SamplerConfig(steps=cfg.steps, schedule=schedule_name, uncertainty_scale=cfg.uncertainty_scale,
                                   window=cfg.horizon, stabilization_level=min(cfg.stabilization_level, K),
                                   clip_x0=cfg.clip_x0)
@@ -241,7 +245,7 @@ class DiffusionPolicy:
                 obs = torch.where(f, self.plan[..., ACTION_DIM:], steps[..., ACTION_DIM:])
                 steps = torch.cat([steps[..., :ACTION_DIM], obs], -1)
             levels = np.where(flags.all(1), self.corrupt_level,
-                              np.where(flags.any(1), self.scfg.stabilization_level, 0))
+                              np.where(flags.any(1), self.imputed_level, 0))
         self.fed_levels = levels
         tok = steps.reshape(self.n, 1, -1)  # (N, 1, k * 26)
         lv = torch.from_numpy(levels).to(self.device)[:, None]  # (N, 1)

@@ -7,8 +7,10 @@ Trains (or reuses, when ``<runs>/<name>/ema.safetensors`` exists and its config 
 the three imitation policies (df, markov_diffusion, next_frame) and one compositional model, then:
     imitation     success rate over ``--episodes`` fresh fruit-swap episodes per method;
     corrupted     success with ``--fraction`` of the steps corrupted (``--corruption``, default distractor):
-                  DF feeds flagged observations at level K (its prior takes over), next-frame diffusion
-                  can only commit them as clean; ``df_level0`` is the ablation "DF trusting them";
+                  DF replaces flagged observations by its plan's prediction of them and commits such tokens
+                  at the stabilization level (all-flagged tokens at level K: its prior takes over),
+                  next-frame diffusion can only commit them as clean; ``df_level0`` is the ablation
+                  "DF trusting them";
     compositional ``--samples`` paths per mode (memory / mpc) classified cross / stitched / other, plotted.
 Writes ``benchmarks/results/decision.json`` (``summary`` + details), ``decision.md`` and the plots
 (``--quick``: ``decision_quick.*``).
@@ -173,7 +175,8 @@ def markdown(r: dict) -> str:
         c = r["corrupted"]
         lines += [f"## With corrupted observations ({c['kind']}, {c['fraction']:.0%} of steps)", "",
                   "| method | success | episodes | paper |", "|---|---|---|---|",
-                  f"| df (corrupted steps fed at level K) | {c['df']['success_rate']:.0%} | {s['corrupted']['episodes']} | 76% |",
+                  f"| df (corrupted steps imputed by the plan, token at the stabilization level; all-corrupted tokens at level K) | "
+                  f"{c['df']['success_rate']:.0%} | {s['corrupted']['episodes']} | 76% |",
                   f"| df, corrupted steps fed as clean (ablation) | {c['df_level0']['success_rate']:.0%} | "
                   f"{s['corrupted']['episodes']} | - |",
                   f"| next_frame | {c['next_frame']['success_rate']:.0%} | {s['corrupted']['episodes']} | 48% |", ""]

@@ -135,6 +135,8 @@ def test_corrupted_steps_are_fed_at_level_K():
     assert (pol2.fed_levels == 30).all()
     with pytest.raises(ConfigError):
         imi.make_policy(model, schedule, _tiny("df", steps=1, corrupt_level=K + 1))
+    with pytest.raises(ConfigError):
+        imi.make_policy(model, schedule, _tiny("df", steps=1, imputed_level=-1))
 
 
 def test_stacked_policy_commits_every_k_steps_and_imputes_corrupted():

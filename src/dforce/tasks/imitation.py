@@ -326,13 +326,26 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = 0, corruption: str | None = None,
-                 fraction: float = 0.25, device: str = "cpu") -> dict:
+                 fraction: float = 0.25, device: str = "cpu", policy_overrides: list[str] = ()) -> dict:
     """Success rate of a trained run's policy over ``episodes`` fresh episodes, optionally with a
-    :class:`~dforce.data.corruption.CorruptionHook` corrupting ``fraction`` of the steps."""
+    :class:`~dforce.data.corruption.CorruptionHook` corrupting ``fraction`` of the steps.
+    ``policy_overrides``: ``["policy.horizon=4", ...]`` changes to the run's (eval-only) policy settings."""
+    import yaml
+
     from dforce.data.corruption import CorruptionHook
     from dforce.data.fruit_swap import evaluate
+    from dforce.engine.config import from_dict
 
     cfg, model, schedule = load_run(run_dir, device)
+    if policy_overrides:
+        pol = config_to_dict(cfg.policy)
+        for kv in policy_overrides:
+            key, sep, val = kv.partition("=")
+            name = key.removeprefix("policy.")
+            if not sep or name not in pol:
+                raise ConfigError(f"--set {kv!r}: expected policy.KEY=VALUE with KEY one of {sorted(pol)}")
+            pol[name] = yaml.safe_load(val)
+        cfg = replace(cfg, policy=from_dict(PolicyConfig, pol, "policy."))
     hook = None if corruption is None else CorruptionHook(corruption, fraction, seed=seed)
     policy = make_policy(model, schedule, cfg, corruption_mask=None if hook is None else (lambda: hook.mask),
                          seed=seed, device=device)
@@ -341,4 +354,4 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = 0, corrup
             "success_by_layout": {int(k): float(res.success[res.layouts == k].mean())
                                   for k in np.unique(res.layouts)},
             "mean_length": float(res.lengths.mean()), "corruption": corruption,
-            "fraction": fraction if corruption else 0.0}
+            "fraction": fraction if corruption else 0.0, "policy": config_to_dict(cfg.policy)}

@@ -7,8 +7,10 @@ Trains (or reuses, when ``<runs>/<name>/ema.safetensors`` exists and its config 
 the three imitation policies (df, markov_diffusion, next_frame) and one compositional model, then:
     imitation     success rate over ``--episodes`` fresh fruit-swap episodes per method;
     corrupted     success with ``--fraction`` of the steps corrupted (``--corruption``, default distractor):
-                  DF feeds flagged observations at level K (its prior takes over), next-frame diffusion
-                  can only commit them as clean; ``df_level0`` is the ablation "DF trusting them";
+                  DF replaces flagged observations by its plan's prediction of them and commits such tokens
+                  at the stabilization level (all-flagged tokens at level K: its prior takes over),
+                  next-frame diffusion can only commit them as clean; ``df_level0`` is the ablation
+                  "DF trusting them";
     compositional ``--samples`` paths per mode (memory / mpc) classified cross / stitched / other, plotted.
 Writes ``benchmarks/results/decision.json`` (``summary`` + details), ``decision.md`` and the plots
 (``--quick``: ``decision_quick.*``).
@@ -32,6 +34,9 @@ from dforce.tasks import compositional as comp
 from dforce.tasks import imitation as imi
 
 ROOT = Path(__file__).resolve().parent.parent
+# The Markovian baseline sees the current observation only: one env step per token (a stacked token
+# would hand it the last frame_stack observations, a short memory).
+METHOD_OVERRIDES = {"markov_diffusion": ["frame_stack=1"]}
 
 
 def _reuse(run: Path, cfg) -> bool:
@@ -47,7 +52,8 @@ def imitation_runs(args) -> dict:
     """Train or reuse the three policies; returns ``{method: (cfg, model, schedule, train_seconds)}``."""
     out = {}
     for method in imi.METHODS:
-        over = [f"method={method}"] + ([f"train.steps={args.quick_steps}"] if args.quick else [])
+        over = [f"method={method}", *METHOD_OVERRIDES.get(method, [])]
+        over += [f"train.steps={args.quick_steps}"] if args.quick else []
         cfg = load_config(imi.ImitationConfig, ROOT / "configs/imitation_small.yaml", over)
         run = Path(args.runs) / f"imitation_{method}"
         secs = None
@@ -148,7 +154,16 @@ def _rel(path: str) -> str:
 def markdown(r: dict) -> str:
     s = r["summary"]
     lines = [f"# Decision-making benchmark{' (PARTIAL / quick)' if r['partial'] else ''}", "",
-             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets (no images); recurrent (GRU) backbone; train steps per model in the JSON.", ""]
+             f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets "
+             "(no images). Settings per model (backbone, frame stack, train steps and seconds) in the JSON.", ""]
+    if "train" in r:
+        lines += ["| model | backbone | frame_stack | train steps | train seconds |", "|---|---|---|---|---|"]
+        for m, t in r["train"].items():
+            c = t["config"]
+            secs = "reused" if t["seconds"] is None else f"{t['seconds']:.0f}"
+            lines.append(f"| {m} | {c['model']['backbone']} w{c['model']['width']} d{c['model']['depth']} | "
+                         f"{c['frame_stack']} | {t['steps']} | {secs} |")
+        lines.append("")
     if "imitation" in s:
         lines += ["## Fruit swap imitation (success rate)", "", "| method | success | episodes | paper |",
                   "|---|---|---|---|"]
@@ -160,7 +175,8 @@ def markdown(r: dict) -> str:
         c = r["corrupted"]
         lines += [f"## With corrupted observations ({c['kind']}, {c['fraction']:.0%} of steps)", "",
                   "| method | success | episodes | paper |", "|---|---|---|---|",
-                  f"| df (corrupted steps fed at level K) | {c['df']['success_rate']:.0%} | {s['corrupted']['episodes']} | 76% |",
+                  f"| df (corrupted steps imputed by the plan, token at the stabilization level; all-corrupted tokens at level K) | "
+                  f"{c['df']['success_rate']:.0%} | {s['corrupted']['episodes']} | 76% |",
                   f"| df, corrupted steps fed as clean (ablation) | {c['df_level0']['success_rate']:.0%} | "
                   f"{s['corrupted']['episodes']} | - |",
                   f"| next_frame | {c['next_frame']['success_rate']:.0%} | {s['corrupted']['episodes']} | 48% |", ""]

@@ -53,6 +53,31 @@ def test_tokens_roundtrip_shapes(demos):
     assert s[-1, 2] < 0 and s[-1, 3 + 2] == -1.0
 
 
+def test_stacked_tokens_layout(demos):
+    base = imi.demo_sequences(demos, frame_stack=1)[0]  # (T + 1, 26)
+    st = imi.demo_sequences(demos, frame_stack=4)[0]
+    T = len(demos.actions[0])
+    assert st.shape == (-(-(T + 4) // 4), 4 * imi.TOKEN_DIM)
+    flat = st.reshape(-1, imi.TOKEN_DIM)
+    assert torch.equal(flat[:4], base[:1].expand(4, -1))  # token 0: the start, repeated
+    assert torch.equal(flat[3 : 3 + len(base)], base)  # then every step in order
+    tail = flat[3 + len(base) :]  # padding: the last observation, open and still
+    assert torch.equal(tail[:, 3:], base[-1:, 3:].expand(len(tail), -1))
+    assert (tail[:, :3] == torch.tensor(imi.START_ACTION)).all()
+
+
+def test_offsets_are_in_env_steps():
+    st = np.zeros(13, np.float32)
+    st[0:2] = 0.5
+    st[3:5] = (0.5 + imi.OFFSET_SCALE / 2, 0.1)  # A half a step right, far below
+    tok = imi.encode_tokens(np.zeros(3), st)
+    assert tok[16] == pytest.approx(0.5) and tok[17] == -1.0  # clipped at one step
+    with pytest.raises(ConfigError):
+        imi.ImitationConfig(offset_scale=0.0)
+    with pytest.raises(ConfigError):
+        imi.ImitationConfig(frame_stack=0)
+
+
 def test_imitation_policy_beats_random_on_reach(demos):
     cfg = _tiny()
     res = imi.train_policy(cfg, None, progress=False, demos=demos)
@@ -110,6 +135,39 @@ def test_corrupted_steps_are_fed_at_level_K():
     assert (pol2.fed_levels == 30).all()
     with pytest.raises(ConfigError):
         imi.make_policy(model, schedule, _tiny("df", steps=1, corrupt_level=K + 1))
+    with pytest.raises(ConfigError):
+        imi.make_policy(model, schedule, _tiny("df", steps=1, imputed_level=-1))
+
+
+def test_stacked_policy_commits_every_k_steps_and_imputes_corrupted():
+    from dataclasses import replace
+
+    cfg = replace(_tiny("df", steps=1), frame_stack=2)
+    model, schedule = imi.build(cfg)
+    F, T = False, True
+    flags = [[F, F], [F, T], [F, F], [T, T], [F, T]]  # per step, for 2 envs
+    t = {"i": 0}
+    pol = imi.make_policy(model.eval(), schedule, cfg, corruption_mask=lambda: np.array(flags[t["i"]]))
+    commits, orig = [], pol._commit
+
+    def spy():
+        tokens = len(pol.steps)
+        out = orig()
+        commits.append((t["i"], tokens, pol.fed_levels.tolist()))
+        return out
+
+    pol._commit = spy
+    pol.reset(2)
+    st = np.tile(FruitSwapEnv().reset(seed=0)[0]["state"], (2, 1))
+    for i in range(5):
+        t["i"] = i
+        pol(None, st, np.ones(2, bool))
+    K, ks = cfg.diffusion.num_levels, cfg.policy.stabilization_level
+    # commits at t = 0 (the start token: step 0 twice), t = 2 (steps 1-2), t = 4 (steps 3-4)
+    assert [c[:2] for c in commits] == [(0, 2), (2, 2), (4, 2)]
+    assert commits[0][2] == [0, 0]
+    assert commits[1][2] == [0, ks]  # env 1: one of two steps corrupted -> imputed from the plan
+    assert commits[2][2] == [ks, K]  # env 1: both corrupted -> missing (level K)
 
 
 def test_config_errors(tmp_path):
@@ -119,6 +177,7 @@ def test_config_errors(tmp_path):
         imi.PolicyConfig(horizon=2, execute=3)
     with pytest.raises(ConfigError):
         comp.CompositionalConfig(crop_len=1)
+
     with pytest.raises(CheckpointError):
         imi.load_run(tmp_path)
     with pytest.raises(CheckpointError):
@@ -137,7 +196,11 @@ def test_crop_dataset():
     i = int(torch.nonzero(crops)[3])
     x = b["x"][i, :5]
     src = comp.to_tokens(paths)[i % 8]
-    assert any(torch.allclose(x, src[s : s + 5]) for s in range(28))
+    start = [s for s in range(28) if torch.allclose(x, src[s : s + 5])]
+    assert start
+    # every token is conditioned on its time step in the path
+    assert torch.allclose(b["cond"][i, :5, 0], (start[0] + torch.arange(5)) / 31.0)
+    assert torch.allclose(b["cond"][~crops][0, :, 0], torch.arange(32) / 31.0)
 
 
 def test_compositional_memory_samples_reach_corners(tmp_path):
@@ -158,3 +221,4 @@ def test_compositional_memory_samples_reach_corners(tmp_path):
     trained_gap = gap(paths[:, 0]) + gap(paths[:, -1])
     assert trained_gap < gap(base[:, 0]) + gap(base[:, -1]) - 0.05, (trained_gap, rep)
     assert sum(rep["memory"][k] for k in ("cross", "stitched", "other")) == pytest.approx(1.0)
+    assert np.load(tmp_path / "s" / "mpc_paths.npy").shape == (64, 32, 2)

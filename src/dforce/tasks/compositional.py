@@ -3,16 +3,18 @@
 One Diffusion Forcing model (recurrent backbone) is trained on the four corner-to-corner diagonals of
 :func:`dforce.data.compositional.make_cross_dataset` (tokens: 2-D positions scaled to [-1, 1]). Training
 examples are a mix of whole paths and short crops starting anywhere (right-padded, masked), so the same
-model can continue a path both from a full history and from a fresh latent. A 1-D conditioning flag
-(0 whole path, 1 crop) tells the two apart: without it a fresh latent could not know whether its first
-token is a path start (a corner) or a crop start (anywhere on the X).
+model can continue a path both from a full history and from a fresh latent. Every token is conditioned on
+its time step ``t / (T - 1)`` (the clock an MPC controller has): from a fresh latent a lone position on an
+arm of the X is then unambiguous (outbound early, inbound late) except at the centre at mid-time, where
+all four arms meet — without it a memoryless walk turns back and forth on the arms and stalls.
 
 Two sampling modes, both from that model:
     memory  the whole horizon in one rollout (pyramid schedule, latent carried): the model remembers
             which diagonal it is on and reproduces the X ("cross");
     mpc     short plans with no long memory: at each step the latent is reset, the last ``mpc_context``
             positions are absorbed, ``mpc_horizon`` tokens are sampled and only the first is kept. At the
-            centre the model no longer knows its diagonal and can switch arms: V shapes ("stitched").
+            centre the model no longer knows its diagonal and can switch arms: V shapes ("stitched"),
+            or go on straight (cross) or back (a return, "stitched" too).
 :func:`dforce.data.compositional.classify_paths` labels the samples.
 """
 
@@ -80,7 +82,8 @@ class CropDataset:
     """Whole paths and short crops of them, for ``train``. Index ``i`` -> path ``i % n`` and a variant
     ``i // n``; variants below ``round(V * (1 - crop_fraction))`` are the whole path, the others a crop
     of ``crop_len`` tokens at a start cycling over every position, right-padded with ``mask`` False.
-    ``get_batch(idx) -> {"x": (B, T, 2), "mask": (B, T), "cond": (B, T, 1)}`` (cond: 1 for crops)."""
+    ``get_batch(idx) -> {"x": (B, T, 2), "mask": (B, T), "cond": (B, T, 1)}`` (cond: each token's time
+    step in the path over ``T - 1``)."""
 
     def __init__(self, tokens: torch.Tensor, crop_len: int, crop_fraction: float):
         self.x, self.crop_len = tokens, crop_len
@@ -100,8 +103,8 @@ class CropDataset:
         src = (start[:, None] + t).clamp(max=self.T - 1)  # (B, T)
         x = self.x[path[:, None], src]  # (B, T, 2)
         mask = torch.where(crop[:, None], t < self.crop_len, torch.ones_like(t, dtype=torch.bool))
-        flag = crop.float()[:, None, None].expand(-1, self.T, 1)
-        return {"x": torch.where(mask[..., None], x, torch.zeros_like(x)), "mask": mask, "cond": flag}
+        clock = (src.float() / (self.T - 1))[..., None]  # (B, T, 1)
+        return {"x": torch.where(mask[..., None], x, torch.zeros_like(x)), "mask": mask, "cond": clock}
 
 
 def build(cfg: CompositionalConfig):
@@ -109,9 +112,10 @@ def build(cfg: CompositionalConfig):
     return build_model(cfg.model, (2,), cfg.diffusion.num_levels, cond_dim=1), schedule
 
 
-def _flag(n: int, T: int, crop: bool, device) -> torch.Tensor:
-    """The conditioning ``(n, T, 1)``: 1 for crop-style (MPC) continuations, 0 for whole paths."""
-    return torch.full((n, T, 1), float(crop), device=device)
+def _clock(n: int, t0: int, length: int, T: int, device) -> torch.Tensor:
+    """The conditioning ``(n, length, 1)`` of time steps ``t0 .. t0 + length - 1`` of a ``T``-step path."""
+    t = torch.arange(t0, t0 + length, device=device, dtype=torch.float32) / (T - 1)
+    return t[None, :, None].expand(n, -1, 1)
 
 
 def train_model(cfg: CompositionalConfig, run_dir: str | Path | None = None, device: str = "cpu",
@@ -132,7 +136,7 @@ def sample_memory(model, schedule: NoiseSchedule, cfg: CompositionalConfig, n: i
                          stabilization_level=1)
     g = torch.Generator(device=device).manual_seed(seed)
     out = sample(model, schedule, scfg, length=cfg.cross.T, batch=n, token_shape=(2,), generator=g, device=device,
-                 cond=_flag(n, cfg.cross.T, False, device))
+                 cond=_clock(n, 0, cfg.cross.T, cfg.cross.T, device))
     return to_paths(out.x)
 
 
@@ -140,17 +144,20 @@ def sample_memory(model, schedule: NoiseSchedule, cfg: CompositionalConfig, n: i
 def sample_mpc(model, schedule: NoiseSchedule, cfg: CompositionalConfig, n: int, seed: int = 0,
                device: str | torch.device = "cpu") -> np.ndarray:
     """Memoryless MPC samples: the first position from a fresh latent, then each next position is the first
-    token of a ``mpc_horizon`` plan sampled after absorbing only the last ``mpc_context`` positions into
-    a reset latent. Returns ``(n, T, 2)`` paths."""
+    token of a plan of up to ``mpc_horizon`` tokens (not past the path's last step) sampled after absorbing
+    only the last ``mpc_context`` positions, with their time steps, into a reset latent. Returns
+    ``(n, T, 2)`` paths."""
     scfg = SamplerConfig(steps=cfg.sample_steps, schedule="pyramid", window=cfg.mpc_horizon, clip_x0=1.0,
                          stabilization_level=1)
     g = torch.Generator(device=device).manual_seed(seed)
+    T = cfg.cross.T
     x = sample(model, schedule, scfg, length=1, batch=n, token_shape=(2,), generator=g, device=device,
-               cond=_flag(n, 1, False, device)).x  # (n, 1, 2): a path start
-    for _ in range(cfg.cross.T - 1):
+               cond=_clock(n, 0, 1, T, device)).x  # (n, 1, 2): a path start
+    for t in range(T - 1):  # x holds steps 0..t
         ctx = x[:, -cfg.mpc_context:]
-        cond = _flag(n, ctx.shape[1] + cfg.mpc_horizon, True, device)
-        out = sample(model, schedule, scfg, length=cfg.mpc_horizon, context=ctx, cond=cond, generator=g)  # fresh latent
+        h = min(cfg.mpc_horizon, T - 1 - t)
+        cond = _clock(n, t + 1 - ctx.shape[1], ctx.shape[1] + h, T, device)
+        out = sample(model, schedule, scfg, length=h, context=ctx, cond=cond, generator=g)  # fresh latent
         x = torch.cat([x, out.x[:, ctx.shape[1] : ctx.shape[1] + 1]], 1)
     return to_paths(x)
 

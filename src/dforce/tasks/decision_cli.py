@@ -36,7 +36,7 @@ def cmd_imitation_eval(args) -> int:
 
     _threads(args.threads)
     report = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, corruption=args.corruption,
-                          fraction=args.fraction, device=args.device)
+                          fraction=args.fraction, device=args.device, policy_overrides=args.set)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -86,6 +86,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (episodes disjoint from the demos)")
     p.add_argument("--corruption", default=None, help="distractor | occlusion | noise | missing (default: none)")
     p.add_argument("--fraction", type=float, default=0.25, help="fraction of corrupted steps (default: 0.25)")
+    p.add_argument("--set", action="append", default=[], metavar="policy.KEY=VALUE",
+                   help="override a policy setting of the run (e.g. policy.horizon=4), repeatable")
     p.set_defaults(func=cmd_imitation_eval)
 
     comp = subparsers.add_parser("compositional", help="compositional generation on the cross dataset")

@@ -1,8 +1,11 @@
 """Imitation with memory on fruit swap (paper §4.4): a Diffusion Forcing policy executed with MPC.
 
-Tokens are ``x_t = [a_{t-1}, o_t]`` (26-D: the 3-D action that led to observation ``o_t``, the 13-D
-state vector scaled to [-1, 1], and the 10 offsets fruit/slot minus gripper, which make the reach and place
-motions a near-linear read-out); the first token carries the "open, still" action ``[0, 0, -1]``.
+Step tokens are ``[a_{t-1}, o_t]`` (26-D: the 3-D action that led to observation ``o_t``, the 13-D state
+vector scaled to [-1, 1], and the 10 offsets fruit/slot minus gripper measured in env steps and clipped to
+[-1, 1], which make the reach/place velocities a clipped copy and "arrived, close the gripper" an easy
+read-out); the first carries the "open, still" action ``[0, 0, -1]``. ``frame_stack`` k consecutive step
+tokens form one model token (:func:`stack_tokens`, as the reference stacks Maze2D tokens): the policy plans
+and executes k actions at a time and the GRU runs k times fewer steps (training ~4x faster at k = 4).
 The recurrent latent summarises every committed token, so the policy remembers the start layout that
 the current observation no longer shows (see :mod:`dforce.data.fruit_swap` for why that matters).
 
@@ -10,16 +13,19 @@ the current observation no longer shows (see :mod:`dforce.data.fruit_swap` for w
 first version is state-only. The corruption kinds of :mod:`dforce.data.corruption` act on it directly.
 
 MPC loop, per env step t (all envs batched, :class:`DiffusionPolicy`):
-    1. commit the real token ``[a_{t-1}, o_t]`` to the latent with ``absorb`` at level 0 — or, when the
-       observation is flagged corrupted, re-noised to ``corrupt_level`` (K = missing: a pure prior step);
-    2. every ``execute`` steps, sample a plan of ``horizon`` tokens from that latent (``sample(state=...)``)
-       and queue its first ``execute`` actions;
+    1. every k steps commit the real token (the last k ``[a, o]`` steps) to the latent with ``absorb`` at
+       level 0 — flagged-corrupted observations in it are replaced by the plan's prediction of them and the
+       token is committed at the stabilization level, or at ``corrupt_level`` (K = missing: a pure prior
+       step) when all of its observations are flagged;
+    2. when the queue is empty, sample a plan of ``horizon`` tokens from that latent (``sample(state=...)``)
+       and queue the actions of its first ``execute`` tokens;
     3. return the next queued action.
 
 Methods (one backbone, three recipes):
     df                Diffusion Forcing: independent levels, whole episodes, latent kept (memory).
     markov_diffusion  "diffusion policy": same model and loss on windows of 1 + horizon tokens; at test
-                      time the latent is reset every step and only the current token is absorbed.
+                      time the latent is reset at every replan and only the current token is absorbed
+                      (use ``frame_stack=1`` so that token is the current observation only).
     next_frame        next-token diffusion: ``level_strategy=teacher_forcing`` on whole episodes, an
                       autoregressive sampling schedule; it only knows clean context, so corrupted
                       observations are committed at level 0.
@@ -50,6 +56,7 @@ METHODS = ("df", "markov_diffusion", "next_frame")
 REL_DIM = 10  # (A, B, slot 1-3) minus gripper, 2-D each
 TOKEN_DIM = ACTION_DIM + STATE_DIM + REL_DIM  # 26
 START_ACTION = (0.0, 0.0, -1.0)  # the "open, still" action placed in the first token
+OFFSET_SCALE = FruitSwapConfig.max_speed  # offsets are measured in env steps (see encode_tokens)
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,8 @@ class PolicyConfig:
     uncertainty_scale: float = 1.0  # pyramid slope: later plan tokens start noisier (paper's causal uncertainty)
     stabilization_level: int = 1  # level generated plan tokens are committed at inside a plan (~1% of K)
     clip_x0: float = 1.0  # tokens are scaled to [-1, 1]
-    corrupt_level: int | None = None  # level a flagged-corrupted observation is fed at (None = K, missing)
+    corrupt_level: int | None = None  # level a token whose observations are all flagged is fed at (None = K, missing)
+    imputed_level: int | None = None  # level a token with some flagged (imputed) steps is fed at (None = stabilization_level)
 
     def __post_init__(self):
         for k in ("horizon", "execute", "steps"):
@@ -74,6 +82,8 @@ class PolicyConfig:
 class ImitationConfig:
     method: str = "df"  # df | markov_diffusion | next_frame (module docstring)
     n_demos: int = 150  # paper: 150 demonstrations
+    offset_scale: float = OFFSET_SCALE  # fruit/slot-minus-gripper offsets divided by this, clipped to [-1, 1]
+    frame_stack: int = 1  # env steps per token (reference Maze2D: 10); see stack_tokens
     demo_seed: int = 0
     diffusion: NoiseScheduleConfig = field(  # paper robot: x0-prediction
         default_factory=lambda: NoiseScheduleConfig(num_levels=100, beta_schedule="cosine", objective="x0"))
@@ -85,29 +95,56 @@ class ImitationConfig:
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
+        if self.frame_stack < 1:
+            raise ConfigError(f"frame_stack must be >= 1, got {self.frame_stack}")
+        if not self.offset_scale > 0:
+            raise ConfigError(f"offset_scale must be > 0, got {self.offset_scale}")
         if self.n_demos < 1:
             raise ConfigError(f"n_demos must be >= 1, got {self.n_demos}")
-        if self.model.backbone != "rnn":
-            raise ConfigError("imitation needs model.backbone=rnn (the policy resets/carries the GRU latent)")
 
 
 # ---------------------------------------------------------------- tokens
 
 
-def encode_tokens(prev_actions: np.ndarray, states: np.ndarray) -> torch.Tensor:
+def encode_tokens(prev_actions: np.ndarray, states: np.ndarray, offset_scale: float = OFFSET_SCALE) -> torch.Tensor:
     """``prev_actions: (..., 3)`` in [-1, 1], ``states: (..., 13)`` in [0, 1] -> tokens ``(..., 26)`` in [-1, 1]:
-    ``[action, 2 * state - 1, positions[3:13] - gripper]``."""
+    ``[action, 2 * state - 1, clip((positions[3:13] - gripper) / offset_scale, -1, 1)]``.
+
+    With ``offset_scale`` = the env's step length the offsets are "how many steps away" per axis: the
+    expert's reach velocity is a clipped copy of them and "arrived" (1/5 of a step) is a large, easily
+    read change, where raw offsets (scale 1) put the grasp decision in the third decimal."""
     a = np.asarray(prev_actions, np.float32)
     st = np.asarray(states, np.float32)
-    rel = st[..., 3:13] - np.tile(st[..., 0:2], 5)  # (..., 10)
-    return torch.from_numpy(np.concatenate([a, 2.0 * st - 1.0, rel], -1))
+    rel = np.clip((st[..., 3:13] - np.tile(st[..., 0:2], 5)) / offset_scale, -1.0, 1.0)  # (..., 10)
+    return torch.from_numpy(np.concatenate([a, 2.0 * st - 1.0, rel], -1).astype(np.float32))
 
 
-def episode_tokens(states: np.ndarray, actions: np.ndarray, final_state: np.ndarray) -> torch.Tensor:
+def episode_tokens(states: np.ndarray, actions: np.ndarray, final_state: np.ndarray,
+                   offset_scale: float = OFFSET_SCALE) -> torch.Tensor:
     """One demo -> tokens ``(T + 1, 26)``: ``[START_ACTION, o_0], [a_0, o_1], ..., [a_{T-1}, o_T]``."""
     prev = np.concatenate([np.asarray([START_ACTION], np.float32), actions], 0)
     obs = np.concatenate([states, final_state[None]], 0)
-    return encode_tokens(prev, obs)
+    return encode_tokens(prev, obs, offset_scale)
+
+
+def stack_tokens(base: torch.Tensor, k: int) -> torch.Tensor:
+    """Step tokens ``base: (T + 1, 26)`` (``[START_ACTION, o_0], [a_0, o_1], ...``) -> stacked tokens
+    ``(ceil((T + k) / k), k * 26)``.
+
+    Token 0 is ``k`` copies of the first step token (the robot idle at its start), token j >= 1 holds steps
+    ``(j-1)k + 1 .. jk``: the ``k`` actions executed after the last observation of token j-1 and the ``k``
+    observations they led to. So the policy, having committed token j-1, plans token j, executes its ``k``
+    actions open-loop and commits the real token j. The tail is padded with the last observation and the
+    "open, still" action. ``k = 1`` returns ``base`` unchanged.
+    """
+    if k == 1:
+        return base
+    T1 = base.shape[0]
+    pad = (-(T1 - 1)) % k  # steps after the first until the length is a multiple of k
+    still = base[-1:].clone()
+    still[:, :ACTION_DIM] = torch.tensor(START_ACTION)
+    seq = torch.cat([base[:1].expand(k, -1), base[1:], still.expand(pad, -1)], 0)  # (k + T + pad, 26)
+    return seq.reshape(-1, k * base.shape[-1])
 
 
 def final_states(demos: Demos, config: FruitSwapConfig | None = None) -> list[np.ndarray]:
@@ -123,9 +160,12 @@ def final_states(demos: Demos, config: FruitSwapConfig | None = None) -> list[np
     return out
 
 
-def demo_sequences(demos: Demos, config: FruitSwapConfig | None = None) -> list[torch.Tensor]:
-    """All demos as token sequences, each ``(T_i + 1, 26)``."""
-    return [episode_tokens(s, a, f) for s, a, f in zip(demos.states, demos.actions, final_states(demos, config))]
+def demo_sequences(demos: Demos, config: FruitSwapConfig | None = None, offset_scale: float = OFFSET_SCALE,
+                   frame_stack: int = 1) -> list[torch.Tensor]:
+    """All demos as token sequences, each ``(ceil((T_i + k) / k), k * 26)`` for ``frame_stack`` k
+    (``(T_i + 1, 26)`` for k = 1)."""
+    return [stack_tokens(episode_tokens(s, a, f, offset_scale), frame_stack)
+            for s, a, f in zip(demos.states, demos.actions, final_states(demos, config))]
 
 
 def make_dataset(cfg: ImitationConfig, sequences: list[torch.Tensor]) -> WindowDataset:
@@ -149,24 +189,32 @@ class DiffusionPolicy:
 
     Args:
         model, schedule: a trained backbone and its noise schedule.
-        cfg: MPC / sampling settings.
-        memory: keep the latent across steps (False: reset it every step — the Markovian baseline).
+        cfg: MPC / sampling settings (``horizon`` and ``execute`` count tokens of ``frame_stack`` steps).
+        memory: keep the latent across steps (False: reset it every replan — the Markovian baseline).
         schedule_name: sampling matrix (pyramid for DF, autoregressive for next-frame diffusion).
         corruption_mask: ``() -> (N,) bool`` flags of this step's corrupted observations (e.g.
             ``lambda: hook.mask`` of a :class:`~dforce.data.corruption.CorruptionHook`), or None.
-        use_corruption_levels: feed flagged observations at ``cfg.corrupt_level`` (False: at level 0).
-    ``self.fed_levels`` holds the ``(N,)`` levels the last observation tokens were absorbed at.
+        use_corruption_levels: replace flagged observations by the plan's prediction of them and commit the
+            token at ``cfg.imputed_level`` (default: the stabilization level), or at ``cfg.corrupt_level``
+            (default K: missing) when every observation in it is flagged (False: commit them as clean, level 0).
+        frame_stack: env steps per token (the run's ``frame_stack``).
+    ``self.fed_levels`` holds the ``(N,)`` levels the last committed tokens were absorbed at.
     """
 
     def __init__(self, model, schedule: NoiseSchedule, cfg: PolicyConfig, memory: bool = True,
                  schedule_name: str = "pyramid", corruption_mask: Callable[[], np.ndarray] | None = None,
-                 use_corruption_levels: bool = True, seed: int = 0, device: str | torch.device = "cpu"):
+                 use_corruption_levels: bool = True, seed: int = 0, device: str | torch.device = "cpu",
+                 offset_scale: float = OFFSET_SCALE, frame_stack: int = 1):
         self.model, self.schedule, self.cfg, self.memory = model, schedule, cfg, memory
+        self.offset_scale, self.k = offset_scale, int(frame_stack)
         self.device = torch.device(device)
         K = schedule.num_levels
         self.corrupt_level = K if cfg.corrupt_level is None else int(cfg.corrupt_level)
         if not 0 <= self.corrupt_level <= K:
             raise ConfigError(f"policy.corrupt_level={cfg.corrupt_level} must be in [0, K={K}]")
+        self.imputed_level = min(cfg.stabilization_level, K) if cfg.imputed_level is None else int(cfg.imputed_level)
+        if not 0 <= self.imputed_level <= K:
+            raise ConfigError(f"policy.imputed_level={cfg.imputed_level} must be in [0, K={K}]")
         self.scfg = SamplerConfig(steps=cfg.steps, schedule=schedule_name, uncertainty_scale=cfg.uncertainty_scale,
                                   window=cfg.horizon, stabilization_level=min(cfg.stabilization_level, K),
                                   clip_x0=cfg.clip_x0)
@@ -175,23 +223,31 @@ class DiffusionPolicy:
         self.seed = seed
 
     def reset(self, n: int) -> None:
-        self.n = n
+        self.n, self.t = n, 0
         self.state = self.model.init_state(n, self.device)
         self.prev_action = np.tile(np.asarray(START_ACTION, np.float32), (n, 1))
         self.queue = np.zeros((n, 0, ACTION_DIM), np.float32)
+        self.steps: list[torch.Tensor] = []  # step tokens (N, 26) since the last commit
+        self.flags: list[np.ndarray] = []  # their (N,) corruption flags
+        self.plan = None  # (N, k, 26) the executing token as planned (None before the first plan)
+        self.plans = None  # (N, e, k, 26) the executed tokens of the last plan
         self.fed_levels = np.zeros(n, np.int64)
         self.generator.manual_seed(self.seed)
 
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray, states: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """``states: (N, 13)`` -> actions ``(N, 3)`` (images unused: state-only observations)."""
-        if not hasattr(self, "n") or len(states) != self.n:
-            self.reset(len(states))
-        tok = encode_tokens(self.prev_action, states).to(self.device)[:, None]  # (N, 1, 26)
+    def _commit(self) -> torch.Tensor:
+        """Build the real token from the buffered steps, absorb it, return the new latent ``(L, N, W)``."""
+        steps = torch.stack(self.steps, 1)  # (N, k, 26); at t = 0: k copies of the first step
+        flags = np.stack(self.flags, 1)  # (N, k)
         levels = np.zeros(self.n, np.int64)
-        if self.corruption_mask is not None and self.use_corruption_levels:
-            levels = np.where(np.asarray(self.corruption_mask(), bool), self.corrupt_level, 0)
+        if self.use_corruption_levels and flags.any():
+            if self.plan is not None:  # the prior's guess for the flagged observations (actions are real)
+                f = torch.from_numpy(flags).to(self.device)[..., None]
+                obs = torch.where(f, self.plan[..., ACTION_DIM:], steps[..., ACTION_DIM:])
+                steps = torch.cat([steps[..., :ACTION_DIM], obs], -1)
+            levels = np.where(flags.all(1), self.corrupt_level,
+                              np.where(flags.any(1), self.imputed_level, 0))
         self.fed_levels = levels
+        tok = steps.reshape(self.n, 1, -1)  # (N, 1, k * 26)
         lv = torch.from_numpy(levels).to(self.device)[:, None]  # (N, 1)
         noise = torch.randn(tok.shape, device=self.device, generator=self.generator)
         tok = self.schedule.add_noise(tok, lv, noise)
@@ -199,13 +255,34 @@ class DiffusionPolicy:
         state = self.model.absorb(tok, lv, None, base)
         if self.memory:
             self.state = state
-        if self.queue.shape[1] == 0 or not self.memory:
-            out = sample(self.model, self.schedule, self.scfg, length=self.cfg.horizon, batch=self.n,
-                         token_shape=(TOKEN_DIM,), state=state, generator=self.generator, device=self.device)
-            k = 1 if not self.memory else self.cfg.execute
-            self.queue = out.x[:, :k, :ACTION_DIM].clamp(-1, 1).cpu().numpy()
+        self.steps, self.flags = [], []
+        return state
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray, states: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """``states: (N, 13)`` -> actions ``(N, 3)`` (images unused: state-only observations)."""
+        if not hasattr(self, "n") or len(states) != self.n:
+            self.reset(len(states))
+        flags = np.zeros(self.n, bool)
+        if self.corruption_mask is not None:
+            flags = np.asarray(self.corruption_mask(), bool)
+        step = encode_tokens(self.prev_action, states, self.offset_scale).to(self.device)  # (N, 26)
+        reps = self.k if self.t == 0 else 1  # token 0: the first step repeated (see stack_tokens)
+        self.steps += [step] * reps
+        self.flags += [flags] * reps
+        if len(self.steps) == self.k:  # a whole token observed: commit it
+            state = self._commit()
+            if self.queue.shape[1] == 0:  # plan executed: replan from the latent
+                out = sample(self.model, self.schedule, self.scfg, length=self.cfg.horizon, batch=self.n,
+                             token_shape=(self.k * TOKEN_DIM,), state=state, generator=self.generator,
+                             device=self.device)
+                e = self.cfg.execute if self.memory else 1  # without memory each replan sees one token only
+                self.plans = out.x.reshape(self.n, self.cfg.horizon, self.k, TOKEN_DIM)[:, :e]  # (N, e, k, 26)
+                self.queue = self.plans[..., :ACTION_DIM].reshape(self.n, -1, ACTION_DIM).clamp(-1, 1).cpu().numpy()
+            self.plan = self.plans[:, -(self.queue.shape[1] // self.k)]  # the token being executed now
         action, self.queue = self.queue[:, 0], self.queue[:, 1:]
         self.prev_action = action.astype(np.float32)
+        self.t += 1
         return action.astype(np.float64)
 
 
@@ -215,7 +292,8 @@ def make_policy(model, schedule: NoiseSchedule, cfg: ImitationConfig, corruption
     return DiffusionPolicy(
         model, schedule, cfg.policy, memory=cfg.method != "markov_diffusion",
         schedule_name="autoregressive" if cfg.method == "next_frame" else "pyramid",
-        corruption_mask=corruption_mask, use_corruption_levels=cfg.method != "next_frame", seed=seed, device=device)
+        corruption_mask=corruption_mask, use_corruption_levels=cfg.method != "next_frame", seed=seed, device=device,
+        offset_scale=cfg.offset_scale, frame_stack=cfg.frame_stack)
 
 
 # ---------------------------------------------------------------- recipe
@@ -224,7 +302,7 @@ def make_policy(model, schedule: NoiseSchedule, cfg: ImitationConfig, corruption
 def build(cfg: ImitationConfig):
     """``(model, schedule)`` for the config (untrained)."""
     schedule = NoiseSchedule(cfg.diffusion)
-    model = build_model(cfg.model, (TOKEN_DIM,), cfg.diffusion.num_levels)
+    model = build_model(cfg.model, (cfg.frame_stack * TOKEN_DIM,), cfg.diffusion.num_levels)
     return model, schedule
 
 
@@ -233,7 +311,7 @@ def train_policy(cfg: ImitationConfig, run_dir: str | Path | None = None, device
     """Make (cached) expert demos, train the backbone with the method's objective; writes ``run_dir``."""
     torch.manual_seed(cfg.train.seed)
     demos = demos if demos is not None else make_demos(cfg.n_demos, seed=cfg.demo_seed, progress=progress)
-    dataset = make_dataset(cfg, demo_sequences(demos))
+    dataset = make_dataset(cfg, demo_sequences(demos, offset_scale=cfg.offset_scale, frame_stack=cfg.frame_stack))
     model, schedule = build(cfg)
     return train(model, schedule, dataset, cfg.train, objective_for(cfg), run_dir=run_dir,
                  config_dict=config_to_dict(cfg), resume=resume, device=device, progress=progress)
@@ -248,13 +326,26 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = 0, corruption: str | None = None,
-                 fraction: float = 0.25, device: str = "cpu") -> dict:
+                 fraction: float = 0.25, device: str = "cpu", policy_overrides: list[str] = ()) -> dict:
     """Success rate of a trained run's policy over ``episodes`` fresh episodes, optionally with a
-    :class:`~dforce.data.corruption.CorruptionHook` corrupting ``fraction`` of the steps."""
+    :class:`~dforce.data.corruption.CorruptionHook` corrupting ``fraction`` of the steps.
+    ``policy_overrides``: ``["policy.horizon=4", ...]`` changes to the run's (eval-only) policy settings."""
+    import yaml
+
     from dforce.data.corruption import CorruptionHook
     from dforce.data.fruit_swap import evaluate
+    from dforce.engine.config import from_dict
 
     cfg, model, schedule = load_run(run_dir, device)
+    if policy_overrides:
+        pol = config_to_dict(cfg.policy)
+        for kv in policy_overrides:
+            key, sep, val = kv.partition("=")
+            name = key.removeprefix("policy.")
+            if not sep or name not in pol:
+                raise ConfigError(f"--set {kv!r}: expected policy.KEY=VALUE with KEY one of {sorted(pol)}")
+            pol[name] = yaml.safe_load(val)
+        cfg = replace(cfg, policy=from_dict(PolicyConfig, pol, "policy."))
     hook = None if corruption is None else CorruptionHook(corruption, fraction, seed=seed)
     policy = make_policy(model, schedule, cfg, corruption_mask=None if hook is None else (lambda: hook.mask),
                          seed=seed, device=device)
@@ -263,4 +354,4 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, seed: int = 0, corrup
             "success_by_layout": {int(k): float(res.success[res.layouts == k].mean())
                                   for k in np.unique(res.layouts)},
             "mean_length": float(res.lengths.mean()), "corruption": corruption,
-            "fraction": fraction if corruption else 0.0}
+            "fraction": fraction if corruption else 0.0, "policy": config_to_dict(cfg.policy)}

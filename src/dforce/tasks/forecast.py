@@ -103,12 +103,14 @@ class EarlyStopConfig:
     max_epochs: int = 30  # hard cap (the reference stops on patience only)
     patience: int = 6  # epochs without validation CRPS-sum improvement (reference: 6)
     val_samples: int = 50  # samples per validation window (test: 100)
+    select: str = "best"  # best: weights of the best validation epoch (reference) | last: train max_epochs, keep last
     spread_grid: tuple[float, ...] = (1.0,)  # sample-spread factors tried on validation after training (1.0: off)
 
     def __post_init__(self):
         for k in ("epoch_steps", "max_epochs", "patience", "val_samples"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"early_stop.{k} must be >= 1, got {getattr(self, k)}")
+        check_choice("early_stop.select", self.select, ("best", "last"))
         if not self.spread_grid or min(self.spread_grid) <= 0:
             raise ConfigError(f"early_stop.spread_grid must be non-empty positive factors, got {self.spread_grid}")
 
@@ -421,12 +423,12 @@ def fit(cfg: ForecastConfig, train_series: MultivariateSeries, run_dir: str | Pa
         epoch = step // es.epoch_steps
         smp = forecast(m, schedule, cfg, val, move, num_samples=es.val_samples, seed=cfg.seed + 7, device=device)
         score = forecast_metrics(smp, y_val)["crps_sum"]
-        if score < best["crps_sum"]:
+        if score < best["crps_sum"] or es.select == "last":
             best.update(crps_sum=score, epoch=epoch, state=copy.deepcopy(m.state_dict()), bad=0)
         else:
             best["bad"] += 1
         history.append({"epoch": epoch, "val_crps_sum": score})
-        if best["bad"] >= es.patience:
+        if best["bad"] >= es.patience and es.select == "best":
             raise _EarlyStop
         return {"val_crps_sum": round(score, 6)}
 

@@ -131,7 +131,10 @@ def markdown(report: dict) -> str:
             f"Sampling {report['summary']['sampling_seconds']:.1f} s for 100 paths x 5 windows x 30 steps "
             f"on {report['machine']['torch_threads']} torch threads.\n\n"
             f"Command: `{report['command']}`\n\n")
-    return head + "\n".join(rows) + "\n"
+    notes = ("\n\nReference rows (not among the issue's baselines): `random_walk` = Gaussian random walk with the "
+             "step covariance of all training changes; `random_walk_context` = the same with the covariance of "
+             "the last context_length changes before each window (a volatility-adaptive random walk).\n")
+    return head + "\n".join(rows) + notes
 
 
 def main() -> None:
@@ -145,7 +148,12 @@ def main() -> None:
                     help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads spin and run slower)")
     ap.add_argument("--out", default=str(ROOT / "results" / "forecast_exchange"), help="output path stem")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the existing .json")
     args = ap.parse_args()
+    if args.render:
+        stem = Path(args.out)
+        stem.with_suffix(".md").write_text(markdown(json.loads(stem.with_suffix(".json").read_text())))
+        return
     torch.set_num_threads(args.threads)
     cfg = load_config(ForecastConfig, args.config, args.set)
     if args.quick:

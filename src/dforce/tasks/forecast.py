@@ -12,6 +12,10 @@ One token per time step: the D-dimensional vector of all series (D = 8 for excha
    last value while the changes are O(1) after scaling — the diffusion model spends its capacity on the
    distribution of moves (scale, tails, cross-series correlation) instead of on reproducing the level
    to 0.1%. ``representation="level"`` is TimeGrad's ``y / mean|y_context|``.
+   With ``move_scaling="context"`` (the presets) the scale is instead the context's own mean absolute
+   change, floored at ``move_floor`` times the global scale above (pegged series): tokens are moves in
+   units of the *recent* volatility, so the forecast spread follows the volatility regime (the
+   exchange-rate test period is about half as volatile as the last training years).
 2. **Conditioning** ``cond (B, T, C)``: GluonTS time features of the step plus TimeGrad-style lags of
    the *level* relative to the last context value, ``(y_{t-l} - y_last) / mean|y_context|``. Only lags
    ``l >= prediction_length`` are used so every lag of a forecast step is observed history (TimeGrad
@@ -21,7 +25,10 @@ One token per time step: the D-dimensional vector of all series (D = 8 for excha
    an epoch being ``epoch_steps`` batches; after each epoch the EMA model forecasts the validation
    windows (the last ``val_windows x prediction_length`` steps of the training series, held out) and
    training stops when the validation CRPS-sum has not improved for ``patience`` epochs; the best
-   weights are kept (reference: 100 batches/epoch, patience 6).
+   weights are kept (reference: 100 batches/epoch, patience 6). ``val_stride`` adds forecast origins
+   inside the held-out part (25 overlapping windows instead of 5: less luck in the choice). Finally the
+   sample spread is calibrated: the factor from ``early_stop.spread_grid`` that minimizes the validation
+   CRPS-sum scales every forecast's deviations from its sample mean (:func:`apply_spread`).
 4. **Forecasting** (Algorithm 2): the context tokens are committed at level 0 (``sample(context=...)``),
    ``num_samples`` futures per window are drawn with a causal schedule (pyramid by default; generated
    tokens fed back at the stabilization level), then de-scaled.

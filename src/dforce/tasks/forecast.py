@@ -44,7 +44,8 @@ Measured (``benchmarks/results/forecast_exchange.md``, ``configs/forecast_small.
 noise) and full-sequence (0.00514), but not the paper's 0.003 and not a volatility-adaptive Gaussian random
 walk (0.00461, reference row). ``benchmarks/forecast_exchange_ceiling.py``: a random walk centred on the
 last value with the best spread reaches 0.0043 even when its spread is chosen on test, so 0.003 needs a
-better median than the last value (predictable drift), which the held-out years do not reward.
+better median than the last value (predictable drift); removing the learned drift helps on test but hurts
+on the validation years, so it was not chosen.
 """
 
 from __future__ import annotations

@@ -46,9 +46,9 @@ def tiny_config(**data) -> ForecastConfig:
     )
 
 
-@pytest.mark.parametrize("representation", ["diff", "level"])
-def test_encode_decode_round_trip(representation):
-    cfg = tiny_config(representation=representation).data
+@pytest.mark.parametrize("representation,scaling", [("diff", "global"), ("diff", "context"), ("level", "global")])
+def test_encode_decode_round_trip(representation, scaling):
+    cfg = tiny_config(representation=representation, move_scaling=scaling).data
     s = seasonal(120)
     move = relative_move(s)
     starts = np.array([40, 60, 90])
@@ -65,11 +65,56 @@ def test_encode_decode_round_trip(representation):
         assert 0.3 < np.abs(e.x).mean() < 3
 
 
-def test_pegged_series_gets_finite_tokens():
+@pytest.mark.parametrize("scaling", ["global", "context"])
+def test_pegged_series_gets_finite_tokens(scaling):
     y = np.stack([np.full(80, 8.28), 1 + 0.01 * np.arange(80)], 1)  # a pegged currency next to a moving one
     s = MultivariateSeries.from_array(y, "2020-01-06", "D")
-    e = encode(s, np.array([10]), tiny_config().data, relative_move(s))
+    e = encode(s, np.array([10]), tiny_config(move_scaling=scaling).data, relative_move(s))
     assert np.isfinite(e.x).all() and np.abs(e.x).max() < 10
+
+
+def test_context_scaling_follows_the_context_volatility():
+    rng = np.random.default_rng(0)
+    steps = rng.standard_normal((200, 1)) * np.where(np.arange(200) < 100, 0.1, 0.01)[:, None]  # calm 2nd half
+    s = MultivariateSeries.from_array(10 + np.cumsum(steps, 0), "2020-01-06", "D")
+    cfg = tiny_config(move_scaling="context").data
+    e = encode(s, np.array([20, 150]), cfg, relative_move(s))
+    assert 5 < e.scale[0, 0] / e.scale[1, 0] < 20  # ~10x calmer context -> ~10x smaller scale
+    assert 0.5 < np.abs(e.x[1, :C]).mean() < 2  # tokens O(1) in both regimes
+    g = encode(s, np.array([150]), tiny_config().data, relative_move(s))
+    assert np.abs(g.x[0, :C]).mean() < 0.5  # the global scale makes calm-period tokens small
+
+
+def test_apply_spread_keeps_the_mean_and_scales_deviations():
+    from dforce.tasks.forecast import apply_spread
+    x = np.random.default_rng(0).standard_normal((2, 50, 3, 4))
+    y = apply_spread(x, 1.5)
+    np.testing.assert_allclose(y.mean(1), x.mean(1), atol=1e-12)
+    np.testing.assert_allclose(y.std(1), 1.5 * x.std(1), rtol=1e-12)
+    assert apply_spread(x, 1.0) is x
+
+
+def test_validation_windows_strided_origins():
+    from dforce.tasks.forecast import validation_windows
+    s = seasonal(200)
+    fit_part, val = validation_windows(s, tiny_config().data)  # test layout: 2 windows, origins H apart
+    assert fit_part.length == 200 - 2 * H and [v.length for v in val] == [200 - H, 200]
+    fit_part, val = validation_windows(s, tiny_config(val_stride=2).data)
+    assert fit_part.length == 200 - 2 * H and [v.length for v in val] == list(range(200 - H, 201, 2))
+
+
+@pytest.mark.parametrize("bad", [{"move_scaling": "x"}, {"move_floor": 0.0}, {"val_stride": -1}])
+def test_bad_forecast_data_config(bad):
+    from dforce.errors import ConfigError
+    with pytest.raises(ConfigError):
+        tiny_config(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"select": "x"}, {"spread_grid": ()}, {"spread_grid": (0.0, 1.0)}])
+def test_bad_early_stop_config(bad):
+    from dforce.errors import ConfigError
+    with pytest.raises(ConfigError):
+        EarlyStopConfig(**bad)
 
 
 def test_future_rows_are_never_read():
@@ -87,13 +132,15 @@ def test_future_rows_are_never_read():
 
 def test_end_to_end_beats_naive_on_seasonal_data(tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_config()
+    cfg = tiny_config(val_stride=3)
+    cfg = replace(cfg, early_stop=replace(cfg.early_stop, spread_grid=(0.8, 1.0, 1.25)))  # calibrated spread
     train = seasonal(400, seed=1)
     res = fit(cfg, train, run_dir=tmp_path / "run", progress=False)
     full = seasonal(400 + 3 * H, seed=1)
     test = [full.head(400 + H * k) for k in (1, 2, 3)]
     y = forecast_targets(test, H)
-    smp = forecast(res.model, res.schedule, cfg, test, res.move_scale, seed=0)
+    assert res.spread in (0.8, 1.0, 1.25)
+    smp = forecast(res.model, res.schedule, cfg, test, res.move_scale, seed=0, spread=res.spread)
     assert smp.shape == (3, 32, H, 2) and np.isfinite(smp).all()
     df = forecast_metrics(smp, y)["crps_sum"]
     naive = forecast_metrics(naive_forecast(test, H, 32), y)["crps_sum"]
@@ -102,7 +149,8 @@ def test_end_to_end_beats_naive_on_seasonal_data(tmp_path):
     assert df < 0.5 * naive, (df, naive)
     # the saved run reproduces the same forecast
     model, sched, cfg2, meta = load_run(tmp_path / "run")
-    again = forecast(model, sched, cfg2, test, np.asarray(meta["move_scale"]), seed=0)
+    assert meta["spread"] == res.spread
+    again = forecast(model, sched, cfg2, test, np.asarray(meta["move_scale"]), seed=0, spread=meta["spread"])
     np.testing.assert_allclose(again, smp, rtol=1e-5, atol=1e-6)
 
 

@@ -95,17 +95,17 @@ def cmd_forecast(args) -> int:
         model, schedule, cfg, meta = load_run(run_dir, args.device)
         if meta["dim"] != train_series.dim:
             raise DataError(f"run {run_dir} was trained on {meta['dim']} series, the data has {train_series.dim}")
-        move = np.asarray(meta["move_scale"])
+        move, spread = np.asarray(meta["move_scale"]), float(meta.get("spread", 1.0))
         print(f"loaded {run_dir}")
     else:
         res = fit(cfg, train_series, run_dir=run_dir, device=args.device, progress=not args.quiet,
                   meta={"names": list(names)})
-        model, schedule, move = res.model, res.schedule, res.move_scale
+        model, schedule, move, spread = res.model, res.schedule, res.move_scale, res.spread
         print(f"trained in {res.seconds:.0f} s (best validation CRPS-sum {res.best_val_crps_sum:.5f} "
               f"at epoch {res.best_epoch}); run saved to {run_dir}")
 
     samples = forecast(model, schedule, cfg, eval_series, move, future=future, num_samples=args.samples,
-                       seed=args.seed, device=args.device)  # (W, S, H, D)
+                       seed=args.seed, device=args.device, spread=spread)  # (W, S, H, D)
     target = None if future else forecast_targets(eval_series, H)
     out.mkdir(parents=True, exist_ok=True)
     freq = train_series.freq

@@ -139,6 +139,11 @@ def run_cli(capsys, *args):
     return rc, out, err
 
 
+def test_bad_threads_value_is_a_clear_error(capsys):
+    rc, out, err = run_cli(capsys, "demo", "--threads", "-1", "--out", "/nonexistent/never-written")
+    assert rc == 2 and "--threads must be >= 0" in err and "Traceback" not in err
+
+
 FAST = ["train.steps=3", "train.log_every=1", "train.warmup_steps=1", "train.batch_size=4", "data.window=8",
         "model.width=16", "sampler.window=8", "sampler.steps=4", "device=cpu", "logging.plot=false"]
 

@@ -19,6 +19,7 @@ import importlib
 import json
 import sys
 
+from dforce._threads import add_threads_argument, set_threads
 from dforce.errors import DforceError
 
 
@@ -29,7 +30,7 @@ def cmd_demo(args) -> int:
 
     # the demo model is tiny: intra-op threads buy nothing and, on a busy 2-core machine, two OpenMP
     # threads contending for one free core made each step ~100x slower (measured 2.3 s vs 27 ms)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     report = run_demo(args.out, steps=args.steps, progress=not args.quiet, device=args.device)
     print(json.dumps(report, indent=2))
     print(f"wrote {args.out}/demo.png, {args.out}/demo.json and the run directory {args.out}/")
@@ -41,7 +42,7 @@ def add_demo(sub):
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--steps", type=int, default=2500, help="training steps (default: 2500)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; the demo model is tiny)")
+    add_threads_argument(p, default=1)  # the demo model is tiny: one thread is as fast and never contends
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 

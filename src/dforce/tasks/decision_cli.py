@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import json
 
-
-def _threads(n: int) -> None:
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)
+from dforce._threads import add_threads_argument, set_threads
 
 
 def cmd_imitation_train(args) -> int:
     from dforce.engine.config import load_config
     from dforce.tasks.imitation import ImitationConfig, train_policy
 
-    _threads(args.threads)
+    set_threads(args.threads)
     cfg = load_config(ImitationConfig, args.config, args.set)
     res = train_policy(cfg, args.out, device=args.device, progress=not args.quiet, resume=args.resume)
     print(json.dumps({"run": args.out, "method": cfg.method, "steps": res.step, "seconds": round(res.seconds, 1),
@@ -34,7 +29,7 @@ def cmd_imitation_train(args) -> int:
 def cmd_imitation_eval(args) -> int:
     from dforce.tasks.imitation import evaluate_run
 
-    _threads(args.threads)
+    set_threads(args.threads)
     report = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, corruption=args.corruption,
                           fraction=args.fraction, device=args.device, policy_overrides=args.set)
     print(json.dumps(report, indent=2))
@@ -45,7 +40,7 @@ def cmd_compositional_train(args) -> int:
     from dforce.engine.config import load_config
     from dforce.tasks.compositional import CompositionalConfig, train_model
 
-    _threads(args.threads)
+    set_threads(args.threads)
     cfg = load_config(CompositionalConfig, args.config, args.set)
     res = train_model(cfg, args.out, device=args.device, progress=not args.quiet, resume=args.resume)
     print(json.dumps({"run": args.out, "steps": res.step, "seconds": round(res.seconds, 1),
@@ -56,7 +51,7 @@ def cmd_compositional_train(args) -> int:
 def cmd_compositional_sample(args) -> int:
     from dforce.tasks.compositional import sample_run
 
-    _threads(args.threads)
+    set_threads(args.threads)
     report = sample_run(args.run, n=args.n, out=args.out, seed=args.seed, device=args.device)
     print(json.dumps(report, indent=2))
     return 0
@@ -64,7 +59,7 @@ def cmd_compositional_sample(args) -> int:
 
 def _common(p, train: bool) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; 0 = torch default)")
+    add_threads_argument(p)
     if train:
         p.add_argument("--config", default=None, help="YAML preset (e.g. configs/imitation_small.yaml)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, repeatable")

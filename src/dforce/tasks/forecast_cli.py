@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from dforce._threads import add_threads_argument, set_threads
+
 CONFIGS = "configs/forecast_small.yaml"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -53,7 +55,7 @@ def cmd_forecast(args) -> int:
 
     if (args.data is None) == (args.dataset is None):
         raise ConfigError("give exactly one of --data CSV or --dataset exchange_rate")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     run_dir = Path(args.run) if args.run else out / "run"
     trained = (run_dir / "best.safetensors").is_file()
@@ -153,7 +155,7 @@ def register(subparsers) -> None:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=3e-4")
     p.add_argument("--samples", type=int, default=100, help="forecast paths per window (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    add_threads_argument(p)
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_forecast)

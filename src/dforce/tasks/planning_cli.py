@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import json
 
-
-def _threads(args) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+from dforce._threads import add_threads_argument, set_threads
 
 
 def cmd_train(args) -> int:
-    _threads(args)
+    set_threads(args.threads)
     from dforce.engine.config import load_config
     from dforce.tasks.planning import PlanningConfig, train_planner
 
@@ -33,7 +28,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    _threads(args)
+    set_threads(args.threads)
     import dataclasses
     from pathlib import Path
 
@@ -76,7 +71,7 @@ def register(subparsers) -> None:
     t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     t.add_argument("--quiet", action="store_true")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a busy machine)")
+    add_threads_argument(t)
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 model.width=256")
     t.set_defaults(func=cmd_train)
 
@@ -91,7 +86,7 @@ def register(subparsers) -> None:
     e.add_argument("--out", default=None, help="output folder (default: the run directory)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--quiet", action="store_true")
-    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a busy machine)")
+    add_threads_argument(e)
     e.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="sampler/plan overrides, e.g. --set sampler.guidance_scale=0.1 plan.executor=pd")
     e.set_defaults(func=cmd_eval)

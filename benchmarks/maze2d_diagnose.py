@@ -1,0 +1,96 @@
+"""Why does a Maze2D planner score what it scores? Arrival time and dwell time at the goal.
+
+Runs ``--episodes`` single-task U-Maze episodes (all batched) of a trained planner with optional guidance
+changes and prints the score, the share of episodes that ever reach the goal, the median first-arrival
+step, the share of steps inside the 0.5 radius after the first arrival, and the final distance and speed.
+``docs/planning.md`` ("passes through the goal") was measured with it:
+
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN                                # the run's settings
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --guidance-scale 0.1
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0          # slow down everywhere
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0 --velocity-gate 0.5   # near the goal only
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --decay 0.99
+
+``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import numpy as np
+import torch
+
+import dforce.tasks.planning as planning
+
+
+def gated_velocity_guidance(radius: float):
+    """``goal_distance_guidance`` whose velocity term counts only near the goal: w²‖v‖²·exp(−d²/2r²).
+
+    The gate is computed on detached positions, so it cannot push plans away from the goal."""
+
+    def make(goal_n, norm, decay: float = 1.0, vel_weight: float = 0.0):
+        std = torch.as_tensor(norm.std, dtype=torch.float32)
+        vmean = torch.as_tensor(norm.mean[4:6], dtype=torch.float32)
+
+        def log_c(x0_hat: torch.Tensor, t0: int) -> torch.Tensor:
+            s = x0_hat.flatten(1, 2)  # (B·N, H·k, 6)
+            p = s[..., planning.POS]
+            g = goal_n.to(p).repeat_interleave(p.shape[0] // goal_n.shape[0], 0).unsqueeze(1)
+            dp2 = ((p - g) * std[2:4].to(p)).pow(2).sum(-1)
+            v2 = (s[..., 4:6] * std[4:6].to(p) + vmean.to(p)).pow(2).sum(-1)
+            d = (dp2 + vel_weight**2 * v2 * torch.exp(-dp2.detach() / (2 * radius**2)) + 1e-6).sqrt()
+            w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
+            return -(d * w).sum(1)
+
+        return log_c
+
+    return make
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run")
+    ap.add_argument("--maze", default="umaze")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--guidance-scale", type=float, default=None)
+    ap.add_argument("--velocity-weight", type=float, default=None, help="plan.goal_velocity_weight")
+    ap.add_argument("--velocity-gate", type=float, default=None, help="apply the velocity term only within ~r")
+    ap.add_argument("--decay", type=float, default=None, help="plan.guidance_decay")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.velocity_gate is not None:
+        planning.goal_distance_guidance = gated_velocity_guidance(args.velocity_gate)
+    planner = planning.Planner(*planning.load_planner(args.run))
+    plan = planner.cfg.plan
+    if args.velocity_weight is not None:
+        plan = dataclasses.replace(plan, goal_velocity_weight=args.velocity_weight)
+    if args.decay is not None:
+        plan = dataclasses.replace(plan, guidance_decay=args.decay)
+    planner.cfg = dataclasses.replace(planner.cfg, plan=plan)
+    if args.guidance_scale is not None:
+        planner.sampler = dataclasses.replace(planner.sampler, guidance_scale=args.guidance_scale)
+
+    r = planning.run_planner(planner, args.maze, episodes=args.episodes, seed=args.seed)
+    d = np.linalg.norm(r.executed[:, 1:, :2] - r.goals[:, None], axis=-1)  # (N, T)
+    inside = d <= 0.5
+    reached = inside.any(1)
+    first = np.where(reached, inside.argmax(1), -1)
+    dwell = [inside[i, f:].mean() if f >= 0 else 0.0 for i, f in enumerate(first)]
+    print(json.dumps({
+        "score": round(r.result.mean, 1), "score_se": round(r.result.sem, 1),
+        "reached_goal": float(reached.mean()),
+        "first_arrival_median": float(np.median(first[reached])) if reached.any() else None,
+        "in_goal_after_arrival": round(float(np.mean(dwell)), 2),
+        "final_distance_median": round(float(np.median(d[:, -1])), 2),
+        "final_speed_median": round(float(np.median(np.linalg.norm(r.executed[:, -1, 2:], axis=-1))), 2),
+        "settings": {k: v for k, v in vars(args).items() if k != "run"},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,17 +26,7 @@ from torch import nn
 
 from dforce.errors import ConfigError
 from dforce.models.layers import LevelEmbedding
-
-
-def halvings(size: int, bottom: int) -> int:
-    """Number of stride-2 steps from ``size`` to ``bottom`` (both sides of square maps)."""
-    n, s = 0, size
-    while s > bottom and s % 2 == 0:
-        s //= 2
-        n += 1
-    if s != bottom:
-        raise ConfigError(f"frame side {size} cannot reach the latent side {bottom} by halving")
-    return n
+from dforce.models.video_codec import halvings
 
 
 class FiLMBlock(nn.Module):

@@ -51,7 +51,8 @@ class SkipBuffer:
         return new
 
 
-def _levels(size: int, bottom: int) -> int:
+def halvings(size: int, bottom: int) -> int:
+    """Number of stride-2 steps from ``size`` to ``bottom`` (sides of square maps); a clear error if impossible."""
     n, s = 0, size
     while s > bottom:
         if s % 2:
@@ -83,7 +84,7 @@ class ConvFrameEncoder(nn.Module):
         C, H, W = frame_shape
         if H != W:
             raise ConfigError(f"video frames must be square, got {H}x{W}")
-        n = _levels(H, cfg.bottom)
+        n = halvings(H, cfg.bottom)
         self.chans = [min(cfg.channels * 2**i, cfg.max_channels) for i in range(max(n, 1))]
         self.buffer, self.skips = buffer, cfg.skips
         self.stem = nn.Conv2d(C, self.chans[0], 4 if n else 3, 2 if n else 1, 1)  # full res -> H/2 at once

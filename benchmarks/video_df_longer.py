@@ -12,7 +12,8 @@ reproduces the DF row of ``results/video.json``.
 
 Besides PSNR/SSIM/Fréchet per horizon it reports ``brightness``: the mean pixel value in [0, 1] of the
 rollout window over that of the true window (1 = as bright as the truth, 0 = black), which shows fading.
-Writes ``results/<name>.json`` and ``.md``.
+Writes ``results/<name>.json``, ``.md`` and ``<name>_strip{0,1}.png`` (two held-out rollouts, rows = truth
+and each run at the first stabilization level).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +46,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from dforce.data.video_viz import write_rollout_strip
     from dforce.engine import checkpoint as ckpt
     from dforce.engine.config import load_config
     from dforce.errors import ConfigError
@@ -60,12 +64,14 @@ def main(argv=None) -> dict:
     ref = video_features(fnet, truth)
     half = truth.shape[1] // 2
     levels = [int(v) for v in args.stabilization.split(",")]
-    out = {"config": args.config, "overrides": args.overrides, "feature_net": args.feature_net, "train_length": T,
+    out = {"command": "python benchmarks/video_df_longer.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+           "config": args.config, "overrides": args.overrides, "feature_net": args.feature_net, "train_length": T,
            "context": C, "rollout_frames": length, "episodes": args.episodes, "rollout_seed": 1,
            "torch_threads": torch.get_num_threads(),
            "frechet_real_first_vs_second_half": round(frechet_distance(
                video_features(fnet, truth[:, :half]), video_features(fnet, truth[:, half:])), 4),
            "runs": {}}
+    strips = {"truth": frames[:, :C + length]}
     for spec in args.run:
         label, _, run_dir = spec.partition("=")
         if not run_dir:
@@ -81,6 +87,8 @@ def main(argv=None) -> dict:
             smp = dataclasses.replace(cfg.sampler, stabilization_level=lvl)
             video, seconds = rollout(model, schedule, cfg, frames, actions, length, sampler=smp, seed=1)
             pred = video[:, C:C + length]
+            if lvl == levels[0]:
+                strips[f"DF {label} (stab {lvl})"] = video
             rows = horizon_metrics(pred, truth, T, fnet, ref)
             for r in rows:
                 s, e = r["start"], r["end"]
@@ -98,6 +106,9 @@ def main(argv=None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2))
     (RESULTS / f"{args.name}.md").write_text(markdown(out))
+    times = [C - 1, C, C + 1, C + 3, C + T - 1] + [C + m * T - 1 for m in (5, 10, 30) if m <= args.multiple]
+    for ep in range(min(2, args.episodes)):
+        write_rollout_strip(RESULTS / f"{args.name}_strip{ep}.png", strips, times, episode=ep, scale=3)
     return out
 
 
@@ -116,7 +127,9 @@ def markdown(rep: dict) -> str:
             g = lambda d, f: " | ".join(f.format(d[k]) if k in d else "-" for k in ks)  # noqa: E731
             lines.append(f"| {label} ({e['train_steps']}) | {e['final_loss']:.4f} | {lvl} | {g(v['frechet'], '{:.3g}')} | "
                          f"{v['frechet_ratio_30x_over_1x']:.2f} | {g(v['psnr'], '{:.2f}')} | {g(v['brightness'], '{:.2f}')} |")
-    lines += ["", "Target (issue 6): Fréchet 30x/1x <= 1.5 for DF.", ""]
+    lines += ["", "Target (issue 6): Fréchet 30x/1x <= 1.5 for DF.", "", f"Command: `{rep['command']}`", "",
+              "How the runs were trained (resumes of the benchmark's DF run) and what the numbers show: "
+              "`docs/video_model.md`, section 'DF with longer training'.", ""]
     return "\n".join(lines)
 
 

@@ -14,6 +14,13 @@ held-out real clips), so the horizons share one scale.
 Writes ``benchmarks/results/<name>.json`` / ``.md``, ``<name>_rollouts.gif`` (truth | DF | teacher
 forcing | full-sequence), ``<name>_strip{0,1}.png`` (two held-out rollouts at chosen frames, rows = truth and
 methods) and ``<name>_horizons.png``.
+
+The Fréchet feature network is saved with the results (``results/<name>_feature_net/``: ``model.safetensors``,
+``config.json``, ``provenance.json``) and reused when present, so later evaluations share its scale;
+``--retrain-feature-net`` replaces it. ``--eval-only`` scores the runs already in ``--runs`` without training:
+
+    python benchmarks/video.py --config configs/video_digits16_spatial.yaml --name video_evalonly \
+        --runs runs/bench_video_spatial --feature-net benchmarks/results/video_feature_net --eval-only --no-media
 """
 
 from __future__ import annotations
@@ -50,6 +57,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default; 1 is fastest on a loaded 2-core host)")
     ap.add_argument("--runs", default="runs/bench_video", help="where the three training runs go")
+    ap.add_argument("--feature-net", default=None,
+                    help="feature-net directory (default results/<name>_feature_net): loaded if present, else trained and saved")
+    ap.add_argument("--retrain-feature-net", action="store_true", help="train the feature net even if one is saved")
+    ap.add_argument("--eval-only", action="store_true", help="score the runs in --runs/<method> (no training)")
+    ap.add_argument("--no-media", action="store_true", help="write only the .json/.md (no GIF/PNG)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides for all methods, e.g. train.steps=300")
     args = ap.parse_args(argv)
@@ -58,8 +70,7 @@ def main(argv=None) -> dict:
 
     from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
     from dforce.engine.config import load_config
-    from dforce.metrics.video import (frechet_distance, horizon_metrics, per_frame_metrics, train_feature_net,
-                                      video_features)
+    from dforce.metrics.video import frechet_distance, horizon_metrics, per_frame_metrics, video_features
     from dforce.tasks.video import VideoRunConfig, load_video_data, method_config, rollout, train_video
 
     base = load_config(VideoRunConfig, args.config, args.overrides)
@@ -76,7 +87,9 @@ def main(argv=None) -> dict:
     data_seconds = time.time() - t0
 
     # Fréchet features: trained on the real training videos, reference = every held-out real clip
-    fnet = train_feature_net(train_data[0], train_data[1], steps=args.feature_steps, progress=progress)
+    fnet_dir = Path(args.feature_net) if args.feature_net else RESULTS / f"{args.name}_feature_net"
+    fnet, fnet_info = feature_net(fnet_dir, base.data, train_data, args.feature_steps, args.retrain_feature_net,
+                                  progress)
     ref = video_features(fnet, truth)
     half = truth.shape[1] // 2
     real_vs_real = frechet_distance(video_features(fnet, truth[:, :half]), video_features(fnet, truth[:, half:]))
@@ -85,13 +98,17 @@ def main(argv=None) -> dict:
               "rollout_frames": length, "episodes": args.episodes, "resolution": base.data.resolution,
               "source": base.data.source, "device": args.device, "torch_threads": torch.get_num_threads(),
               "host": platform.node(), "data_seconds": round(data_seconds, 1),
-              "feature_net_seconds": round(fnet.train_seconds, 1),
+              "feature_net_seconds": fnet_info["train_seconds"], "feature_net": {"dir": str(fnet_dir), "loaded": fnet_info["loaded"]},
+              "eval_only": args.eval_only,
               "frechet_real_first_vs_second_half": round(real_vs_real, 4), "methods": {}}
     videos, curves = {"truth": frames[:, :C + length]}, {}
     for method in args.methods.split(","):
         cfg = method_config(base, method)
         run_dir = Path(args.runs) / method
-        res = train_video(cfg, run_dir, device=args.device, progress=progress, data=train_data)
+        if args.eval_only:
+            res = saved_run(run_dir, cfg, args.device)
+        else:
+            res = train_video(cfg, run_dir, device=args.device, progress=progress, data=train_data)
         model = res.model.eval()
         video, seconds = rollout(model, res_schedule(cfg, args.device), cfg, frames, actions, length,
                                  seed=1, device=args.device, progress=progress)
@@ -100,7 +117,7 @@ def main(argv=None) -> dict:
         pf = per_frame_metrics(pred, truth)
         n_params = sum(p.numel() for p in model.parameters())
         report["methods"][method] = {
-            "train_seconds": round(res.seconds, 1), "train_steps": res.step,
+            "train_seconds": round(res.seconds, 1) if res.seconds is not None else None, "train_steps": res.step,
             "final_loss": res.history[-1]["loss"] if res.history else None, "parameters": n_params,
             "rollout_seconds": round(seconds, 2), "frames_per_second": round(pred.numel() / pred[0, 0].numel() / seconds, 2),
             "peak_rss_mb_so_far": round(peak_rss_mb(), 1), "sampler": dataclasses.asdict(cfg.sampler),
@@ -122,6 +139,11 @@ def main(argv=None) -> dict:
     report["targets"] = targets(report["summary"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(markdown(report))
+    print(json.dumps(report["summary"], indent=2))
+    print(json.dumps(report["targets"], indent=2))
+    if args.no_media:
+        return report
     gif_len = min(C + length, C + 10 * T)  # keep the GIF small: the first 10x of the rollout
     write_rollout_video(RESULTS / f"{args.name}_rollouts.gif", {k: v[:2, :gif_len] for k, v in videos.items()},
                         context=C, fps=8, scale=3 if base.data.resolution <= 32 else 2)
@@ -130,10 +152,62 @@ def main(argv=None) -> dict:
         write_rollout_strip(RESULTS / f"{args.name}_strip{ep}.png", videos, times, episode=ep, scale=3)
     plot_horizon_curves(RESULTS / f"{args.name}_horizons.png", curves, T,
                         title=f"{base.data.source} {base.data.resolution}px, T={T}, {args.episodes} rollouts")
-    (RESULTS / f"{args.name}.md").write_text(markdown(report))
-    print(json.dumps(report["summary"], indent=2))
-    print(json.dumps(report["targets"], indent=2))
     return report
+
+
+FEATURE_NET_PROVENANCE = "provenance.json"
+
+
+def feature_provenance(dcfg, steps: int) -> dict:
+    """What the saved feature net was trained on: the training split's data config + its training steps."""
+    d = dataclasses.asdict(dcfg)
+    for k in ("window", "eval_episodes", "eval_multiple"):  # do not change the training videos
+        d.pop(k)
+    return {"data": d, "feature_steps": steps}
+
+
+def feature_net(directory: Path, dcfg, train_data, steps: int, retrain: bool, progress: bool):
+    """The Fréchet feature net: loaded from ``directory`` if saved there (and trained on the same data),
+    else trained on ``train_data = (frames, actions)`` and saved (``model.safetensors``, ``config.json``,
+    ``provenance.json``). Returns ``(net, info)``; a saved net trained on other data raises ``ConfigError``."""
+    from dforce.errors import ConfigError
+    from dforce.metrics.video import load_feature_net, save_feature_net, train_feature_net
+
+    want = feature_provenance(dcfg, steps)
+    prov_file = directory / FEATURE_NET_PROVENANCE
+    if (directory / "model.safetensors").exists() and not retrain:
+        saved = json.loads(prov_file.read_text()) if prov_file.exists() else {}
+        have = {k: saved.get(k) for k in want}
+        if have != want:
+            raise ConfigError(f"{directory}: saved feature net was trained on {have}, this benchmark needs {want}; "
+                              "pass --retrain-feature-net or another --feature-net directory")
+        return load_feature_net(directory), {"loaded": True, "train_seconds": saved.get("train_seconds")}
+    net = train_feature_net(train_data[0], train_data[1], steps=steps, progress=progress)
+    save_feature_net(net, directory)
+    info = {**want, "train_seconds": round(net.train_seconds, 1),
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "note": "Fréchet feature net of benchmarks/video.py, trained on the real training videos (seed 0)"}
+    prov_file.write_text(json.dumps(info, indent=2))
+    return net, {"loaded": False, "train_seconds": info["train_seconds"]}
+
+
+def saved_run(run_dir: Path, cfg, device: str):
+    """A finished run of ``cfg`` (its EMA model, steps from ``metrics.jsonl``) for ``--eval-only``."""
+    import types
+
+    from dforce.engine import checkpoint as ckpt
+    from dforce.errors import ConfigError
+    from dforce.tasks.video import load_run
+
+    model, _, run_cfg = load_run(run_dir, device)
+    # everything but the training loop and the held-out split must be the benchmark's
+    run_cfg = dataclasses.replace(run_cfg, train=cfg.train, data=dataclasses.replace(
+        run_cfg.data, eval_episodes=cfg.data.eval_episodes, eval_multiple=cfg.data.eval_multiple))
+    diff = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(run_cfg, f.name)]
+    if diff:
+        raise ConfigError(f"{run_dir}: run config differs from the benchmark config in {', '.join(diff)}")
+    hist = ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE) if (run_dir / ckpt.METRICS_FILE).exists() else []
+    return types.SimpleNamespace(model=model, seconds=None, step=hist[-1]["step"] if hist else None, history=hist)
 
 
 def res_schedule(cfg, device):
@@ -163,13 +237,17 @@ def markdown(rep: dict) -> str:
              f"Config `{rep['config']}` overrides `{' '.join(rep['overrides']) or '-'}`; training length T={T} frames, "
              f"{rep['context']} real context frames, rollouts of {rep['rollout_frames']} frames under the real actions "
              f"on {rep['episodes']} held-out videos; {rep['torch_threads']} torch threads on a shared CPU host. "
-             f"Fréchet: feature net trained here ({rep['feature_net_seconds']} s) vs all held-out real clips; "
+             f"Fréchet: feature net trained here ({rep['feature_net_seconds']} s; "
+             f"{'loaded from' if rep.get('feature_net', {}).get('loaded') else 'saved to'} "
+             f"`{rep.get('feature_net', {}).get('dir', '-')}`) vs all held-out real clips; "
              f"real-vs-real (first vs second half of the true futures): {rep['frechet_real_first_vs_second_half']}.", "",
              "| method | train s | steps | rollout frames/s | peak RSS MB | " +
              " | ".join(f"PSNR {m}x" for m in (1, 5, 10, 30)) + " | " +
              " | ".join(f"SSIM {m}x" for m in (1, 5, 10, 30)) + " | " +
              " | ".join(f"Fréchet {m}x" for m in (1, 5, 10, 30)) + " |",
              "|" + "---|" * 17]
+    if rep.get("eval_only"):
+        lines.insert(4, "Eval only: the saved runs were scored, not trained (train s not measured here).\n")
     for m, v in rep["methods"].items():
         h = {r["multiple"]: r for r in v["horizons"]}
         cell = lambda k, mm, f: (f.format(h[mm][k]) if mm in h else "-")  # noqa: E731

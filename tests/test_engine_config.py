@@ -75,3 +75,33 @@ def test_bad_yaml_key_names_key_and_file(tmp_path):
 def test_override_into_non_section_rejected():
     with pytest.raises(ConfigError, match="device"):
         apply_overrides({"device": "cpu"}, ["device.x=1"], RunConfig)
+
+
+def test_resume_refuses_a_changed_method_or_model(tmp_path):
+    """Resuming with another method/objective would silently train something else: a clear error instead;
+    changing train.steps (the usual reason to resume) is allowed."""
+    import torch
+
+    from dforce.data.sequences import WindowDataset
+    from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
+    from dforce.engine.trainer import TrainConfig, train
+    from dforce.models import ModelConfig, build_model
+    from dforce.objective import ObjectiveConfig
+
+    torch.manual_seed(0)
+    data = WindowDataset([torch.randn(40, 2) for _ in range(4)], 8)
+    schedule = NoiseSchedule(NoiseScheduleConfig(num_levels=10))
+
+    def run(steps, conf, resume):
+        model = build_model(ModelConfig(width=8, depth=1), (2,), 10)
+        cfg = TrainConfig(steps=steps, batch_size=4, warmup_steps=1, checkpoint_every=1, log_every=1)
+        return train(model, schedule, data, cfg, ObjectiveConfig(), run_dir=tmp_path, config_dict=conf,
+                     resume=resume, progress=False)
+
+    conf = {"method": "df", "model": {"width": 8}, "train": {"steps": 2}}
+    run(2, conf, False)
+    assert run(3, {**conf, "train": {"steps": 3}}, True).step == 3
+    with pytest.raises(ConfigError, match="method"):
+        run(4, {**conf, "method": "full_sequence"}, True)
+    with pytest.raises(ConfigError, match="model.width"):
+        run(4, {**conf, "model": {"width": 16}}, True)

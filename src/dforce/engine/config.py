@@ -197,3 +197,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     except ConfigError as e:
         raise ConfigError(f"{e}{where}") from None
 
+
+
+def first_difference(a, b, prefix: str = "") -> str | None:
+    """Dotted path of the first key where two nested config dicts differ (``None`` when equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            d = first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else prefix.rstrip(".")

@@ -23,7 +23,7 @@ from dforce.data.sequences import WindowDataset
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
 from dforce.engine import distributed as dist_utils
-from dforce.engine.config import config_to_dict, from_dict, load_config
+from dforce.engine.config import first_difference, config_to_dict, from_dict, load_config
 from dforce.engine.run_config import RunConfig
 from dforce.engine.trainer import TrainResult, train
 from dforce.engine.userdata import Normalizer, SequenceData, load_sequences, split
@@ -76,16 +76,6 @@ def build(cfg: RunConfig, dim: int, cond_dim: int) -> tuple[torch.nn.Module, Noi
     return build_model(cfg.model, (dim,), cfg.diffusion.num_levels, cond_dim), schedule
 
 
-def _first_difference(a, b, prefix: str = "") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in list(a) + [k for k in b if k not in a]:
-            d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if a == b else prefix.rstrip(".")
-
-
 def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     """The saved config of ``run_dir`` with ``overrides``; model/data sections may not change."""
     path = run_dir / ckpt.CONFIG_FILE
@@ -94,7 +84,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     cfg = load_config(RunConfig, path, overrides)
     saved = from_dict(RunConfig, ckpt.load_yaml(path))
     for sec in FROZEN_ON_RESUME:
-        key = _first_difference(config_to_dict(getattr(saved, sec)), config_to_dict(getattr(cfg, sec)), sec + ".")
+        key = first_difference(config_to_dict(getattr(saved, sec)), config_to_dict(getattr(cfg, sec)), sec + ".")
         if key:
             raise ConfigError(f"{key} cannot change when resuming {run_dir} (it fixes the model or its data)")
     return cfg

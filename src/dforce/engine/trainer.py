@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
 from dforce.engine import distributed as dist_utils
+from dforce.engine.config import first_difference
 from dforce.errors import CheckpointError, ConfigError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.plotting import save_figure
@@ -105,6 +107,22 @@ class TrainResult:
     history: list[dict]
 
 
+# top-level config sections that fix what the weights mean; a resume may change the rest (train.steps, lr, ...)
+FROZEN_ON_RESUME = ("method", "latent", "frame_stack", "model", "codec", "diffusion", "objective")
+
+
+def check_resume_config(saved: dict, new: dict, run_dir) -> None:
+    """Refuse to resume ``run_dir`` when a :data:`FROZEN_ON_RESUME` section differs from its config.yaml
+    (e.g. resuming a full-sequence run with the DF objective would silently train another method)."""
+    new = yaml.safe_load(yaml.safe_dump(new, sort_keys=False))  # compare what would be saved
+    for sec in FROZEN_ON_RESUME:
+        if sec in saved and sec in new:
+            key = first_difference(saved[sec], new[sec], sec + ".")
+            if key:
+                raise ConfigError(f"--resume {run_dir}: {key} differs from the run's config.yaml; it cannot change "
+                                  "when resuming (pass the run's own settings, e.g. the same --method / preset)")
+
+
 def train(
     model: torch.nn.Module,
     schedule: NoiseSchedule,
@@ -171,6 +189,8 @@ def train(
         else:  # resumed with another number of processes: the noise stream cannot continue exactly
             noise_gen.manual_seed(cfg.seed + 1 + info.rank + 7919 * int(st["step"]))
         step = int(st["step"])
+        if config_dict is not None and (run_dir / ckpt.CONFIG_FILE).exists():
+            check_resume_config(ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE), config_dict, run_dir)
         history = [h for h in ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE) if h.get("step", 0) <= step]
         if writer:  # records logged after the checkpoint will be logged again: drop them from the file too
             text = "".join(json.dumps(h) + "\n" for h in history)

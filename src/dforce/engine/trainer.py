@@ -166,6 +166,9 @@ def train(
     if resume:
         if run_dir is None or not (run_dir / ckpt.STATE_FILE).exists():
             raise CheckpointError(f"--resume: no checkpoint in {run_dir} (missing {ckpt.STATE_FILE})")
+        # a changed method/model is named before its weights are compared (a clearer message than a key mismatch)
+        if config_dict is not None and (run_dir / ckpt.CONFIG_FILE).exists():
+            check_resume_config(ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE), config_dict, run_dir)
         st = ckpt.load_trainer_state(run_dir / ckpt.STATE_FILE)
         where = str(run_dir / ckpt.STATE_FILE)
         for k in ("step", "model", "optimizer", "batch_rng", "noise_rng", "torch_rng"):
@@ -189,8 +192,6 @@ def train(
         else:  # resumed with another number of processes: the noise stream cannot continue exactly
             noise_gen.manual_seed(cfg.seed + 1 + info.rank + 7919 * int(st["step"]))
         step = int(st["step"])
-        if config_dict is not None and (run_dir / ckpt.CONFIG_FILE).exists():
-            check_resume_config(ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE), config_dict, run_dir)
         history = [h for h in ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE) if h.get("step", 0) <= step]
         if writer:  # records logged after the checkpoint will be logged again: drop them from the file too
             text = "".join(json.dumps(h) + "\n" for h in history)

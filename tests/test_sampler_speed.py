@@ -143,3 +143,76 @@ def test_transformer_shared_levels_match_per_token_levels():
         shared, dense = model(x, k_shared, None, st_shared), model(x, k_shared.contiguous(), None, st_dense)
     torch.testing.assert_close(shared, dense, rtol=0, atol=1e-5)
     assert shared.abs().max() > 1e-2  # the prediction is not trivially zero
+
+
+class _SeparateCommits:
+    """The transformer without ``forward_absorb``: the sampler commits with separate ``absorb`` calls."""
+
+    def __init__(self, model):
+        self.model = model
+        self.init_state, self.repeat_state = model.init_state, model.repeat_state
+        self.forward, self.absorb = model.forward, model.absorb
+
+    def __call__(self, *a):
+        return self.model(*a)
+
+
+@pytest.mark.parametrize("schedule", ["pyramid", "autoregressive"])
+def test_fused_commit_equals_separate_commits_with_sliding_cache(schedule):
+    """Committing finished tokens inside the next call (``forward_absorb``) gives the same tokens and cache as
+    separate ``absorb`` calls, also once the rollout (3 windows) pushes tokens out of ``max_context``
+    (fp32; only the matmul row counts differ, tolerance 1e-5)."""
+    model = _model("transformer", max_context=4)
+    cfg = SamplerConfig(steps=3, schedule=schedule, window=4, stabilization_level=2)
+    fused, separate = _draw(model, cfg, length=12), _draw(_SeparateCommits(model), cfg, length=12)
+    torch.testing.assert_close(fused.x, separate.x, rtol=0, atol=1e-5)
+    assert fused.model_calls == separate.model_calls
+    assert fused.state.offset == separate.state.offset == 12 and fused.state.length == 4
+    for a, b in zip(fused.state.keys + fused.state.values, separate.state.keys + separate.state.values):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_commit", [1, 3, 6])  # 6 > max_context: the commit alone overflows the cache
+def test_forward_absorb_equals_absorb_then_forward(n_commit):
+    model = _model("transformer", max_context=5)
+    g = torch.Generator().manual_seed(4)
+    ctx, x = torch.randn(2, 4, 3, generator=g), torch.randn(2, n_commit + 2, 3, generator=g)
+    levels = torch.randint(0, K + 1, (2, n_commit + 2), generator=g)
+    with torch.no_grad():
+        state = model.absorb(ctx, torch.zeros(2, 4, dtype=torch.long))
+        pred, fused = model.forward_absorb(x, levels, None, state, n_commit)
+        separate = model.absorb(x[:, :n_commit], levels[:, :n_commit], None, state)
+        ref = model(x[:, n_commit:], levels[:, n_commit:], None, separate)
+    torch.testing.assert_close(pred, ref, rtol=0, atol=1e-5)
+    assert fused.offset == separate.offset == 4 + n_commit and fused.length == separate.length == 5
+    for a, b in zip(fused.keys + fused.values, separate.keys + separate.values):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_level_table_matches_computed_modulation_and_follows_weight_changes():
+    """In inference the state memoizes the per-level modulation; it equals computing it per call (as with
+    grad enabled), and it is rebuilt when a weight changes in place (an optimizer step, a load)."""
+    model = _model("transformer")
+    g = torch.Generator().manual_seed(5)
+    x, ctx = torch.randn(3, 4, 3, generator=g), torch.randn(3, 5, 3, generator=g)
+    levels = torch.randint(0, K + 1, (1, 4), generator=g).expand(3, -1)
+
+    def both():
+        with torch.no_grad():
+            state = model.absorb(ctx, torch.zeros(3, 5, dtype=torch.long))
+            table = model(x, levels, None, state)
+        assert state.table is not None
+        with torch.enable_grad():
+            computed = model(x, levels, None, model.absorb(ctx, torch.zeros(3, 5, dtype=torch.long)))
+        torch.testing.assert_close(table, computed.detach(), rtol=0, atol=1e-5)
+        return state, table
+
+    state, before = both()
+    with torch.no_grad():
+        model.blocks[0].ada[-1].bias.add_(0.5)
+        after = model(x, levels, None, state)  # same state object: its table must be rebuilt
+    with torch.enable_grad():
+        computed = model(x, levels, None, state).detach()  # same (stale) cache, modulation computed per call
+    assert (after - before).abs().max() > 1e-3
+    torch.testing.assert_close(after, computed, rtol=0, atol=1e-5)
+    both()

@@ -11,6 +11,8 @@ step (:meth:`NoiseSchedule.step`). What makes it cheap:
       (causality: later tokens cannot affect them) — one batched forward, no loop over tokens;
     * memory is bounded by the window (plus the transformer's ``max_context`` cache), not the length;
       only the returned tokens grow with it (``keep_last`` / ``on_chunk`` stream them instead);
+    * a finished token is committed in the same model call as the next row's prediction
+      (``forward_absorb``, where the model has it): one pass over the weights instead of two;
     * the per-row bookkeeping (which tokens to evaluate, which to commit) is a :func:`row_plan` computed
       once per chunk shape on the CPU, so the row loop does no host-device syncs;
     * ``precision="bf16"`` runs the model calls under autocast (the diffusion update stays fp32).
@@ -239,6 +241,10 @@ def sample(
     autocast = torch.autocast(torch.device(device or "cpu").type, torch.bfloat16, enabled=cfg.precision == "bf16")
     stochastic = cfg.eta > 0 or cfg.method == "ddpm"
 
+    # commit finished tokens with the next row's call (one pass) where the model can; guidance re-runs the model
+    # on repeated states, so it commits at once
+    fuse = hasattr(net, "forward_absorb") and not use_guidance
+    pending = None  # a _Commit waiting for the next model call
     out, kept, calls, evaluated = [], 0, 0, 0
     for t0, h in chunks:
         rows, lv, lv_in = plans[h]
@@ -268,7 +274,8 @@ def sample(
                 )
             else:
                 with autocast:
-                    pred = net.forward(x_in, k_in, cs, state)
+                    pred, state = _predict(net, x_in, lv_in[r.m : r.m + 1, a:b], cs, state, pending)
+                pending = None
             pred = pred.float()
             calls += 1
             evaluated += b - a
@@ -286,8 +293,11 @@ def sample(
                 # levels shared by the batch are passed expanded (stride 0): models may compute per-level work once
                 ks = torch.full((1, r.commit_to - a), k_stab, dtype=torch.long, device=device).expand(batch, -1)
                 x_commit = schedule.add_noise(x[:, sl], ks, stab_noise[:, sl])
-                with autocast:
-                    state = net.absorb(x_commit, ks, None if c_chunk is None else c_chunk[:, sl], state)
+                pending = _Commit(x_commit, ks[:1], None if c_chunk is None else c_chunk[:, sl])
+                if not fuse:
+                    with autocast:
+                        state = net.absorb(x_commit, ks, pending.cond, state)
+                    pending = None
         bar.update(lv.shape[0] - 1)
         if on_chunk is not None:
             on_chunk(t0, x)
@@ -296,11 +306,35 @@ def sample(
         while keep_last is not None and out and kept - out[0].shape[1] >= keep_last:
             kept -= out.pop(0).shape[1]  # drop whole chunks that fall out of the kept tail
     bar.close()
+    if pending is not None:  # the last finished tokens: no next call to ride along with
+        with autocast:
+            state = net.absorb(pending.x, pending.levels.expand(batch, -1), pending.cond, state)
     gen = torch.cat(out, 1) if out else torch.zeros(batch, 0, *token_shape, device=device)
     if keep_last is not None:
         gen = gen[:, gen.shape[1] - min(keep_last, gen.shape[1]) :]
     full_x = gen if context is None else torch.cat([context.to(gen), gen], 1)
     return SampleOutput(full_x, C, state, calls, evaluated)
+
+
+class _Commit(NamedTuple):
+    """Clean tokens waiting to be committed into the model state with the next model call."""
+
+    x: torch.Tensor  # (B, n, *D) tokens re-noised to the stabilization level
+    levels: torch.Tensor  # (1, n) their levels (shared by the batch)
+    cond: torch.Tensor | None  # (B, n, C_dim) their conditioning
+
+
+def _predict(net, x: torch.Tensor, levels: torch.Tensor, cond, state, pending: _Commit | None):
+    """One model call predicting ``x: (B, T, *D)`` at ``levels: (1, T)`` (shared by the batch, passed expanded:
+    stride 0) after ``state``; a ``pending`` commit rides along in the same pass (``forward_absorb``).
+    Returns (prediction ``(B, T, *D)``, the state with the pending tokens committed)."""
+    B = x.shape[0]
+    if pending is None:
+        return net.forward(x, levels.expand(B, -1), cond, state), state
+    n = pending.x.shape[1]
+    both = torch.cat([pending.levels, levels], 1).expand(B, -1)  # (B, n + T), stride 0 over the batch
+    c = None if cond is None else torch.cat([pending.cond, cond], 1)
+    return net.forward_absorb(torch.cat([pending.x, x], 1), both, c, state, n)
 
 
 class RowPlan(NamedTuple):

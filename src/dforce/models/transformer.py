@@ -8,6 +8,12 @@ can drop old tokens without re-indexing.
 
 ``absorb`` appends tokens' keys/values to a :class:`KVCache`; ``forward`` predicts new tokens attending
 to the cache and causally to each other without changing it. Already-clean tokens are never recomputed.
+``forward_absorb`` does both in one pass (commit the first tokens, predict the rest): one read of the
+weights instead of two, which is what a call costs at small batch.
+
+Without ``cond``, a block's adaLN modulation depends only on the token's level: in inference, the state
+memoizes it for every level (:class:`LevelTable`, built once per rollout), so a call gathers rows of a
+table instead of running the level embedding and ``depth + 1`` modulation layers.
 """
 
 from __future__ import annotations
@@ -20,14 +26,32 @@ from torch import nn
 
 from dforce.models.layers import FlatTokenDecoder, FlatTokenEncoder, LevelEmbedding
 
+# the per-level modulation table is memoized only below this size (K=1000, width 128, depth 4: 13 MB)
+LEVEL_TABLE_MAX_BYTES = 64 * 2**20
+
+
+@dataclass
+class LevelTable:
+    """Level-only conditioning of a model without ``cond``, precomputed for every level ``0..K``.
+
+    ``ada: (K+1, depth, 6W)`` each block's adaLN modulation; ``out: (K+1, 2W)`` the output layer's;
+    ``version``: the weights' version counters when it was built (a changed weight rebuilds it).
+    """
+
+    ada: torch.Tensor
+    out: torch.Tensor
+    version: int
+
 
 @dataclass
 class KVCache:
-    """Per-layer keys/values ``(B, heads, L, head_dim)`` of committed tokens; ``offset`` = tokens seen."""
+    """Per-layer keys/values ``(B, heads, L, head_dim)`` of committed tokens; ``offset`` = tokens seen;
+    ``table``: the memoized :class:`LevelTable` (inference only; shared by the states of one rollout)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     offset: int = 0
+    table: LevelTable | None = None
 
     @property
     def length(self) -> int:
@@ -69,12 +93,14 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada[-1].bias)
         self.dropout = dropout
 
-    def forward(self, h, c, rot, past_kv=None):
-        """``h: (B, T, W)``; ``c: (B or 1, T, W)`` (1: shared by the batch); ``rot: (T, 1, 1, hd/2)`` complex;
-        ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``. Returns (h, (k, v) of cache + the T tokens,
-        each ``(B, H, L + T, hd)``), so that committing them needs no second concatenation."""
+    def forward(self, h, mod, rot, past_kv=None, mask=None):
+        """``h: (B, T, W)``; ``mod: (B or 1, T, 6W)`` the adaLN modulation (:meth:`modulation`; 1: shared by
+        the batch); ``rot: (T, 1, 1, hd/2)`` complex; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``;
+        ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal". Returns (h, (k, v)
+        of cache + the T tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second
+        concatenation."""
         B, T, W = h.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # (B or 1, T, W) each
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B or 1, T, W) each
         qkv = self.qkv(modulate(self.norm1(h), shift1, scale1)).view(B, T, 3, self.heads, W // self.heads)
         qk = apply_rope(qkv[:, :, :2], rot)  # q and k rotated together: (B, T, 2, H, hd)
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
@@ -83,16 +109,22 @@ class Block(nn.Module):
             k = torch.cat([past_kv[0].to(k.dtype), k], dim=2)
             v = torch.cat([past_kv[1].to(v.dtype), v], dim=2)
             # new token i sees every cached token and new tokens j <= i (a single new token sees all: no mask)
-            mask = None if T == 1 else torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
+            if mask is None and T > 1:
+                mask = torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         all_kv = (k, v)  # (B, H, L + T, hd)
         att = att.transpose(1, 2).reshape(B, T, W)
         h = torch.addcmul(h, gate1, F.dropout(self.proj(att), self.dropout, self.training))
         h = torch.addcmul(h, gate2, F.dropout(self.mlp(modulate(self.norm2(h), shift2, scale2)), self.dropout,
                                                self.training))
         return h, all_kv
+
+    def modulation(self, c: torch.Tensor) -> torch.Tensor:
+        """adaLN modulation ``(..., 6W)`` (shift, scale, gate before attention, then before the MLP) of the
+        conditioning ``c: (..., W)``."""
+        return self.ada(c)
 
 
 class CausalTransformer(nn.Module):
@@ -147,48 +179,125 @@ class CausalTransformer(nn.Module):
         if state is None:
             return None
         rep = lambda ts: [t.repeat_interleave(n, dim=0) for t in ts]  # noqa: E731
-        return KVCache(rep(state.keys), rep(state.values), state.offset)
+        return KVCache(rep(state.keys), rep(state.values), state.offset, state.table)
 
-    # -- core ----------------------------------------------------------------------------------------
+    # -- level-only conditioning ---------------------------------------------------------------------
 
-    def _run(self, x, levels, cond, state: KVCache | None, want_out: bool):
-        B, T = x.shape[:2]
-        # levels broadcast over the batch (stride 0, as the sampler passes them) and no cond: the level
-        # embedding and every block's adaLN modulation are the same for all rows, so compute them once
-        shared = B > 1 and levels.stride(0) == 0 and self.cond_proj is None
-        c = self.level_emb(levels[:1] if shared else levels)  # (1 or B, T, W)
-        h = self.encoder(x)
+    def _level_params(self):
+        yield from self.level_emb.parameters()
+        for blk in self.blocks:
+            yield from blk.ada.parameters()
+        yield from self.ada_out.parameters()
+
+    def level_table(self) -> LevelTable:
+        """Every block's adaLN modulation and the output layer's for all levels ``0..K`` (fp32, no autocast)."""
+        device = self.level_emb.freqs.device
+        with torch.autocast(device.type, enabled=False):
+            c = self.level_emb(torch.arange(self.level_emb.num_levels + 1, device=device))  # (K+1, W)
+            ada = torch.stack([blk.modulation(c) for blk in self.blocks], dim=1)  # (K+1, depth, 6W)
+            out = self.ada_out(c)  # (K+1, 2W)
+        return LevelTable(ada, out, sum(p._version for p in self._level_params()))
+
+    def _table(self, state: KVCache | None) -> LevelTable | None:
+        """The state's memoized :class:`LevelTable` (built on first use), or None where it does not apply:
+        training (grad enabled), models with ``cond``, no state, or a table over ``LEVEL_TABLE_MAX_BYTES``."""
+        if state is None or self.cond_proj is not None or torch.is_grad_enabled():
+            return None
+        size = (self.level_emb.num_levels + 1) * (6 * self.depth + 2) * self.width * 4
+        if size > LEVEL_TABLE_MAX_BYTES:
+            return None
+        if state.table is None or state.table.version != sum(p._version for p in self._level_params()):
+            state.table = self.level_table()
+        return state.table
+
+    def _conditioning(self, levels: torch.Tensor, cond, state):
+        """Per-token conditioning of ``levels: (B, T)``: (per-block modulation ``(B or 1, T, 6W)`` each, output
+        modulation ``(B or 1, T, 2W)``, cond embedding ``(B, T, W)`` to add to the tokens or None).
+
+        Levels broadcast over the batch (stride 0, as the sampler passes them) and no cond: the modulation
+        is the same for all rows, so it is computed (or looked up) once, with batch dim 1."""
+        shared = levels.shape[0] > 1 and levels.stride(0) == 0 and self.cond_proj is None
+        lv = levels[:1] if shared else levels
+        table = self._table(state)
+        if table is not None:
+            return table.ada[lv].unbind(2), table.out[lv], None
+        c = self.level_emb(lv)  # (1 or B, T, W)
+        cc = None
         if self.cond_proj is not None:
             if cond is None:
                 raise ValueError(f"this model was built with cond_dim={self.cond_dim}; pass cond of shape (B, T, C)")
-            cc = self.cond_proj(cond.to(h.dtype))
-            c, h = c + cc, h + cc
-        offset = 0 if state is None else state.offset
+            cc = self.cond_proj(cond.to(c.dtype))
+            c = c + cc
+        return [blk.modulation(c) for blk in self.blocks], self.ada_out(c), cc
+
+    # -- core ----------------------------------------------------------------------------------------
+
+    def _commit_mask(self, T: int, L: int, n_commit: int, device) -> torch.Tensor | None:
+        """Attention mask ``(T, L + T)`` of a pass over T tokens after L cached ones whose first ``n_commit``
+        are committed: causal after the cache, and the other tokens do not see the cached tokens that the
+        commit pushes out of ``max_context`` (exactly as if they were committed first). None: no such tokens."""
+        drop = 0 if self.max_context is None else L + n_commit - self.max_context
+        if n_commit == 0 or n_commit == T or drop <= 0:
+            return None
+        mask = torch.ones(T, L + T, dtype=torch.bool, device=device).tril(diagonal=L)
+        mask[n_commit:, :drop] = False
+        return mask
+
+    def _run(self, x, levels, cond, state: KVCache | None, n_commit: int, want_out: bool):
+        """One pass over ``x: (B, T, *D)`` after the cached tokens; its first ``n_commit`` tokens are the ones
+        being committed. Returns (prediction of tokens ``[n_commit, T)``: ``(B, T - n_commit, *D)``, or None
+        without ``want_out``; per block the ``(k, v)`` of the cache + the T tokens, ``(B, H, L + T, hd)``)."""
+        B, T = x.shape[:2]
+        mods, out_mod, cc = self._conditioning(levels, cond, state)
+        h = self.encoder(x)
+        if cc is not None:
+            h = h + cc
+        mods = [m.to(h.dtype) for m in mods]
+        offset, L = (0, 0) if state is None else (state.offset, state.length)
         pos = torch.arange(offset, offset + T, device=x.device)
         rot = torch.complex(*rope_tables(pos, self.width // self.heads))[:, None, None]  # (T, 1, 1, hd/2)
+        mask = self._commit_mask(T, L, n_commit, x.device)
         all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):
             past = None if state is None or not state.keys else (state.keys[i], state.values[i])
-            h, kv = blk(h, c, rot, past)
+            h, kv = blk(h, mods[i], rot, past, mask)
             all_kv.append(kv)
         out = None
         if want_out:
-            shift, scale = self.ada_out(c).chunk(2, dim=-1)
-            out = self.decoder(modulate(self.norm_out(h), shift, scale))  # (B, T, *D)
+            shift, scale = out_mod[:, n_commit:].to(h.dtype).chunk(2, dim=-1)
+            out = self.decoder(modulate(self.norm_out(h[:, n_commit:]), shift, scale))  # (B, T - n_commit, *D)
         return out, all_kv
+
+    def _commit(self, state: KVCache, all_kv, n: int) -> KVCache:
+        """The new cache: ``state`` plus the first ``n`` new tokens of ``all_kv``, the last ``max_context`` kept."""
+        keep = state.length + n
+        keys, values = [], []
+        for k, v in all_kv:
+            k, v = k[:, :, :keep], v[:, :, :keep]
+            if self.max_context is not None and keep > self.max_context:
+                k, v = k[:, :, -self.max_context :], v[:, :, -self.max_context :]
+            keys.append(k.detach())
+            values.append(v.detach())
+        return KVCache(keys, values, state.offset + n, state.table)
 
     def forward(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
         """Predict every token of ``x: (B, T, *D)`` at ``levels: (B, T)`` after the cached tokens in ``state``."""
-        return self._run(x, levels, cond, state, True)[0]
+        return self._run(x, levels, cond, state, 0, True)[0]
 
     def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None) -> KVCache:
         """Commit tokens: append their keys/values (computed at their levels) to the cache."""
         state = state if state is not None else self.init_state(x.shape[0])
-        _, all_kv = self._run(x, levels, cond, state, False)  # cache + new tokens, concatenated once
-        keys, values = [], []
-        for k, v in all_kv:
-            if self.max_context is not None and k.shape[2] > self.max_context:
-                k, v = k[:, :, -self.max_context :], v[:, :, -self.max_context :]
-            keys.append(k.detach())
-            values.append(v.detach())
-        return KVCache(keys, values, state.offset + x.shape[1])
+        _, all_kv = self._run(x, levels, cond, state, x.shape[1], False)  # cache + new tokens, concatenated once
+        return self._commit(state, all_kv, x.shape[1])
+
+    def forward_absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None,
+                       n_commit: int = 0) -> tuple[torch.Tensor, KVCache]:
+        """``absorb`` the first ``n_commit`` tokens of ``x: (B, T, *D)`` and predict the others, in one pass.
+
+        Equals ``absorb(x[:, :n])`` followed by ``forward(x[:, n:])`` on the new state (the predicted tokens
+        attend to the cache as the commit leaves it), with one read of the weights instead of two.
+        Returns (prediction ``(B, T - n_commit, *D)``, the state with the committed tokens).
+        """
+        state = state if state is not None else self.init_state(x.shape[0])
+        out, all_kv = self._run(x, levels, cond, state, n_commit, True)
+        return out, self._commit(state, all_kv, n_commit)

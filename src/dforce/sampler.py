@@ -14,7 +14,9 @@ step (:meth:`NoiseSchedule.step`). What makes it cheap:
     * a finished token is committed in the same model call as the next row's prediction
       (``forward_absorb``, where the model has it): one pass over the weights instead of two;
     * the per-row bookkeeping (which tokens to evaluate, which to commit) is a :func:`row_plan` computed
-      once per chunk shape on the CPU, so the row loop does no host-device syncs;
+      once per chunk shape on the CPU, so the row loop does no host-device syncs; without guidance or x̂0
+      clipping the reverse step of every row is an affine map of (x, prediction, noise) whose per-token
+      coefficients (:func:`row_coefficients`) are computed once per chunk shape too;
     * ``precision="bf16"`` runs the model calls under autocast (the diffusion update stays fp32).
 
 Stabilization (paper §3.4): generated context is shown to the model re-noised to a small level
@@ -229,13 +231,19 @@ def sample(
         chunks.append((t, h))
         t += h
     full = use_guidance or not cfg.skip_inactive
-    plans = {}  # chunk width h -> (rows, raw levels (M, h), model-input levels (M, h)); built once per h
+    affine = not use_guidance and cfg.clip_x0 is None  # the reverse step is affine in (x, pred, noise)
+    plans = {}  # chunk width h -> (rows, raw levels (M, h), model-input levels (M, h), per-row affine step)
     for _, h in chunks:
         if h not in plans:
             mat = matrix[:, :h] if matrix is not None else make_schedule(cfg.schedule, h, S, cfg.uncertainty_scale)
             lv = step_levels_cpu[mat.cpu()]  # (M, h) raw levels
             lv_in = torch.where(lv == 0, torch.full_like(lv, k_stab), lv)  # clean tokens shown at k_stab
-            plans[h] = (row_plan(lv, full), lv.to(device), lv_in.to(device))
+            rows, lv, lv_in = row_plan(lv, full), lv.to(device), lv_in.to(device)
+            coefs = None
+            if affine:
+                coefs = row_coefficients(schedule, lv, lv_in, len(token_shape), cfg.eta, cfg.method)
+                coefs = [tuple(c[r.m, r.a : r.b] for c in coefs) for r in rows]  # per row: 3 × (b-a, *1)
+            plans[h] = (rows, lv, lv_in, coefs)
     bar = tqdm(total=sum(plans[h][1].shape[0] - 1 for _, h in chunks), desc="sampling", disable=not progress,
                leave=False)
     autocast = torch.autocast(torch.device(device or "cpu").type, torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -247,17 +255,19 @@ def sample(
     pending = None  # a _Commit waiting for the next model call
     out, kept, calls, evaluated = [], 0, 0, 0
     for t0, h in chunks:
-        rows, lv, lv_in = plans[h]
+        rows, lv, lv_in, coefs = plans[h]
         x = randn((batch, h, *token_shape))
         x0_hat = torch.zeros_like(x) if use_guidance else None  # previous row's x̂0 (MCG redraws futures)
         stab_noise = randn(x.shape)
         zero_noise = None if stochastic else torch.zeros_like(x)
         c_chunk = None if cond is None else cond[:, C + t0 : C + t0 + h]
-        for r in rows:
+        for i, r in enumerate(rows):
             a, b = r.a, r.b
             xs = x[:, a:b]
-            kf, kt = lv[r.m, a:b].expand(batch, -1), lv[r.m + 1, a:b].expand(batch, -1)  # (B, b-a)
-            k_in = lv_in[r.m, a:b].expand(batch, -1)
+            kf = kt = k_in = None  # per-token levels (B, b-a): only the general step and re-noising read them
+            if coefs is None or r.any_clean:
+                kf, kt = lv[r.m, a:b].expand(batch, -1), lv[r.m + 1, a:b].expand(batch, -1)
+                k_in = lv_in[r.m, a:b].expand(batch, -1)
             if r.any_clean:  # clean-but-uncommitted generated tokens are shown at the stabilization level too
                 done = (kf == 0).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
                 x_in = torch.where(done, schedule.add_noise(xs, k_in, stab_noise[:, a:b]), xs)
@@ -279,15 +289,13 @@ def sample(
             pred = pred.float()
             calls += 1
             evaluated += b - a
-            x0s, eps = schedule.to_x0_eps(x_in, k_in, pred, cfg.clip_x0)
-            if use_guidance:
-                x0_hat[:, a:b] = x0s
-            noise = randn(xs.shape) if stochastic else zero_noise[:, a:b]
-            x_new = schedule.step(xs, kf, kt, x0s, eps, cfg.eta, noise, cfg.method)
-            if use_guidance:
-                mv = (kf != kt).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
-                x_new = torch.where(mv, x_new + cfg.guidance_scale * grad, x_new)
-            x[:, a:b] = x_new
+            if coefs is not None:  # the same reverse step, as x·A + pred·P (+ noise·N) with precomputed A, P, N
+                A, P, N = coefs[i]
+                x_new = torch.addcmul(xs * A, pred, P)
+                x[:, a:b] = torch.addcmul(x_new, randn(xs.shape), N) if stochastic else x_new
+            else:
+                _step_row(schedule, cfg, x, xs, x_in, pred, kf, kt, k_in, a, b, x0_hat, grad if use_guidance else None,
+                          randn(xs.shape) if stochastic else zero_noise[:, a:b])
             if r.commit_to > a:  # commit the clean prefix of the chunk into the model state
                 sl = slice(a, r.commit_to)
                 # levels shared by the batch are passed expanded (stride 0): models may compute per-level work once
@@ -314,6 +322,44 @@ def sample(
         gen = gen[:, gen.shape[1] - min(keep_last, gen.shape[1]) :]
     full_x = gen if context is None else torch.cat([context.to(gen), gen], 1)
     return SampleOutput(full_x, C, state, calls, evaluated)
+
+
+def _step_row(schedule, cfg, x, xs, x_in, pred, kf, kt, k_in, a, b, x0_hat, grad, noise):
+    """The general reverse step of one row (x̂0 clipping, guidance): writes ``x[:, a:b]`` in place."""
+    x0s, eps = schedule.to_x0_eps(x_in, k_in, pred, cfg.clip_x0)
+    if x0_hat is not None:
+        x0_hat[:, a:b] = x0s
+    x_new = schedule.step(xs, kf, kt, x0s, eps, cfg.eta, noise, cfg.method)
+    if grad is not None:
+        mv = (kf != kt).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
+        x_new = torch.where(mv, x_new + cfg.guidance_scale * grad, x_new)
+    x[:, a:b] = x_new
+
+
+def row_coefficients(schedule: NoiseSchedule, lv: torch.Tensor, lv_in: torch.Tensor, token_ndim: int, eta: float,
+                     method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every row's reverse step as an affine map ``x_{m+1} = A·x_m + P·pred + N·noise`` per token.
+
+    Without x̂0 clipping, :meth:`NoiseSchedule.to_x0_eps` and :meth:`NoiseSchedule.step` are affine in
+    (tokens, prediction, noise), so applying them to unit inputs gives the coefficients exactly (up to
+    rounding); tokens that do not move get A = 1, P = N = 0. Moving tokens are never clean, so the model
+    input equals the token there.
+
+    Args:
+        lv, lv_in: ``(M, h)`` raw and model-input levels of the chunk (:func:`row_plan`'s ``lv``).
+        token_ndim: number of token dims D.
+    Returns:
+        ``(A, P, N)``, each ``(M - 1, h, *(1,) * token_ndim)``; row m moves tokens from ``lv[m]`` to ``lv[m+1]``.
+    """
+    kf, kt, k_in = lv[:-1], lv[1:], lv_in[:-1]
+    one = torch.ones(*kf.shape, *((1,) * token_ndim), device=lv.device)
+    zero = torch.zeros_like(one)
+
+    def step(x, pred, noise):
+        x0, eps = schedule.to_x0_eps(x, k_in, pred)
+        return schedule.step(x, kf, kt, x0, eps, eta, noise, method)
+
+    return step(one, zero, zero), step(zero, one, zero), step(zero, zero, one)
 
 
 class _Commit(NamedTuple):

@@ -28,6 +28,7 @@ from dforce.models.layers import FlatTokenDecoder, FlatTokenEncoder, LevelEmbedd
 
 # the per-level modulation table is memoized only below this size (K=1000, width 128, depth 4: 13 MB)
 LEVEL_TABLE_MAX_BYTES = 64 * 2**20
+ROPE_TABLE_MIN = 1024  # positions whose RoPE rotations are tabulated at first use (doubled when exceeded)
 
 
 @dataclass
@@ -74,8 +75,16 @@ def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
 
 
-def modulate(x, shift, scale):
-    return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one op
+def modulate(x, shift, scale_plus_one):
+    return torch.addcmul(shift, x, scale_plus_one)  # x * (1 + scale) + shift in one op
+
+
+def scale_offset(width: int, chunks: int, scale_chunks: tuple[int, ...]) -> torch.Tensor:
+    """``(chunks · width,)``: 1 on the ``scale_chunks`` of an adaLN output of ``chunks`` chunks, 0 elsewhere, so
+    that ``ada(c) + offset`` carries ``1 + scale`` (what :func:`modulate` multiplies by) in one op."""
+    offset = torch.zeros(chunks, width)
+    offset[list(scale_chunks)] = 1.0
+    return offset.flatten()
 
 
 class Block(nn.Module):
@@ -91,6 +100,8 @@ class Block(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         nn.init.zeros_(self.ada[-1].weight)
         nn.init.zeros_(self.ada[-1].bias)
+        # (shift, scale, gate) before attention and before the MLP: chunks 1 and 4 are scales
+        self.register_buffer("scale_offset", scale_offset(width, 6, (1, 4)), persistent=False)
         self.dropout = dropout
 
     def forward(self, h, mod, rot, past_kv=None, mask=None):
@@ -100,7 +111,7 @@ class Block(nn.Module):
         of cache + the T tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second
         concatenation."""
         B, T, W = h.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B or 1, T, W) each
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B or 1, T, W) each; scales + 1
         qkv = self.qkv(modulate(self.norm1(h), shift1, scale1)).view(B, T, 3, self.heads, W // self.heads)
         qk = apply_rope(qkv[:, :, :2], rot)  # q and k rotated together: (B, T, 2, H, hd)
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
@@ -122,9 +133,9 @@ class Block(nn.Module):
         return h, all_kv
 
     def modulation(self, c: torch.Tensor) -> torch.Tensor:
-        """adaLN modulation ``(..., 6W)`` (shift, scale, gate before attention, then before the MLP) of the
+        """adaLN modulation ``(..., 6W)`` (shift, 1 + scale, gate before attention, then before the MLP) of the
         conditioning ``c: (..., W)``."""
-        return self.ada(c)
+        return self.ada(c) + self.scale_offset
 
 
 class CausalTransformer(nn.Module):
@@ -167,7 +178,9 @@ class CausalTransformer(nn.Module):
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         nn.init.zeros_(self.ada_out[-1].weight)
         nn.init.zeros_(self.ada_out[-1].bias)
+        self.register_buffer("out_scale_offset", scale_offset(width, 2, (1,)), persistent=False)  # (shift, scale)
         self.decoder = decoder or FlatTokenDecoder(self.token_shape, width)
+        self._rot_table = None  # RoPE rotations of the first positions (see _rotation)
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -195,7 +208,7 @@ class CausalTransformer(nn.Module):
         with torch.autocast(device.type, enabled=False):
             c = self.level_emb(torch.arange(self.level_emb.num_levels + 1, device=device))  # (K+1, W)
             ada = torch.stack([blk.modulation(c) for blk in self.blocks], dim=1)  # (K+1, depth, 6W)
-            out = self.ada_out(c)  # (K+1, 2W)
+            out = self.out_modulation(c)  # (K+1, 2W)
         return LevelTable(ada, out, sum(p._version for p in self._level_params()))
 
     def _table(self, state: KVCache | None) -> LevelTable | None:
@@ -228,9 +241,23 @@ class CausalTransformer(nn.Module):
                 raise ValueError(f"this model was built with cond_dim={self.cond_dim}; pass cond of shape (B, T, C)")
             cc = self.cond_proj(cond.to(c.dtype))
             c = c + cc
-        return [blk.modulation(c) for blk in self.blocks], self.ada_out(c), cc
+        return [blk.modulation(c) for blk in self.blocks], self.out_modulation(c), cc
+
+    def out_modulation(self, c: torch.Tensor) -> torch.Tensor:
+        """Output layer's adaLN modulation ``(..., 2W)``: (shift, 1 + scale) of ``c: (..., W)``."""
+        return self.ada_out(c) + self.out_scale_offset
 
     # -- core ----------------------------------------------------------------------------------------
+
+    def _rotation(self, offset: int, T: int, device) -> torch.Tensor:
+        """RoPE rotations ``(T, 1, 1, hd/2)`` complex of positions ``offset .. offset + T - 1``, sliced from a
+        table of the first positions (grown by doubling; elementwise, so the same values as computing them)."""
+        table = self._rot_table
+        if table is None or table.shape[0] < offset + T or table.device != torch.device(device):
+            pos = torch.arange(max(2 * (offset + T), ROPE_TABLE_MIN), device=device)
+            table = torch.complex(*rope_tables(pos, self.width // self.heads))[:, None, None]
+            self._rot_table = table
+        return table[offset : offset + T]
 
     def _commit_mask(self, T: int, L: int, n_commit: int, device) -> torch.Tensor | None:
         """Attention mask ``(T, L + T)`` of a pass over T tokens after L cached ones whose first ``n_commit``
@@ -254,8 +281,7 @@ class CausalTransformer(nn.Module):
             h = h + cc
         mods = [m.to(h.dtype) for m in mods]
         offset, L = (0, 0) if state is None else (state.offset, state.length)
-        pos = torch.arange(offset, offset + T, device=x.device)
-        rot = torch.complex(*rope_tables(pos, self.width // self.heads))[:, None, None]  # (T, 1, 1, hd/2)
+        rot = self._rotation(offset, T, x.device)  # (T, 1, 1, hd/2)
         mask = self._commit_mask(T, L, n_commit, x.device)
         all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):

@@ -16,7 +16,8 @@ in one run on the same (random-init, seed 0) weights, saved once and loaded by e
       embedding / adaLN modulation (the model's FLOPs per token); *executed* FLOPs what our sampler runs
       (those once per level, shared by the batch) — time / floor is reported against both;
     * a batch sweep of the transformer (``floor_batches``) shows how time / floor falls with the batch
-      (fixed per-call overheads amortized).
+      (fixed per-call overheads amortized), and a width sweep at batch ``width_batch`` (``floor_widths``)
+      how it falls with the model size (the per-call overhead is fixed, the arithmetic grows as width²).
 
 Each rollout runs in a fresh subprocess (same weights, same thread count): its wall time (median of
 repeats) and its peak resident memory (``ru_maxrss``, which the kernel tracks as a true high-water mark
@@ -75,6 +76,9 @@ class BenchConfig:
     ref_lengths: tuple[int, ...] = (32, 64, 128)
     floor_batches: tuple[int, ...] = (16, 32, 64, 128)  # time / floor of the transformer vs batch size
     floor_len: int = 256  # rollout length of the batch sweep
+    floor_widths: tuple[int, ...] = (128, 256, 512)  # time / floor of the transformer vs width (same depth/heads)
+    width_batch: int = 16  # batch of the width sweep (the smallest target batch)
+    width_len: int = 128  # rollout length of the width sweep (shorter: width 512 costs 16x width 128)
     train_batch: int = 16  # training throughput: batch
     train_len: int = 32  # training throughput: window length
     train_steps: int = 8  # timed optimizer steps (after 2 warm-up steps)
@@ -108,8 +112,9 @@ def state_bytes(state) -> int:
         return 0
     if isinstance(state, torch.Tensor):
         return state.numel() * state.element_size()
-    if isinstance(state, KVCache):
-        return sum(state_bytes(t) for t in state.keys + state.values)
+    if isinstance(state, KVCache):  # keys/values + the memoized per-level modulation table, if any
+        table = [] if state.table is None else [state.table.ada, state.table.out]
+        return sum(state_bytes(t) for t in state.keys + state.values + table)
     if isinstance(state, (tuple, list)):
         return sum(state_bytes(s) for s in state)
     return 0
@@ -199,7 +204,10 @@ def flops_per_token(bc: BenchConfig, model, shared_levels: bool = False) -> dict
     with torch.no_grad():
         state = model.absorb(torch.randn(B, W, bc.token_dim), torch.zeros(B, W, dtype=torch.long), None,
                              model.init_state(B))
-        counts = {}
+    counts = {}
+    # counted with grad enabled: the transformer then computes its level conditioning per call (no memoized
+    # per-level table), so both counts keep their definitions whatever the inference shortcuts
+    with torch.enable_grad():
         for name, fn in (("forward", lambda: model(x1, k1, None, state)),
                          ("absorb", lambda: model.absorb(x1, k1, None, state))):
             with FlopCounterMode(display=False) as fc:
@@ -310,6 +318,7 @@ def main() -> None:
             for ref in entry["reference"].values():
                 ref["measured"] = {int(L): r for L, r in ref["measured"].items()}
         report["batch_sweep"] = {int(B): r for B, r in report["batch_sweep"].items()}
+        report["width_sweep"] = {int(W): r for W, r in report.get("width_sweep", {}).items()}
         bc = BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
         finish(bc, report, Path(args.out))
         return
@@ -320,7 +329,7 @@ def main() -> None:
     if args.quick:
         bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch, lengths=(16, 32, 48),
                          repeats=(1, 1, 1), ref_lengths=(8, 16), floor_batches=(16, 32), floor_len=16,
-                         train_steps=2, precision_len=16)
+                         floor_widths=(32, 64), width_len=16, train_steps=2, precision_len=16)
     torch.set_num_threads(bc.threads)
     t_start = time.time()
     load_before, uptime_before = os.getloadavg(), uptime()
@@ -379,6 +388,24 @@ def main() -> None:
                 log(t_start, f"  batch {B:4d} {sched:14s} {r['tokens_per_s']:9.0f} tok/s")
             sweep[B] = row
         report["batch_sweep"] = sweep
+        # time / floor of the transformer vs width at batch width_batch (random init seed 0 per width)
+        log(t_start, "transformer width sweep")
+        wsweep = {}
+        for W in bc.floor_widths:
+            bcw = replace(bc, batch=bc.width_batch, width=W)
+            tf = make(bcw, "transformer")
+            wpath = Path(tmp) / f"transformer_w{W}.safetensors"
+            save_weights(tf, wpath)
+            row = {"params": sum(p.numel() for p in tf.parameters()), "flops": flops_per_token(bcw, tf),
+                   "flops_executed": flops_per_token(bcw, tf, shared_levels=True)}
+            for sched in ("autoregressive", "pyramid"):
+                r = run_worker({"bench": asdict(bcw), "backbone": "transformer", "kind": "ours", "schedule": sched,
+                                "weights": str(wpath), "length": bc.width_len, "repeats": 2})
+                r["tokens_per_s"] = bcw.batch * bc.width_len / r["median_s"]
+                row[sched] = r
+                log(t_start, f"  width {W:4d} {sched:14s} {r['tokens_per_s']:9.0f} tok/s")
+            wsweep[W] = row
+        report["width_sweep"] = wsweep
         sample_matmul()
     # the floor uses the median matmul throughput over the run (measured before, between and after)
     report["matmul_gflops"] = {"samples": gflops, "median": statistics.median(gflops)}
@@ -419,6 +446,17 @@ def finish(bc: BenchConfig, report: dict, out: Path) -> None:
             r["time_over_floor_cpu_time"] = r["median_cpu_s"] / floor(bc.floor_len, row["flops"], gc)
             r["time_over_floor_cpu_time_executed_flops"] = r["median_cpu_s"] / floor(bc.floor_len,
                                                                                      row["flops_executed"], gc)
+    for W, row in report.get("width_sweep", {}).items():
+        for sched in ("autoregressive", "pyramid"):
+            r = row[sched]
+            r["ms_per_call"] = 1e3 * r["median_cpu_s"] / r["model_calls"]  # CPU ms per row (commits ride along)
+            r["time_over_floor"] = r["median_s"] / floor(bc.width_len, row["flops"])
+            r["time_over_floor_cpu_time"] = r["median_cpu_s"] / floor(bc.width_len, row["flops"], gc)
+            r["time_over_floor_cpu_time_executed_flops"] = r["median_cpu_s"] / floor(bc.width_len,
+                                                                                     row["flops_executed"], gc)
+    for row in report["batch_sweep"].values():
+        for sched in ("autoregressive", "pyramid"):
+            row[sched]["ms_per_call"] = 1e3 * row[sched]["median_cpu_s"] / row[sched]["model_calls"]
     report["summary"] = summarize(bc, report)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(markdown(bc, report))
@@ -463,6 +501,14 @@ def summarize(bc: BenchConfig, report: dict) -> dict:
                                      for B, row in sweep.items()},
         "time_over_floor_executed_flops_by_batch": {B: {s: row[s]["time_over_floor_executed_flops"]
                                                         for s in (ar, "pyramid")} for B, row in sweep.items()},
+        # CPU ms per model call (one row of the schedule; finished tokens are committed inside it) vs batch
+        "ms_per_call_cpu_time_by_batch": {B: {s: row[s]["ms_per_call"] for s in (ar, "pyramid")}
+                                          for B, row in sweep.items()},
+        # the same model shape at larger widths, batch width_batch: the fixed per-call overhead vs the arithmetic
+        "time_over_floor_cpu_time_by_width": {W: {s: row[s]["time_over_floor_cpu_time"] for s in (ar, "pyramid")}
+                                              for W, row in report.get("width_sweep", {}).items()},
+        "time_over_floor_by_width": {W: {s: row[s]["time_over_floor"] for s in (ar, "pyramid")}
+                                     for W, row in report.get("width_sweep", {}).items()},
         # the matmul samples swing with the machine's load; against the fastest one the floor is lowest
         "matmul_gflops_samples": report["matmul_gflops"]["samples"],
         "matmul_gflops_cpu_time_samples": report["matmul_gflops_cpu_time"]["samples"],
@@ -535,13 +581,23 @@ def markdown(bc: BenchConfig, report: dict) -> str:
                                                          for L in bc.ref_lengths)
                          + f" | {ref['fit']['per_token_s']:.3g} | {ref['fit']['max_rel_residual']:.3f} |")
     lines += ["", f"Transformer time / floor vs batch ({bc.floor_len}-token rollouts, ours):", "",
-              "| batch | schedule | tok/s | time / floor (dense) | time / floor (executed) | CPU time / floor (dense) | "
-              "CPU time / floor (executed) |", "|---|---|---|---|---|---|---|"]
+              "| batch | schedule | tok/s | CPU ms / call | time / floor (dense) | time / floor (executed) | "
+              "CPU time / floor (dense) | CPU time / floor (executed) |", "|---|---|---|---|---|---|---|---|"]
     for B, row in report["batch_sweep"].items():
         for sched in ("autoregressive", "pyramid"):
             r = row[sched]
-            lines.append(f"| {B} | {sched} | {r['tokens_per_s']:.0f} | {r['time_over_floor']:.2f} | "
+            lines.append(f"| {B} | {sched} | {r['tokens_per_s']:.0f} | {r['ms_per_call']:.2f} | {r['time_over_floor']:.2f} | "
                          f"{r['time_over_floor_executed_flops']:.2f} | {r['time_over_floor_cpu_time']:.2f} | "
+                         f"{r['time_over_floor_cpu_time_executed_flops']:.2f} |")
+    lines += ["", f"Transformer time / floor vs width (batch {bc.width_batch}, {bc.width_len}-token rollouts, ours; "
+              f"depth {bc.tf_depth}, heads {bc.tf_heads}, random init seed 0 per width):", "",
+              "| width | params | schedule | tok/s | CPU ms / call | time / floor (dense) | CPU time / floor (dense) | "
+              "CPU time / floor (executed) |", "|---|---|---|---|---|---|---|---|"]
+    for W, row in report.get("width_sweep", {}).items():
+        for sched in ("autoregressive", "pyramid"):
+            r = row[sched]
+            lines.append(f"| {W} | {row['params']} | {sched} | {r['tokens_per_s']:.0f} | {r['ms_per_call']:.2f} | "
+                         f"{r['time_over_floor']:.2f} | {r['time_over_floor_cpu_time']:.2f} | "
                          f"{r['time_over_floor_cpu_time_executed_flops']:.2f} |")
     lines += ["", "| backbone | params | FLOPs / token column (B tokens), dense | executed | training tok/s |",
               "|---|---|---|---|---|"]

@@ -223,9 +223,10 @@ class CausalTransformer(nn.Module):
             state.table = self.level_table()
         return state.table
 
-    def _conditioning(self, levels: torch.Tensor, cond, state):
+    def _conditioning(self, levels: torch.Tensor, cond, state, want_out: bool):
         """Per-token conditioning of ``levels: (B, T)``: (per-block modulation ``(B or 1, T, 6W)`` each, output
-        modulation ``(B or 1, T, 2W)``, cond embedding ``(B, T, W)`` to add to the tokens or None).
+        modulation ``(B or 1, T, 2W)`` or None without ``want_out``, cond embedding ``(B, T, W)`` to add to the
+        tokens or None).
 
         Levels broadcast over the batch (stride 0, as the sampler passes them) and no cond: the modulation
         is the same for all rows, so it is computed (or looked up) once, with batch dim 1."""
@@ -233,7 +234,7 @@ class CausalTransformer(nn.Module):
         lv = levels[:1] if shared else levels
         table = self._table(state)
         if table is not None:
-            return table.ada[lv].unbind(2), table.out[lv], None
+            return table.ada[lv].unbind(2), table.out[lv] if want_out else None, None
         c = self.level_emb(lv)  # (1 or B, T, W)
         cc = None
         if self.cond_proj is not None:
@@ -241,7 +242,7 @@ class CausalTransformer(nn.Module):
                 raise ValueError(f"this model was built with cond_dim={self.cond_dim}; pass cond of shape (B, T, C)")
             cc = self.cond_proj(cond.to(c.dtype))
             c = c + cc
-        return [blk.modulation(c) for blk in self.blocks], self.out_modulation(c), cc
+        return [blk.modulation(c) for blk in self.blocks], self.out_modulation(c) if want_out else None, cc
 
     def out_modulation(self, c: torch.Tensor) -> torch.Tensor:
         """Output layer's adaLN modulation ``(..., 2W)``: (shift, 1 + scale) of ``c: (..., W)``."""
@@ -275,7 +276,7 @@ class CausalTransformer(nn.Module):
         being committed. Returns (prediction of tokens ``[n_commit, T)``: ``(B, T - n_commit, *D)``, or None
         without ``want_out``; per block the ``(k, v)`` of the cache + the T tokens, ``(B, H, L + T, hd)``)."""
         B, T = x.shape[:2]
-        mods, out_mod, cc = self._conditioning(levels, cond, state)
+        mods, out_mod, cc = self._conditioning(levels, cond, state, want_out)
         h = self.encoder(x)
         if cc is not None:
             h = h + cc

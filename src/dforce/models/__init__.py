@@ -3,6 +3,8 @@
     forward(x (B,T,*D), levels (B,T), cond (B,T,C) | None, state=None) -> prediction (B,T,*D)
     absorb(x, levels, cond, state) -> new state        (commit tokens; RNN latent / KV cache)
     init_state(batch, device) -> state;  repeat_state(state, n) -> state with each batch row repeated n×
+    forward_absorb(x, levels, cond, state, n_commit) -> (prediction of x[:, n:], new state)   (optional:
+        absorb the first n tokens and predict the rest in one pass; the transformer has it)
 """
 
 from __future__ import annotations

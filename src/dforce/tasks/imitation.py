@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from dforce._utils import check_choice
-from dforce.data.fruit_swap import ACTION_DIM, STATE_DIM, Demos, FruitSwapConfig, FruitSwapEnv, make_demos
+from dforce.data.fruit_swap import ACTION_DIM, STATE_DIM, DemoNoise, Demos, FruitSwapConfig, make_demos
 from dforce.data.sequences import WindowDataset
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
@@ -85,6 +85,8 @@ class ImitationConfig:
     offset_scale: float = OFFSET_SCALE  # fruit/slot-minus-gripper offsets divided by this, clipped to [-1, 1]
     frame_stack: int = 1  # env steps per token (reference Maze2D: 10); see stack_tokens
     demo_seed: int = 0
+    demo_noise: DemoNoise = field(default_factory=DemoNoise)  # DART perturbations while recording (fruit_swap.DemoNoise)
+    action_loss_weight: float = 1.0  # loss weight of the action entries relative to the observation entries
     diffusion: NoiseScheduleConfig = field(  # paper robot: x0-prediction
         default_factory=lambda: NoiseScheduleConfig(num_levels=100, beta_schedule="cosine", objective="x0"))
     model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="rnn", width=128, depth=2))
@@ -99,6 +101,8 @@ class ImitationConfig:
             raise ConfigError(f"frame_stack must be >= 1, got {self.frame_stack}")
         if not self.offset_scale > 0:
             raise ConfigError(f"offset_scale must be > 0, got {self.offset_scale}")
+        if not self.action_loss_weight > 0:
+            raise ConfigError(f"action_loss_weight must be > 0, got {self.action_loss_weight}")
         if self.n_demos < 1:
             raise ConfigError(f"n_demos must be >= 1, got {self.n_demos}")
 
@@ -148,16 +152,8 @@ def stack_tokens(base: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def final_states(demos: Demos, config: FruitSwapConfig | None = None) -> list[np.ndarray]:
-    """The observation after each demo's last action (demos store observations before each action);
-    replays the deterministic env from the demo's seed."""
-    out = []
-    for seed, acts in zip(demos.seeds, demos.actions):
-        env = FruitSwapEnv(config)
-        env.reset(seed=seed)
-        for a in acts:
-            obs = env.step(a)[0]
-        out.append(obs["state"])
-    return out
+    """The observation after each demo's last action (demos store observations before each action)."""
+    return list(demos.finals)
 
 
 def demo_sequences(demos: Demos, config: FruitSwapConfig | None = None, offset_scale: float = OFFSET_SCALE,
@@ -174,6 +170,19 @@ def make_dataset(cfg: ImitationConfig, sequences: list[torch.Tensor]) -> WindowD
     if cfg.method == "markov_diffusion":
         return WindowDataset(sequences, 1 + cfg.policy.horizon)
     return WindowDataset(sequences, max(len(s) for s in sequences))
+
+
+def entry_weights(cfg: ImitationConfig) -> torch.Tensor | None:
+    """Loss weights of a stacked token's ``k * 26`` entries: ``action_loss_weight`` on the 3 action entries of
+    each step, 1 elsewhere, normalised to mean 1 (so the loss scale and the min-SNR weights keep their
+    meaning); None when uniform. The actions are 12 of 104 entries at ``frame_stack`` 4, yet they are all
+    the policy executes."""
+    if cfg.action_loss_weight == 1.0:
+        return None
+    w = torch.ones(cfg.frame_stack, TOKEN_DIM)
+    w[:, :ACTION_DIM] = cfg.action_loss_weight
+    w = w.flatten()
+    return w / w.mean()
 
 
 def objective_for(cfg: ImitationConfig) -> ObjectiveConfig:
@@ -310,11 +319,13 @@ def train_policy(cfg: ImitationConfig, run_dir: str | Path | None = None, device
                  progress: bool = True, demos: Demos | None = None, resume: bool = False) -> TrainResult:
     """Make (cached) expert demos, train the backbone with the method's objective; writes ``run_dir``."""
     torch.manual_seed(cfg.train.seed)
-    demos = demos if demos is not None else make_demos(cfg.n_demos, seed=cfg.demo_seed, progress=progress)
+    demos = demos if demos is not None else make_demos(cfg.n_demos, seed=cfg.demo_seed, progress=progress,
+                                                       noise=cfg.demo_noise)
     dataset = make_dataset(cfg, demo_sequences(demos, offset_scale=cfg.offset_scale, frame_stack=cfg.frame_stack))
     model, schedule = build(cfg)
     return train(model, schedule, dataset, cfg.train, objective_for(cfg), run_dir=run_dir,
-                 config_dict=config_to_dict(cfg), resume=resume, device=device, progress=progress)
+                 config_dict=config_to_dict(cfg), resume=resume, device=device, progress=progress,
+                 entry_weights=entry_weights(cfg))
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

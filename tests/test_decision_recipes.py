@@ -267,3 +267,21 @@ def test_train_with_action_weight_and_noisy_demos(tmp_path):
     assert res.step == 3
     loaded, _, _ = imi.load_run(tmp_path / "run")
     assert loaded.action_loss_weight == 3.0 and loaded.demo_noise.early_close == 0.5
+
+
+def test_inpaint_token_keeps_known_entries_and_policy_runs():
+    cfg = _tiny("df", steps=1, impute="inpaint")
+    model, schedule = imi.build(cfg)
+    model.eval()
+    tok = torch.rand(3, 1, imi.TOKEN_DIM) * 2 - 1
+    known = torch.rand(3, 1, imi.TOKEN_DIM) < 0.5
+    g = torch.Generator().manual_seed(0)
+    out = imi.inpaint_token(model, schedule, tok, known, model.init_state(3), steps=4, generator=g)
+    assert out.shape == tok.shape and torch.equal(out[known], tok[known])
+    assert not torch.allclose(out[~known], tok[~known]) and out.abs().max() <= 1.0 + 1e-5
+    hook = CorruptionHook("distractor", 0.5, seed=1)
+    pol = imi.make_policy(model, schedule, cfg, corruption_mask=lambda: hook.mask)
+    r = evaluate(pol, n_episodes=3, seed=0, obs_hook=hook, config=imi.FruitSwapConfig(max_episode_steps=5))
+    assert r.lengths.max() == 5
+    with pytest.raises(ConfigError):
+        imi.PolicyConfig(impute="oracle")

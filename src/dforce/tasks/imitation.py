@@ -43,7 +43,7 @@ import torch
 from dforce._utils import check_choice
 from dforce.data.fruit_swap import ACTION_DIM, STATE_DIM, DemoNoise, Demos, FruitSwapConfig, make_demos
 from dforce.data.sequences import WindowDataset
-from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
+from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig, sampling_levels
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict
 from dforce.engine.trainer import TrainConfig, TrainResult, train
@@ -53,6 +53,7 @@ from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
 
 METHODS = ("df", "markov_diffusion", "next_frame")
+IMPUTE = ("plan", "inpaint")
 REL_DIM = 10  # (A, B, slot 1-3) minus gripper, 2-D each
 TOKEN_DIM = ACTION_DIM + STATE_DIM + REL_DIM  # 26
 START_ACTION = (0.0, 0.0, -1.0)  # the "open, still" action placed in the first token
@@ -69,11 +70,14 @@ class PolicyConfig:
     clip_x0: float = 1.0  # tokens are scaled to [-1, 1]
     corrupt_level: int | None = None  # level a token whose observations are all flagged is fed at (None = K, missing)
     imputed_level: int | None = None  # level a token with some flagged (imputed) steps is fed at (None = stabilization_level)
+    impute: str = "plan"  # flagged steps of a partly corrupted token: "plan" (the executing plan's guess) or
+    # "inpaint" (denoise them given the token's clean steps, its real actions and the memory: inpaint_token)
 
     def __post_init__(self):
         for k in ("horizon", "execute", "steps"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"policy.{k} must be >= 1, got {getattr(self, k)}")
+        check_choice("policy.impute", self.impute, IMPUTE)
         if self.execute > self.horizon:
             raise ConfigError(f"policy.execute={self.execute} must be <= policy.horizon={self.horizon}")
 
@@ -193,6 +197,29 @@ def objective_for(cfg: ImitationConfig) -> ObjectiveConfig:
 # ---------------------------------------------------------------- policy
 
 
+@torch.no_grad()
+def inpaint_token(model, schedule: NoiseSchedule, tok: torch.Tensor, known: torch.Tensor, state, steps: int,
+                  clip_x0: float | None = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill the unknown entries of one token by replacement inpainting: DDIM from level K to 0 in ``steps``
+    steps after the committed ``state`` (the memory), the known entries re-noised to the current level
+    before every model call and put back into x̂0.
+
+    ``tok: (N, 1, D)`` (unknown entries: any value), ``known: (N, 1, D)`` bool -> ``(N, 1, D)`` with the
+    known entries equal to ``tok``."""
+    N, dev = tok.shape[0], tok.device
+    lv = sampling_levels(steps, schedule.num_levels).tolist()  # (S + 1,) ascending: 0 .. K
+    x = torch.randn(tok.shape, device=dev, generator=generator)
+    for s in range(steps, 0, -1):
+        kf = torch.full((N, 1), lv[s], dtype=torch.long, device=dev)
+        kt = torch.full((N, 1), lv[s - 1], dtype=torch.long, device=dev)
+        noise = torch.randn(tok.shape, device=dev, generator=generator)
+        x = torch.where(known, schedule.add_noise(tok, kf, noise), x)
+        x0, eps = schedule.to_x0_eps(x, kf, model.forward(x, kf, None, state).float(), clip_x0)
+        x0 = torch.where(known, tok, x0)
+        x = schedule.step(x, kf, kt, x0, eps)
+    return torch.where(known, tok, x)
+
+
 class DiffusionPolicy:
     """The MPC policy for :func:`dforce.data.fruit_swap.evaluate` (module docstring, steps 1-3).
 
@@ -249,8 +276,15 @@ class DiffusionPolicy:
         flags = np.stack(self.flags, 1)  # (N, k)
         levels = np.zeros(self.n, np.int64)
         if self.use_corruption_levels and flags.any():
-            if self.plan is not None:  # the prior's guess for the flagged observations (actions are real)
-                f = torch.from_numpy(flags).to(self.device)[..., None]
+            f = torch.from_numpy(flags).to(self.device)[..., None]  # (N, k, 1)
+            if self.cfg.impute == "inpaint" and self.t > 0:  # the model's posterior given the clean steps
+                known = (~f).expand_as(steps).clone()
+                known[..., :ACTION_DIM] = True  # executed actions are real
+                filled = inpaint_token(self.model, self.schedule, steps.reshape(self.n, 1, -1),
+                                       known.reshape(self.n, 1, -1), self.state if self.memory else None,
+                                       self.cfg.steps, self.cfg.clip_x0, self.generator)
+                steps = torch.where(f, filled.reshape(steps.shape), steps)
+            elif self.plan is not None:  # the prior's guess for the flagged observations (actions are real)
                 obs = torch.where(f, self.plan[..., ACTION_DIM:], steps[..., ACTION_DIM:])
                 steps = torch.cat([steps[..., :ACTION_DIM], obs], -1)
             levels = np.where(flags.all(1), self.corrupt_level,

@@ -54,6 +54,7 @@ from dforce.sampler import SamplerConfig, sample
 
 METHODS = ("df", "markov_diffusion", "next_frame")
 IMPUTE = ("plan", "inpaint")
+REPLAN = ("token", "step")
 REL_DIM = 10  # (A, B, slot 1-3) minus gripper, 2-D each
 TOKEN_DIM = ACTION_DIM + STATE_DIM + REL_DIM  # 26
 START_ACTION = (0.0, 0.0, -1.0)  # the "open, still" action placed in the first token
@@ -70,6 +71,8 @@ class PolicyConfig:
     clip_x0: float = 1.0  # tokens are scaled to [-1, 1]
     corrupt_level: int | None = None  # level a token whose observations are all flagged is fed at (None = K, missing)
     imputed_level: int | None = None  # level a token with some flagged (imputed) steps is fed at (None = stabilization_level)
+    replan: str = "token"  # "token": plan once per token, execute its k actions open-loop; "step": after every
+    # env step re-plan the rest of the executing token by inpainting given its observed steps (closed loop)
     impute: str = "plan"  # flagged steps of a partly corrupted token: "plan" (the executing plan's guess) or
     # "inpaint" (denoise them given the token's clean steps, its real actions and the memory: inpaint_token)
 
@@ -78,6 +81,7 @@ class PolicyConfig:
             if getattr(self, k) < 1:
                 raise ConfigError(f"policy.{k} must be >= 1, got {getattr(self, k)}")
         check_choice("policy.impute", self.impute, IMPUTE)
+        check_choice("policy.replan", self.replan, REPLAN)
         if self.execute > self.horizon:
             raise ConfigError(f"policy.execute={self.execute} must be <= policy.horizon={self.horizon}")
 
@@ -204,14 +208,14 @@ def inpaint_token(model, schedule: NoiseSchedule, tok: torch.Tensor, known: torc
     steps after the committed ``state`` (the memory), the known entries re-noised to the current level
     before every model call and put back into x̂0.
 
-    ``tok: (N, 1, D)`` (unknown entries: any value), ``known: (N, 1, D)`` bool -> ``(N, 1, D)`` with the
-    known entries equal to ``tok``."""
-    N, dev = tok.shape[0], tok.device
+    ``tok: (N, T, D)`` (unknown entries: any value; all T tokens share one level per step), ``known: (N, T,
+    D)`` bool -> ``(N, T, D)`` with the known entries equal to ``tok``."""
+    (N, T), dev = tok.shape[:2], tok.device
     lv = sampling_levels(steps, schedule.num_levels).tolist()  # (S + 1,) ascending: 0 .. K
     x = torch.randn(tok.shape, device=dev, generator=generator)
     for s in range(steps, 0, -1):
-        kf = torch.full((N, 1), lv[s], dtype=torch.long, device=dev)
-        kt = torch.full((N, 1), lv[s - 1], dtype=torch.long, device=dev)
+        kf = torch.full((N, T), lv[s], dtype=torch.long, device=dev)
+        kt = torch.full((N, T), lv[s - 1], dtype=torch.long, device=dev)
         noise = torch.randn(tok.shape, device=dev, generator=generator)
         x = torch.where(known, schedule.add_noise(tok, kf, noise), x)
         x0, eps = schedule.to_x0_eps(x, kf, model.forward(x, kf, None, state).float(), clip_x0)
@@ -301,6 +305,22 @@ class DiffusionPolicy:
         self.steps, self.flags = [], []
         return state
 
+    def _replan_within_token(self) -> None:
+        """Inpaint the executing token (its ``m`` observed steps known, flagged observations not) and the
+        ``horizon - 1`` after it from the memory; queue the token's remaining ``k - m`` actions."""
+        m, H, n = len(self.steps), self.cfg.horizon, self.n
+        tok = torch.zeros(n, H, self.k, TOKEN_DIM, device=self.device)
+        tok[:, 0, :m] = torch.stack(self.steps, 1)
+        known = torch.zeros(tok.shape, dtype=torch.bool, device=self.device)
+        known[:, 0, :m] = True
+        if self.use_corruption_levels and self.flags:
+            flags = torch.from_numpy(np.stack(self.flags, 1)).to(self.device)  # (N, m)
+            known[:, 0, :m, ACTION_DIM:] &= ~flags[..., None]
+        out = inpaint_token(self.model, self.schedule, tok.reshape(n, H, -1), known.reshape(n, H, -1), self.state,
+                            self.cfg.steps, self.cfg.clip_x0, self.generator).reshape(n, H, self.k, TOKEN_DIM)
+        self.plan = out[:, 0]
+        self.queue = out[:, 0, m:, :ACTION_DIM].clamp(-1, 1).cpu().numpy()
+
     @torch.no_grad()
     def __call__(self, images: np.ndarray, states: np.ndarray, active: np.ndarray) -> np.ndarray:
         """``states: (N, 13)`` -> actions ``(N, 3)`` (images unused: state-only observations)."""
@@ -323,6 +343,8 @@ class DiffusionPolicy:
                 self.plans = out.x.reshape(self.n, self.cfg.horizon, self.k, TOKEN_DIM)[:, :e]  # (N, e, k, 26)
                 self.queue = self.plans[..., :ACTION_DIM].reshape(self.n, -1, ACTION_DIM).clamp(-1, 1).cpu().numpy()
             self.plan = self.plans[:, -(self.queue.shape[1] // self.k)]  # the token being executed now
+        elif self.cfg.replan == "step" and self.memory:  # m steps of the executing token seen: re-plan the rest
+            self._replan_within_token()
         action, self.queue = self.queue[:, 0], self.queue[:, 1:]
         self.prev_action = action.astype(np.float32)
         self.t += 1

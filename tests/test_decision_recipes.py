@@ -285,3 +285,32 @@ def test_inpaint_token_keeps_known_entries_and_policy_runs():
     assert r.lengths.max() == 5
     with pytest.raises(ConfigError):
         imi.PolicyConfig(impute="oracle")
+
+
+def test_step_replanning_inpaints_the_executing_token():
+    from dataclasses import replace
+
+    cfg = replace(_tiny("df", steps=1, replan="step"), frame_stack=2)
+    model, schedule = imi.build(cfg)
+    pol = imi.make_policy(model.eval(), schedule, cfg)
+    calls, orig = [], imi.inpaint_token
+
+    def spy(model, schedule, tok, known, state, steps, clip_x0=1.0, generator=None):
+        calls.append((tok.clone(), known.clone()))
+        return orig(model, schedule, tok, known, state, steps, clip_x0, generator)
+
+    imi.inpaint_token = spy
+    try:
+        pol.reset(2)
+        st = np.tile(FruitSwapEnv().reset(seed=0)[0]["state"], (2, 1))
+        for _ in range(5):
+            assert pol(None, st, np.ones(2, bool)).shape == (2, ACTION_DIM)
+    finally:
+        imi.inpaint_token = orig
+    # commits (and fresh plans) at t = 0, 2, 4; in between (t = 1, 3) one re-plan of the executing token
+    assert len(calls) == 2
+    tok, known = calls[0]
+    D = imi.TOKEN_DIM
+    assert tok.shape == (2, cfg.policy.horizon, 2 * D)
+    assert known[:, 0, :D].all() and not known[:, 0, D:].any() and not known[:, 1:].any()  # step 1 of 2 observed
+    assert pol.queue.shape == (2, 1, ACTION_DIM)  # t = 4 committed, planned 2 actions, executed 1

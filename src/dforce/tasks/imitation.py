@@ -14,11 +14,16 @@ first version is state-only. The corruption kinds of :mod:`dforce.data.corruptio
 
 MPC loop, per env step t (all envs batched, :class:`DiffusionPolicy`):
     1. every k steps commit the real token (the last k ``[a, o]`` steps) to the latent with ``absorb`` at
-       level 0 — flagged-corrupted observations in it are replaced by the plan's prediction of them and the
+       level 0 — flagged-corrupted observations in it are imputed (``policy.impute``: the plan's prediction
+       of them, or inpainted given the token's clean steps and real actions, :func:`inpaint_token`) and the
        token is committed at the stabilization level, or at ``corrupt_level`` (K = missing: a pure prior
        step) when all of its observations are flagged;
     2. when the queue is empty, sample a plan of ``horizon`` tokens from that latent (``sample(state=...)``)
        and queue the actions of its first ``execute`` tokens;
+    2'. ``policy.replan="step"`` (the preset): in between commits, with m of the executing token's k steps
+       observed, re-plan its remaining k - m actions by inpainting the token (observed steps known,
+       flagged observations unknown) and the ``horizon - 1`` after it: the policy is closed-loop at every
+       env step while the model still works on k-step tokens;
     3. return the next queued action.
 
 Methods (one backbone, three recipes):

@@ -6,9 +6,11 @@
 Trains (or reuses, when ``<runs>/<name>/ema.safetensors`` exists and its config equals the requested one)
 the three imitation policies (df, markov_diffusion, next_frame) and one compositional model, then:
     imitation     success rate over ``--episodes`` fresh fruit-swap episodes per method;
+                  (``df_replan_token``: the DF policy executing each token's plan open-loop, an ablation
+                  run when the preset re-plans every step);
     corrupted     success with ``--fraction`` of the steps corrupted (``--corruption``, default distractor):
-                  DF replaces flagged observations by its plan's prediction of them and commits such tokens
-                  at the stabilization level (all-flagged tokens at level K: its prior takes over),
+                  DF treats flagged observations as unknown (its prior fills them: ``policy.impute``) and
+                  commits such tokens at the stabilization level (all-flagged tokens at level K),
                   next-frame diffusion can only commit them as clean; ``df_level0`` is the ablation
                   "DF trusting them";
     compositional ``--samples`` paths per mode (memory / mpc) classified cross / stitched / other, plotted.

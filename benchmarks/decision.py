@@ -6,9 +6,11 @@
 Trains (or reuses, when ``<runs>/<name>/ema.safetensors`` exists and its config equals the requested one)
 the three imitation policies (df, markov_diffusion, next_frame) and one compositional model, then:
     imitation     success rate over ``--episodes`` fresh fruit-swap episodes per method;
+                  (``df_replan_token``: the DF policy executing each token's plan open-loop, an ablation
+                  run when the preset re-plans every step);
     corrupted     success with ``--fraction`` of the steps corrupted (``--corruption``, default distractor):
-                  DF replaces flagged observations by its plan's prediction of them and commits such tokens
-                  at the stabilization level (all-flagged tokens at level K: its prior takes over),
+                  DF treats flagged observations as unknown (its prior fills them: ``policy.impute``) and
+                  commits such tokens at the stabilization level (all-flagged tokens at level K),
                   next-frame diffusion can only commit them as clean; ``df_level0`` is the ablation
                   "DF trusting them";
     compositional ``--samples`` paths per mode (memory / mpc) classified cross / stitched / other, plotted.
@@ -22,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,13 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 METHOD_OVERRIDES = {"markov_diffusion": ["frame_stack=1"]}
 
 
+EVAL_ONLY = ("policy",)  # config sections that do not change the trained weights
+
+
 def _reuse(run: Path, cfg) -> bool:
     if not (run / ckpt.EMA_FILE).exists() or not (run / ckpt.CONFIG_FILE).exists():
         return False
     if not (run / ckpt.STATE_FILE).exists():
         return False
     done = ckpt.load_trainer_state(run / ckpt.STATE_FILE)["step"] >= cfg.train.steps
-    return done and ckpt.load_yaml(run / ckpt.CONFIG_FILE) == json.loads(json.dumps(config_to_dict(cfg)))
+    saved, want = ckpt.load_yaml(run / ckpt.CONFIG_FILE), json.loads(json.dumps(config_to_dict(cfg)))
+    return done and all(saved.get(k) == v for k, v in want.items() if k not in EVAL_ONLY)
 
 
 def imitation_runs(args) -> dict:
@@ -59,12 +66,15 @@ def imitation_runs(args) -> dict:
         secs = None
         if args.retrain or not _reuse(run, cfg):
             secs = imi.train_policy(cfg, run, device=args.device, progress=not args.quiet).seconds
-        cfg, model, schedule = imi.load_run(run, args.device)
-        out[method] = (cfg, model, schedule, secs)
+        _, model, schedule = imi.load_run(run, args.device)
+        out[method] = (cfg, model, schedule, secs)  # the preset's policy settings (eval-only) apply
     return out
 
 
-def run_eval(cfg, model, schedule, args, corruption: str | None, level0: bool = False) -> dict:
+def run_eval(cfg, model, schedule, args, corruption: str | None, level0: bool = False, **policy) -> dict:
+    """Success over ``args.episodes``; ``policy``: policy settings changed for this evaluation (ablations)."""
+    if policy:
+        cfg = replace(cfg, policy=replace(cfg.policy, **policy))
     hook = CorruptionHook(corruption, args.fraction, seed=args.seed) if corruption else None
     policy = imi.make_policy(model, schedule, cfg, corruption_mask=None if hook is None else (lambda: hook.mask),
                              seed=args.seed, device=args.device)
@@ -112,7 +122,9 @@ def main(argv=None) -> int:
                             for m, (c, _, _, s) in runs.items()}
         if "imitation" not in skip:
             details["imitation"] = {m: run_eval(c, mo, sc, args, None) for m, (c, mo, sc, _) in runs.items()}
-            summary["imitation"] = {m: r["success_rate"] for m, r in details["imitation"].items()}
+            if runs["df"][0].policy.replan != "token":  # ablation: plan once per token, execute it open-loop
+                details["imitation"]["df_replan_token"] = run_eval(*runs["df"][:3], args, None, replan="token")
+            summary["imitation"] = {m: details["imitation"][m]["success_rate"] for m in imi.METHODS}
             summary["imitation"]["episodes"] = args.episodes
             print(json.dumps({"imitation": summary["imitation"]}), flush=True)
         if "corrupted" not in skip:
@@ -155,7 +167,8 @@ def markdown(r: dict) -> str:
     s = r["summary"]
     lines = [f"# Decision-making benchmark{' (PARTIAL / quick)' if r['partial'] else ''}", "",
              f"`{r['command']}` — {r['seconds']:.0f} s. Observations: 13-D state + 10 gripper-relative offsets "
-             "(no images). Settings per model (backbone, frame stack, train steps and seconds) in the JSON.", ""]
+             "(no images). Settings per model (backbone, frame stack, demo perturbations, action loss weight, "
+             "policy) in the JSON.", ""]
     if "train" in r:
         lines += ["| model | backbone | frame_stack | train steps | train seconds |", "|---|---|---|---|---|"]
         for m, t in r["train"].items():
@@ -170,12 +183,16 @@ def markdown(r: dict) -> str:
         paper = {"df": "80%", "markov_diffusion": "fails (no memory)", "next_frame": "-"}
         for m in imi.METHODS:
             lines.append(f"| {m} | {s['imitation'][m]:.0%} | {s['imitation']['episodes']} | {paper[m]} |")
+        if "df_replan_token" in r.get("imitation", {}):
+            lines.append(f"| df, one plan per token executed open-loop (ablation) | "
+                         f"{r['imitation']['df_replan_token']['success_rate']:.0%} | {s['imitation']['episodes']} | - |")
         lines.append("")
     if "corrupted" in s:
         c = r["corrupted"]
         lines += [f"## With corrupted observations ({c['kind']}, {c['fraction']:.0%} of steps)", "",
                   "| method | success | episodes | paper |", "|---|---|---|---|",
-                  f"| df (corrupted steps imputed by the plan, token at the stabilization level; all-corrupted tokens at level K) | "
+                  f"| df (corrupted steps imputed ({r['train']['df']['config']['policy']['impute']}), token at the "
+                  "stabilization level; all-corrupted tokens at level K) | "
                   f"{c['df']['success_rate']:.0%} | {s['corrupted']['episodes']} | 76% |",
                   f"| df, corrupted steps fed as clean (ablation) | {c['df_level0']['success_rate']:.0%} | "
                   f"{s['corrupted']['episodes']} | - |",

@@ -222,3 +222,95 @@ def test_compositional_memory_samples_reach_corners(tmp_path):
     assert trained_gap < gap(base[:, 0]) + gap(base[:, -1]) - 0.05, (trained_gap, rep)
     assert sum(rep["memory"][k] for k in ("cross", "stitched", "other")) == pytest.approx(1.0)
     assert np.load(tmp_path / "s" / "mpc_paths.npy").shape == (64, 32, 2)
+
+
+def test_action_loss_weight():
+    from dataclasses import replace
+
+    from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
+
+    cfg = replace(_tiny("df", steps=1), frame_stack=2)
+    assert imi.entry_weights(cfg) is None  # weight 1: plain MSE
+    w = imi.entry_weights(replace(cfg, action_loss_weight=4.0))
+    assert w.shape == (2 * imi.TOKEN_DIM,) and abs(float(w.mean()) - 1) < 1e-6
+    step_w = w.view(2, imi.TOKEN_DIM)
+    assert torch.allclose(step_w[:, :ACTION_DIM], 4 * step_w[:, ACTION_DIM:ACTION_DIM + 1].expand(2, ACTION_DIM))
+    with pytest.raises(ConfigError, match="action_loss_weight"):
+        replace(cfg, action_loss_weight=0.0)
+    # the loss weighs each entry's squared error by w (x0 objective: error only in the action entries here)
+    schedule = imi.NoiseSchedule(cfg.diffusion)
+    x0 = torch.zeros(1, 3, 2 * imi.TOKEN_DIM)
+    levels = torch.full((1, 3), 50)
+    err = torch.zeros_like(x0)
+    err[..., 0] = 1.0  # an error of 1 in the first action entry of every token
+
+    def model(x, lv, cond):
+        return err
+
+    plain = diffusion_forcing_loss(model, schedule, x0, ObjectiveConfig(weighting="uniform"), levels=levels,
+                                   noise=torch.zeros_like(x0))
+    weighted = diffusion_forcing_loss(model, schedule, x0, ObjectiveConfig(weighting="uniform"), levels=levels,
+                                      noise=torch.zeros_like(x0), entry_weights=w)
+    assert torch.allclose(weighted.loss, plain.loss * w[0])
+    with pytest.raises(ValueError, match="entry_weights"):
+        diffusion_forcing_loss(model, schedule, x0, ObjectiveConfig(), levels=levels, entry_weights=w[:5])
+
+
+def test_train_with_action_weight_and_noisy_demos(tmp_path):
+    from dataclasses import replace
+
+    from dforce.data.fruit_swap import DemoNoise
+
+    cfg = replace(_tiny("df", steps=3), action_loss_weight=3.0, demo_noise=DemoNoise(early_close=0.5), n_demos=3)
+    res = imi.train_policy(cfg, tmp_path / "run", progress=False,
+                           demos=make_demos(3, seed=3, cache=False, noise=cfg.demo_noise))
+    assert res.step == 3
+    loaded, _, _ = imi.load_run(tmp_path / "run")
+    assert loaded.action_loss_weight == 3.0 and loaded.demo_noise.early_close == 0.5
+
+
+def test_inpaint_token_keeps_known_entries_and_policy_runs():
+    cfg = _tiny("df", steps=1, impute="inpaint")
+    model, schedule = imi.build(cfg)
+    model.eval()
+    tok = torch.rand(3, 1, imi.TOKEN_DIM) * 2 - 1
+    known = torch.rand(3, 1, imi.TOKEN_DIM) < 0.5
+    g = torch.Generator().manual_seed(0)
+    out = imi.inpaint_token(model, schedule, tok, known, model.init_state(3), steps=4, generator=g)
+    assert out.shape == tok.shape and torch.equal(out[known], tok[known])
+    assert not torch.allclose(out[~known], tok[~known]) and out.abs().max() <= 1.0 + 1e-5
+    hook = CorruptionHook("distractor", 0.5, seed=1)
+    pol = imi.make_policy(model, schedule, cfg, corruption_mask=lambda: hook.mask)
+    r = evaluate(pol, n_episodes=3, seed=0, obs_hook=hook, config=imi.FruitSwapConfig(max_episode_steps=5))
+    assert r.lengths.max() == 5
+    with pytest.raises(ConfigError):
+        imi.PolicyConfig(impute="oracle")
+
+
+def test_step_replanning_inpaints_the_executing_token():
+    from dataclasses import replace
+
+    cfg = replace(_tiny("df", steps=1, replan="step"), frame_stack=2)
+    model, schedule = imi.build(cfg)
+    pol = imi.make_policy(model.eval(), schedule, cfg)
+    calls, orig = [], imi.inpaint_token
+
+    def spy(model, schedule, tok, known, state, steps, clip_x0=1.0, generator=None):
+        calls.append((tok.clone(), known.clone()))
+        return orig(model, schedule, tok, known, state, steps, clip_x0, generator)
+
+    imi.inpaint_token = spy
+    try:
+        pol.reset(2)
+        st = np.tile(FruitSwapEnv().reset(seed=0)[0]["state"], (2, 1))
+        for _ in range(5):
+            assert pol(None, st, np.ones(2, bool)).shape == (2, ACTION_DIM)
+    finally:
+        imi.inpaint_token = orig
+    # commits (and fresh plans) at t = 0, 2, 4; in between (t = 1, 3) one re-plan of the executing token
+    assert len(calls) == 2
+    tok, known = calls[0]
+    D = imi.TOKEN_DIM
+    assert tok.shape == (2, cfg.policy.horizon, 2 * D)
+    assert known[:, 0, :D].all() and not known[:, 0, D:].any() and not known[:, 1:].any()  # step 1 of 2 observed
+    assert pol.queue.shape == (2, 1, ACTION_DIM)  # t = 4 committed, planned 2 actions, executed 1

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dforce.data.fruit_swap import (
-    ACTION_DIM, STATE_DIM, BatchedExpert, FruitSwapConfig, FruitSwapEnv, evaluate, expert_episode, make_demos,
+    ACTION_DIM, STATE_DIM, BatchedExpert, DemoNoise, FruitSwapConfig, FruitSwapEnv, evaluate, expert_episode,
+    make_demos,
 )
 from dforce.errors import DforceError
 
@@ -123,3 +124,63 @@ def test_make_demos_cached(tmp_path, monkeypatch):
     for x, y in zip(d.states + d.actions + d.images, d2.states + d2.actions + d2.images):
         np.testing.assert_array_equal(x, y)
     assert d.layouts == d2.layouts and d.seeds == d2.seeds
+
+
+def _failed_grasps(states):
+    """Steps where the gripper turns closed with no fruit in it (a failed grasp)."""
+    g = states[:, 0:2]
+    empty = (np.linalg.norm(states[:, 3:5] - g, axis=1) > 1e-6) & (np.linalg.norm(states[:, 5:7] - g, axis=1) > 1e-6)
+    bad = (states[:, 2] > 0.5) & empty
+    return np.flatnonzero(bad[1:] & ~bad[:-1]) + 1
+
+
+def test_demo_noise_default_is_the_plain_expert():
+    a, b = expert_episode(3), expert_episode(3, noise=DemoNoise())
+    for x, y in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(x, y)
+    assert len(_failed_grasps(a[1])) == 0
+
+
+def test_noisy_demos_are_deterministic_and_succeed():
+    noise = DemoNoise(action_noise=0.3, early_close=0.5)
+    eps = [expert_episode(s, noise=noise) for s in range(8)]
+    assert all(e[3] for e in eps)  # perturbed, the expert still finishes (it corrects and retries)
+    again = expert_episode(5, noise=noise)
+    for x, y in zip(eps[5][:3], again[:3]):
+        np.testing.assert_array_equal(x, y)
+    plain = expert_episode(5)
+    assert not np.array_equal(plain[1], eps[5][1])  # the perturbations changed the visited states
+
+
+def test_early_close_demos_contain_a_failed_grasp_and_a_reopen():
+    noise = DemoNoise(early_close=1.0)
+    n_fail = 0
+    for s in range(4):
+        im, st, ac, ok, lay, fin = expert_episode(s, noise=noise)
+        assert ok
+        for t in _failed_grasps(st):
+            n_fail += 1
+            # the gripper closed 0.05-0.11 from the nearest fruit ...
+            d = min(np.linalg.norm(st[t, 3:5] - st[t, 0:2]), np.linalg.norm(st[t, 5:7] - st[t, 0:2]))
+            assert FruitSwapConfig().grasp_radius < d < 0.12
+            # ... the recorded (clean) action keeps it open, it re-opens, then grasps for real
+            assert ac[t - 1, 2] < 0
+            later = st[t:, 2]
+            reopen = t + int(np.argmax(later < 0.5))
+            assert later.min() < 0.5 and (st[reopen:, 2] > 0.5).any()
+    assert n_fail >= 4  # p = 1: most of the 12 grasps fail (some skip past the window)
+    # the env's final state is returned (the recorded actions do not replay it)
+    assert fin.shape == (STATE_DIM,)
+
+
+def test_demo_noise_changes_the_cache_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFORCE_CACHE", str(tmp_path))
+    d0 = make_demos(n=2, seed=1)
+    d1 = make_demos(n=2, seed=1, noise=DemoNoise(early_close=1.0))
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    assert not np.array_equal(d0.states[0], d1.states[0])
+    d1b = make_demos(n=2, seed=1, noise=DemoNoise(early_close=1.0))
+    np.testing.assert_array_equal(d1.states[0], d1b.states[0])
+    np.testing.assert_array_equal(d1.finals[0], d1b.finals[0])
+    with pytest.raises(DforceError, match="early_close"):
+        DemoNoise(early_close=1.5)

@@ -132,6 +132,7 @@ def diffusion_forcing_loss(
     generator: torch.Generator | None = None,
     levels: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    entry_weights: torch.Tensor | None = None,
 ) -> LossOutput:
     """Algorithm 1: noise every token to its own level, predict, weighted MSE.
 
@@ -145,6 +146,8 @@ def diffusion_forcing_loss(
         mask: optional ``(B, T)`` bool, True for real tokens; use right-padding for variable lengths
             (a causal model never sees the padding from earlier tokens).
         levels, noise: override the random draws (tests).
+        entry_weights: optional ``(prod(D),)`` weights of the flattened token entries in the per-token MSE
+            (e.g. up-weighting the action entries of a ``[a, o]`` token); None: uniform.
     """
     B, T = x0.shape[:2]
     if levels is None:
@@ -160,7 +163,12 @@ def diffusion_forcing_loss(
     x_noisy = schedule.add_noise(x0, levels, noise)
     pred = model(x_noisy, levels, cond)
     target = schedule.target(x0, levels, noise)
-    token_loss = (pred.float() - target.float()).pow(2).flatten(2).mean(-1)  # (B, T)
+    sq = (pred.float() - target.float()).pow(2).flatten(2)  # (B, T, prod(D))
+    if entry_weights is not None:
+        if entry_weights.shape != sq.shape[-1:]:
+            raise ValueError(f"entry_weights has shape {tuple(entry_weights.shape)}, expected ({sq.shape[-1]},)")
+        sq = sq * entry_weights.to(sq.device, sq.dtype)
+    token_loss = sq.mean(-1)  # (B, T)
     weights = loss_weights(levels, schedule, cfg) * loss_mask
     token_loss = token_loss * loss_mask
     loss = (token_loss * weights).sum() / loss_mask.sum().clamp(min=1)

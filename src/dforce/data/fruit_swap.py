@@ -199,7 +199,11 @@ class FruitSwapExpert:
     """Scripted expert with memory: it reads the start layout from the first observation and then runs
     reach -> grasp -> carry -> release -> home -> wait for each of its three moves. Randomized: a
     per-episode speed factor, Gaussian velocity noise, jittered targets, random grasp/release/wait
-    durations. ``act(state)`` takes the ``(13,)`` state vector of the current step."""
+    durations. ``act(state)`` takes the ``(13,)`` state vector of the current step.
+
+    Recovery: if the fruit is not in the gripper when the carry starts (a failed grasp, e.g. the gripper
+    was already closed when it arrived), the expert re-opens and reaches for it again. Its own clean
+    rollouts never fail a grasp; :func:`expert_episode` with ``early_close > 0`` makes it happen."""
 
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
     vel_noise: float = 0.1  # std of Gaussian noise on the velocity command
@@ -248,6 +252,9 @@ class FruitSwapExpert:
                 self.target = s[7 + 2 * dest : 9 + 2 * dest] + self.rng.normal(0, self.target_noise, 2)
             return np.array([0.0, 0.0, 1.0])
         if self.phase == "carry":
+            if np.linalg.norm(fpos - pos) > 1e-6:  # failed grasp (the fruit is not in the gripper): re-open, retry
+                self.phase = "reach"
+                return self.act(s)
             a, arrived = self._goto(pos, self.target, 1.0)
             if arrived:
                 self.phase, self.count = "release", self._draw(self.hold_steps)
@@ -276,47 +283,95 @@ class FruitSwapExpert:
 @dataclass
 class Demos:
     """Expert episodes; episode i has ``images[i]: (T_i, 32, 32, 3) uint8``, ``states[i]: (T_i, 13)``
-    float32 and ``actions[i]: (T_i, 3)`` float32 (observation t, then the action taken at t)."""
+    float32 and ``actions[i]: (T_i, 3)`` float32 (observation t, then the expert's action at t), ``finals[i]:
+    (13,)`` the state after the last action."""
 
     images: list[np.ndarray]
     states: list[np.ndarray]
     actions: list[np.ndarray]
     layouts: list[int]
     seeds: list[int]
+    finals: list[np.ndarray]
 
     def __len__(self) -> int:
         return len(self.actions)
 
 
-def expert_episode(seed: int, config: FruitSwapConfig | None = None, layout: int | None = None):
-    """Roll out the expert once. Returns ``(images, states, actions, success, layout)``."""
+@dataclass(frozen=True)
+class DemoNoise:
+    """Perturbations of the *executed* actions while recording demos (DART, Laskey et al. 2017): the env
+    runs the perturbed action, the demo records the expert's clean action, so the demos visit states just
+    off the expert's path and show how the expert gets back. Zeros (the default) record plain expert
+    rollouts, identical to those without this option."""
+
+    action_noise: float = 0.0  # std of Gaussian noise on the executed velocity (action units; 1 = one full step)
+    early_close: float = 0.0  # per grasp: probability the gripper closes early (executed only), a failed grasp
+    early_close_dist: tuple[float, float] = (0.06, 0.11)  # uniform distance to the fruit when it closes early
+    # (beyond the env's 0.05 grasp radius; the trained policy's failed grasps closed 0.05-0.1 away)
+    early_close_steps: tuple[int, int] = (1, 3)  # uniform [lo, hi) steps the gripper stays closed
+
+    def __post_init__(self):
+        if not (self.action_noise >= 0 and 0 <= self.early_close <= 1):
+            raise DataError(f"DemoNoise: action_noise={self.action_noise} must be >= 0 and "
+                            f"early_close={self.early_close} in [0, 1]")
+
+    @property
+    def active(self) -> bool:
+        return self.action_noise > 0 or self.early_close > 0
+
+
+def expert_episode(seed: int, config: FruitSwapConfig | None = None, layout: int | None = None,
+                   noise: DemoNoise | None = None):
+    """Roll out the expert once. Returns ``(images, states, actions, success, layout, final_state)``
+    (``actions``: the expert's clean actions; with ``noise`` the env executed perturbed ones, see
+    :class:`DemoNoise`; ``final_state``: the ``(13,)`` state after the last action)."""
     env = FruitSwapEnv(config)
     obs, info = env.reset(seed=seed, options=None if layout is None else {"layout": layout})
     expert = FruitSwapExpert(np.random.default_rng([seed, 1]), max_speed=env.cfg.max_speed)
     expert.reset(obs["state"])
+    noise = noise or DemoNoise()
+    rng = np.random.default_rng([seed, 2])  # perturbations only: the expert's own draws are unchanged
     imgs, sts, acts = [], [], []
-    done = False
+    done, move, closed_for, trigger = False, -1, 0, None
     while not done:
         a = expert.act(obs["state"]).astype(np.float32)
         imgs.append(obs["image"]), sts.append(obs["state"]), acts.append(a)
-        obs, _, term, trunc, info = env.step(a)
+        run = a.astype(np.float64)
+        if noise.active:
+            if expert.move != move:  # a new move: does its grasp fail (close early), and where?
+                move = expert.move
+                trigger = rng.uniform(*noise.early_close_dist) if rng.random() < noise.early_close else None
+            if noise.action_noise > 0 and a[2] < 0:  # moving with the gripper open (reach / home)
+                run[:2] = np.clip(run[:2] + rng.normal(0, noise.action_noise, 2), -1, 1)
+            if expert.move < 3 and expert.phase == "reach" and trigger is not None:
+                # the env grasps after moving: test the distance the gripper will close at
+                fruit = expert.plan[expert.move][0]
+                after = np.clip(obs["state"][0:2] + np.clip(run[:2], -1, 1) * env.cfg.max_speed, 0, 1)
+                d = np.linalg.norm(obs["state"][3 + 2 * fruit : 5 + 2 * fruit] - after)
+                if d <= trigger:  # one chance per move; closer than the grasp radius it would not fail
+                    trigger = None
+                    closed_for = int(rng.integers(*noise.early_close_steps)) if d > env.cfg.grasp_radius else 0
+            if closed_for > 0:
+                run[2], closed_for = 1.0, closed_for - 1
+        obs, _, term, trunc, info = env.step(run)
         done = term or trunc
-    return np.stack(imgs), np.stack(sts), np.stack(acts), bool(info["success"]), info["layout"]
+    return np.stack(imgs), np.stack(sts), np.stack(acts), bool(info["success"]), info["layout"], obs["state"]
 
 
 def make_demos(n: int = 150, seed: int = 0, config: FruitSwapConfig | None = None, cache: bool = True,
-               progress: bool = False) -> Demos:
+               progress: bool = False, noise: DemoNoise | None = None) -> Demos:
     """``n`` successful expert demos (paper: 150), seeds ``seed*100003 + i`` (failures are skipped),
-    cached as ``.npz`` under ``cache_dir('fruit_swap')`` keyed by ``(n, seed, config)``."""
-    cfg = config or FruitSwapConfig()
-    key = hashlib.sha1(json.dumps([n, seed, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
+    cached as ``.npz`` under ``cache_dir('fruit_swap')`` keyed by ``(n, seed, config, noise)``.
+    ``noise``: DART-style perturbations of the executed actions (:class:`DemoNoise`; default none)."""
+    cfg, noise = config or FruitSwapConfig(), noise or DemoNoise()
+    key = hashlib.sha1(json.dumps([n, seed, asdict(cfg), asdict(noise), 2], sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir("fruit_swap") / f"demos_n{n}_s{seed}_{key}.npz"
     if cache and path.exists():
         z = np.load(path)
         cut = np.cumsum(z["lengths"])[:-1]
         return Demos(*(list(np.split(z[k], cut)) for k in ("images", "states", "actions")),
-                     z["layouts"].tolist(), z["seeds"].tolist())
-    out = Demos([], [], [], [], [])
+                     z["layouts"].tolist(), z["seeds"].tolist(), list(z["finals"]))
+    out = Demos([], [], [], [], [], [])
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional here
@@ -325,9 +380,10 @@ def make_demos(n: int = 150, seed: int = 0, config: FruitSwapConfig | None = Non
     tries = 2 * n + 10  # the expert succeeds ~100%; this only guards against a broken config
     for i in range(tries):
         s = seed * 100003 + i
-        imgs, sts, acts, ok, lay = expert_episode(s, cfg)
+        imgs, sts, acts, ok, lay, fin = expert_episode(s, cfg, noise=noise)
         if ok:
-            for lst, v in zip((out.images, out.states, out.actions, out.layouts, out.seeds), (imgs, sts, acts, lay, s)):
+            for lst, v in zip((out.images, out.states, out.actions, out.layouts, out.seeds, out.finals),
+                              (imgs, sts, acts, lay, s, fin)):
                 lst.append(v)
             if bar is not None:
                 bar.update(1)
@@ -340,7 +396,7 @@ def make_demos(n: int = 150, seed: int = 0, config: FruitSwapConfig | None = Non
     if cache:
         np.savez_compressed(path, images=np.concatenate(out.images), states=np.concatenate(out.states),
                             actions=np.concatenate(out.actions), lengths=[len(a) for a in out.actions],
-                            layouts=out.layouts, seeds=out.seeds)
+                            layouts=out.layouts, seeds=out.seeds, finals=np.stack(out.finals))
     return out
 
 

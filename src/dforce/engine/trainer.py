@@ -137,6 +137,7 @@ def train(
     eval_fn: Callable[[torch.nn.Module, int], dict] | None = None,
     eval_every: int = 0,
     log_fn: Callable[[dict], None] | None = None,
+    entry_weights: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` with the Diffusion Forcing objective (single process or DDP under torchrun).
 
@@ -148,6 +149,7 @@ def train(
         resume: continue from ``run_dir``'s last checkpoint (same batch stream, optimizer, RNG).
         eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
         log_fn: called with every metrics record on rank 0 (e.g. a TensorBoard writer).
+        entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``).
     Under DDP (a process group initialised by :func:`dforce.engine.distributed.init_distributed`),
     ``cfg.batch_size`` is per process; see :mod:`dforce.engine.distributed` for the batch semantics.
     """
@@ -232,7 +234,8 @@ def train(
             g["lr"] = lr_at(step, cfg)
         with autocast(cfg.precision, device):
             out = diffusion_forcing_loss(
-                net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen
+                net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen,
+                entry_weights=entry_weights,
             )
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower train.lr or check the data")

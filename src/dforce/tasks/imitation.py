@@ -14,11 +14,16 @@ first version is state-only. The corruption kinds of :mod:`dforce.data.corruptio
 
 MPC loop, per env step t (all envs batched, :class:`DiffusionPolicy`):
     1. every k steps commit the real token (the last k ``[a, o]`` steps) to the latent with ``absorb`` at
-       level 0 — flagged-corrupted observations in it are replaced by the plan's prediction of them and the
+       level 0 — flagged-corrupted observations in it are imputed (``policy.impute``: the plan's prediction
+       of them, or inpainted given the token's clean steps and real actions, :func:`inpaint_token`) and the
        token is committed at the stabilization level, or at ``corrupt_level`` (K = missing: a pure prior
        step) when all of its observations are flagged;
     2. when the queue is empty, sample a plan of ``horizon`` tokens from that latent (``sample(state=...)``)
        and queue the actions of its first ``execute`` tokens;
+    2'. ``policy.replan="step"`` (the preset): in between commits, with m of the executing token's k steps
+       observed, re-plan its remaining k - m actions by inpainting the token (observed steps known,
+       flagged observations unknown) and the ``horizon - 1`` after it: the policy is closed-loop at every
+       env step while the model still works on k-step tokens;
     3. return the next queued action.
 
 Methods (one backbone, three recipes):
@@ -41,9 +46,9 @@ import numpy as np
 import torch
 
 from dforce._utils import check_choice
-from dforce.data.fruit_swap import ACTION_DIM, STATE_DIM, Demos, FruitSwapConfig, FruitSwapEnv, make_demos
+from dforce.data.fruit_swap import ACTION_DIM, STATE_DIM, DemoNoise, Demos, FruitSwapConfig, make_demos
 from dforce.data.sequences import WindowDataset
-from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
+from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig, sampling_levels
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict
 from dforce.engine.trainer import TrainConfig, TrainResult, train
@@ -53,6 +58,8 @@ from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
 
 METHODS = ("df", "markov_diffusion", "next_frame")
+IMPUTE = ("plan", "inpaint")
+REPLAN = ("token", "step")
 REL_DIM = 10  # (A, B, slot 1-3) minus gripper, 2-D each
 TOKEN_DIM = ACTION_DIM + STATE_DIM + REL_DIM  # 26
 START_ACTION = (0.0, 0.0, -1.0)  # the "open, still" action placed in the first token
@@ -69,11 +76,17 @@ class PolicyConfig:
     clip_x0: float = 1.0  # tokens are scaled to [-1, 1]
     corrupt_level: int | None = None  # level a token whose observations are all flagged is fed at (None = K, missing)
     imputed_level: int | None = None  # level a token with some flagged (imputed) steps is fed at (None = stabilization_level)
+    replan: str = "token"  # "token": plan once per token, execute its k actions open-loop; "step": after every
+    # env step re-plan the rest of the executing token by inpainting given its observed steps (closed loop)
+    impute: str = "plan"  # flagged steps of a partly corrupted token: "plan" (the executing plan's guess) or
+    # "inpaint" (denoise them given the token's clean steps, its real actions and the memory: inpaint_token)
 
     def __post_init__(self):
         for k in ("horizon", "execute", "steps"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"policy.{k} must be >= 1, got {getattr(self, k)}")
+        check_choice("policy.impute", self.impute, IMPUTE)
+        check_choice("policy.replan", self.replan, REPLAN)
         if self.execute > self.horizon:
             raise ConfigError(f"policy.execute={self.execute} must be <= policy.horizon={self.horizon}")
 
@@ -85,6 +98,8 @@ class ImitationConfig:
     offset_scale: float = OFFSET_SCALE  # fruit/slot-minus-gripper offsets divided by this, clipped to [-1, 1]
     frame_stack: int = 1  # env steps per token (reference Maze2D: 10); see stack_tokens
     demo_seed: int = 0
+    demo_noise: DemoNoise = field(default_factory=DemoNoise)  # DART perturbations while recording (fruit_swap.DemoNoise)
+    action_loss_weight: float = 1.0  # loss weight of the action entries relative to the observation entries
     diffusion: NoiseScheduleConfig = field(  # paper robot: x0-prediction
         default_factory=lambda: NoiseScheduleConfig(num_levels=100, beta_schedule="cosine", objective="x0"))
     model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="rnn", width=128, depth=2))
@@ -99,6 +114,8 @@ class ImitationConfig:
             raise ConfigError(f"frame_stack must be >= 1, got {self.frame_stack}")
         if not self.offset_scale > 0:
             raise ConfigError(f"offset_scale must be > 0, got {self.offset_scale}")
+        if not self.action_loss_weight > 0:
+            raise ConfigError(f"action_loss_weight must be > 0, got {self.action_loss_weight}")
         if self.n_demos < 1:
             raise ConfigError(f"n_demos must be >= 1, got {self.n_demos}")
 
@@ -148,16 +165,8 @@ def stack_tokens(base: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def final_states(demos: Demos, config: FruitSwapConfig | None = None) -> list[np.ndarray]:
-    """The observation after each demo's last action (demos store observations before each action);
-    replays the deterministic env from the demo's seed."""
-    out = []
-    for seed, acts in zip(demos.seeds, demos.actions):
-        env = FruitSwapEnv(config)
-        env.reset(seed=seed)
-        for a in acts:
-            obs = env.step(a)[0]
-        out.append(obs["state"])
-    return out
+    """The observation after each demo's last action (demos store observations before each action)."""
+    return list(demos.finals)
 
 
 def demo_sequences(demos: Demos, config: FruitSwapConfig | None = None, offset_scale: float = OFFSET_SCALE,
@@ -176,12 +185,48 @@ def make_dataset(cfg: ImitationConfig, sequences: list[torch.Tensor]) -> WindowD
     return WindowDataset(sequences, max(len(s) for s in sequences))
 
 
+def entry_weights(cfg: ImitationConfig) -> torch.Tensor | None:
+    """Loss weights of a stacked token's ``k * 26`` entries: ``action_loss_weight`` on the 3 action entries of
+    each step, 1 elsewhere, normalised to mean 1 (so the loss scale and the min-SNR weights keep their
+    meaning); None when uniform. The actions are 12 of 104 entries at ``frame_stack`` 4, yet they are all
+    the policy executes."""
+    if cfg.action_loss_weight == 1.0:
+        return None
+    w = torch.ones(cfg.frame_stack, TOKEN_DIM)
+    w[:, :ACTION_DIM] = cfg.action_loss_weight
+    w = w.flatten()
+    return w / w.mean()
+
+
 def objective_for(cfg: ImitationConfig) -> ObjectiveConfig:
     strategy = "teacher_forcing" if cfg.method == "next_frame" else "independent"
     return replace(cfg.objective, level_strategy=strategy)
 
 
 # ---------------------------------------------------------------- policy
+
+
+@torch.no_grad()
+def inpaint_token(model, schedule: NoiseSchedule, tok: torch.Tensor, known: torch.Tensor, state, steps: int,
+                  clip_x0: float | None = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill the unknown entries of one token by replacement inpainting: DDIM from level K to 0 in ``steps``
+    steps after the committed ``state`` (the memory), the known entries re-noised to the current level
+    before every model call and put back into x̂0.
+
+    ``tok: (N, T, D)`` (unknown entries: any value; all T tokens share one level per step), ``known: (N, T,
+    D)`` bool -> ``(N, T, D)`` with the known entries equal to ``tok``."""
+    (N, T), dev = tok.shape[:2], tok.device
+    lv = sampling_levels(steps, schedule.num_levels).tolist()  # (S + 1,) ascending: 0 .. K
+    x = torch.randn(tok.shape, device=dev, generator=generator)
+    for s in range(steps, 0, -1):
+        kf = torch.full((N, T), lv[s], dtype=torch.long, device=dev)
+        kt = torch.full((N, T), lv[s - 1], dtype=torch.long, device=dev)
+        noise = torch.randn(tok.shape, device=dev, generator=generator)
+        x = torch.where(known, schedule.add_noise(tok, kf, noise), x)
+        x0, eps = schedule.to_x0_eps(x, kf, model.forward(x, kf, None, state).float(), clip_x0)
+        x0 = torch.where(known, tok, x0)
+        x = schedule.step(x, kf, kt, x0, eps)
+    return torch.where(known, tok, x)
 
 
 class DiffusionPolicy:
@@ -240,8 +285,15 @@ class DiffusionPolicy:
         flags = np.stack(self.flags, 1)  # (N, k)
         levels = np.zeros(self.n, np.int64)
         if self.use_corruption_levels and flags.any():
-            if self.plan is not None:  # the prior's guess for the flagged observations (actions are real)
-                f = torch.from_numpy(flags).to(self.device)[..., None]
+            f = torch.from_numpy(flags).to(self.device)[..., None]  # (N, k, 1)
+            if self.cfg.impute == "inpaint" and self.t > 0:  # the model's posterior given the clean steps
+                known = (~f).expand_as(steps).clone()
+                known[..., :ACTION_DIM] = True  # executed actions are real
+                filled = inpaint_token(self.model, self.schedule, steps.reshape(self.n, 1, -1),
+                                       known.reshape(self.n, 1, -1), self.state if self.memory else None,
+                                       self.cfg.steps, self.cfg.clip_x0, self.generator)
+                steps = torch.where(f, filled.reshape(steps.shape), steps)
+            elif self.plan is not None:  # the prior's guess for the flagged observations (actions are real)
                 obs = torch.where(f, self.plan[..., ACTION_DIM:], steps[..., ACTION_DIM:])
                 steps = torch.cat([steps[..., :ACTION_DIM], obs], -1)
             levels = np.where(flags.all(1), self.corrupt_level,
@@ -257,6 +309,22 @@ class DiffusionPolicy:
             self.state = state
         self.steps, self.flags = [], []
         return state
+
+    def _replan_within_token(self) -> None:
+        """Inpaint the executing token (its ``m`` observed steps known, flagged observations not) and the
+        ``horizon - 1`` after it from the memory; queue the token's remaining ``k - m`` actions."""
+        m, H, n = len(self.steps), self.cfg.horizon, self.n
+        tok = torch.zeros(n, H, self.k, TOKEN_DIM, device=self.device)
+        tok[:, 0, :m] = torch.stack(self.steps, 1)
+        known = torch.zeros(tok.shape, dtype=torch.bool, device=self.device)
+        known[:, 0, :m] = True
+        if self.use_corruption_levels and self.flags:
+            flags = torch.from_numpy(np.stack(self.flags, 1)).to(self.device)  # (N, m)
+            known[:, 0, :m, ACTION_DIM:] &= ~flags[..., None]
+        out = inpaint_token(self.model, self.schedule, tok.reshape(n, H, -1), known.reshape(n, H, -1), self.state,
+                            self.cfg.steps, self.cfg.clip_x0, self.generator).reshape(n, H, self.k, TOKEN_DIM)
+        self.plan = out[:, 0]
+        self.queue = out[:, 0, m:, :ACTION_DIM].clamp(-1, 1).cpu().numpy()
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, states: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -280,6 +348,8 @@ class DiffusionPolicy:
                 self.plans = out.x.reshape(self.n, self.cfg.horizon, self.k, TOKEN_DIM)[:, :e]  # (N, e, k, 26)
                 self.queue = self.plans[..., :ACTION_DIM].reshape(self.n, -1, ACTION_DIM).clamp(-1, 1).cpu().numpy()
             self.plan = self.plans[:, -(self.queue.shape[1] // self.k)]  # the token being executed now
+        elif self.cfg.replan == "step" and self.memory:  # m steps of the executing token seen: re-plan the rest
+            self._replan_within_token()
         action, self.queue = self.queue[:, 0], self.queue[:, 1:]
         self.prev_action = action.astype(np.float32)
         self.t += 1
@@ -310,11 +380,13 @@ def train_policy(cfg: ImitationConfig, run_dir: str | Path | None = None, device
                  progress: bool = True, demos: Demos | None = None, resume: bool = False) -> TrainResult:
     """Make (cached) expert demos, train the backbone with the method's objective; writes ``run_dir``."""
     torch.manual_seed(cfg.train.seed)
-    demos = demos if demos is not None else make_demos(cfg.n_demos, seed=cfg.demo_seed, progress=progress)
+    demos = demos if demos is not None else make_demos(cfg.n_demos, seed=cfg.demo_seed, progress=progress,
+                                                       noise=cfg.demo_noise)
     dataset = make_dataset(cfg, demo_sequences(demos, offset_scale=cfg.offset_scale, frame_stack=cfg.frame_stack))
     model, schedule = build(cfg)
     return train(model, schedule, dataset, cfg.train, objective_for(cfg), run_dir=run_dir,
-                 config_dict=config_to_dict(cfg), resume=resume, device=device, progress=progress)
+                 config_dict=config_to_dict(cfg), resume=resume, device=device, progress=progress,
+                 entry_weights=entry_weights(cfg))
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

@@ -19,6 +19,7 @@ import importlib
 import json
 import sys
 
+from dforce._malloc import keep_freed_memory
 from dforce._threads import add_threads_argument, set_threads
 from dforce.errors import DforceError
 
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, target, [*getattr(args, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    keep_freed_memory()  # glibc: reuse freed activations instead of page-faulting them in again each step
     try:
         return int(args.func(args) or 0)
     except DforceError as e:

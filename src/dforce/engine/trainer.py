@@ -24,6 +24,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from dforce._malloc import keep_freed_memory
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
@@ -153,6 +154,7 @@ def train(
     Under DDP (a process group initialised by :func:`dforce.engine.distributed.init_distributed`),
     ``cfg.batch_size`` is per process; see :mod:`dforce.engine.distributed` for the batch semantics.
     """
+    keep_freed_memory()  # glibc: reuse the step's freed activations (see dforce._malloc); for library callers too
     device = torch.device(device)
     info = dist_utils.current()
     model.to(device)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 
+from dforce._threads import add_threads_argument, set_threads
+
 
 def cmd_train(args) -> int:
     from dforce.engine.config import load_config
     from dforce.tasks.video import VideoRunConfig, train_video
 
+    set_threads(args.threads)
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.source={args.data}")
@@ -39,6 +42,7 @@ def cmd_sample(args) -> int:
     from dforce.metrics.video import horizon_metrics
     from dforce.tasks.video import load_run, load_video_data, method_config, parse_length, rollout
 
+    set_threads(args.threads)
     model, schedule, cfg = load_run(args.run_dir, args.device)
     T = cfg.data.window
     length = parse_length(args.length, T)
@@ -81,6 +85,7 @@ def register(subparsers) -> None:
     t.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(t)
     t.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=500 model.width=128")
     t.set_defaults(func=cmd_train)
 
@@ -95,4 +100,5 @@ def register(subparsers) -> None:
     s.add_argument("--out", help="GIF path (default: RUN_DIR/rollout_<frames>.gif)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--quiet", action="store_true")
+    add_threads_argument(s)
     s.set_defaults(func=cmd_sample)

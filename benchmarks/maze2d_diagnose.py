@@ -53,6 +53,27 @@ def gated_velocity_guidance(radius: float):
     return make
 
 
+def plot_dwell(dist: np.ndarray, speed: np.ndarray, path: str, title: str) -> None:
+    """Distance to the goal and speed over time ``(N, T)`` for the first 8 episodes, reward radius marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for i in range(min(8, len(dist))):
+        ax[0].plot(dist[i], lw=0.8)
+        ax[1].plot(speed[i], lw=0.8)
+    ax[0].axhline(0.5, color="k", ls="--", lw=0.8)
+    ax[0].set_ylabel("distance to goal")
+    ax[1].set_ylabel("speed")
+    ax[1].set_xlabel("env step")
+    ax[0].set_title(title or "run settings", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -67,6 +88,7 @@ def main() -> None:
     ap.add_argument("--mcg", type=int, default=1, help="sampler.mcg_samples")
     ap.add_argument("--set", nargs="*", default=[], help="plan.* / sampler.* overrides, e.g. plan.reward_weight=1")
     ap.add_argument("--log", default=None, help="append the result as one JSON line to this file")
+    ap.add_argument("--png", default=None, help="plot distance to the goal and speed over time (8 episodes)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -102,6 +124,8 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
     }
     print(json.dumps(record))
+    if args.png:
+        plot_dwell(d, np.linalg.norm(r.executed[:, 1:, 2:], axis=-1), args.png, " ".join(args.set))
     if args.log:
         with open(args.log, "a") as f:
             f.write(json.dumps(record) + "\n")

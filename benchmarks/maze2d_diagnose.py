@@ -122,6 +122,7 @@ def main() -> None:
         "speed_in_goal_median": round(float(np.median(np.linalg.norm(r.executed[:, 1:, 2:], axis=-1)[inside])), 2) if inside.any() else None,
         "final_speed_median": round(float(np.median(np.linalg.norm(r.executed[:, -1, 2:], axis=-1))), 2),
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
+        "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,
     }
     print(json.dumps(record))
     if args.png:

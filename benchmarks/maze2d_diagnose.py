@@ -10,6 +10,7 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0          # slow down everywhere
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0 --velocity-gate 0.5   # near the goal only
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --decay 0.99
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --start-at-goal --max-steps 60 --episodes 10   # hold test
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
         --log benchmarks/results/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 import dforce.tasks.planning as planning
+from dforce.data.maze2d import Maze2DBatchEnv
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 
 
@@ -88,6 +90,9 @@ def main() -> None:
     ap.add_argument("--mcg", type=int, default=1, help="sampler.mcg_samples")
     ap.add_argument("--set", nargs="*", default=[], help="plan.* / sampler.* overrides, e.g. plan.reward_weight=1")
     ap.add_argument("--log", default=None, help="append the result as one JSON line to this file")
+    ap.add_argument("--start-at-goal", action="store_true",
+                    help="start every episode at rest on the goal (can the plan's diffused actions hold it there?)")
+    ap.add_argument("--max-steps", type=int, default=None, help="episode length (default: the maze's)")
     ap.add_argument("--png", default=None, help="plot distance to the goal and speed over time (8 episodes)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -107,7 +112,13 @@ def main() -> None:
     if args.guidance_scale is not None:
         planner.sampler = dataclasses.replace(planner.sampler, guidance_scale=args.guidance_scale)
 
-    r = planning.run_planner(planner, args.maze, episodes=args.episodes, seed=args.seed, multi_goal=args.multi)
+    starts = None
+    if args.start_at_goal:
+        env = Maze2DBatchEnv(args.maze, args.episodes, seed=args.seed, multi_goal=args.multi)
+        env.reset()
+        starts = env.goals.copy()  # same seed: run_planner's env draws the same goals
+    r = planning.run_planner(planner, args.maze, episodes=args.episodes, seed=args.seed, multi_goal=args.multi,
+                             max_episode_steps=args.max_steps, starts=starts)
     d = np.linalg.norm(r.executed[:, 1:, :2] - r.goals[:, None], axis=-1)  # (N, T)
     inside = d <= 0.5
     reached = inside.any(1)
@@ -120,6 +131,9 @@ def main() -> None:
         "in_goal_after_arrival": round(float(np.mean(dwell)), 2),
         "final_distance_median": round(float(np.median(d[:, -1])), 2),
         "speed_in_goal_median": round(float(np.median(np.linalg.norm(r.executed[:, 1:, 2:], axis=-1)[inside])), 2) if inside.any() else None,
+        "distance_median_t10_20_30_60": [round(float(np.median(d[:, t - 1])), 2) for t in (10, 20, 30, 60) if t <= d.shape[1]],
+        "speed_median_t10_20_30_60": [round(float(np.median(np.linalg.norm(r.executed[:, t, 2:], axis=-1))), 2) for t in (10, 20, 30, 60) if t < r.executed.shape[1]],
+        "first_plan_speed_median_steps1_10_50": [round(float(np.median(np.linalg.norm(r.first_plan[:, t, 2:], axis=-1))), 2) for t in (0, 9, 49)],
         "final_speed_median": round(float(np.median(np.linalg.norm(r.executed[:, -1, 2:], axis=-1))), 2),
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
         "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,

@@ -10,6 +10,9 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0          # slow down everywhere
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0 --velocity-gate 0.5   # near the goal only
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --decay 0.99
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --start-at-goal --max-steps 60 --episodes 10   # hold test
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
+        --log benchmarks/results/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
 
 ``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
 """
@@ -24,6 +27,8 @@ import numpy as np
 import torch
 
 import dforce.tasks.planning as planning
+from dforce.data.maze2d import Maze2DBatchEnv
+from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 
 
 def gated_velocity_guidance(radius: float):
@@ -50,6 +55,27 @@ def gated_velocity_guidance(radius: float):
     return make
 
 
+def plot_dwell(dist: np.ndarray, speed: np.ndarray, path: str, title: str) -> None:
+    """Distance to the goal and speed over time ``(N, T)`` for the first 8 episodes, reward radius marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for i in range(min(8, len(dist))):
+        ax[0].plot(dist[i], lw=0.8)
+        ax[1].plot(speed[i], lw=0.8)
+    ax[0].axhline(0.5, color="k", ls="--", lw=0.8)
+    ax[0].set_ylabel("distance to goal")
+    ax[1].set_ylabel("speed")
+    ax[1].set_xlabel("env step")
+    ax[0].set_title(title or "run settings", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -60,12 +86,23 @@ def main() -> None:
     ap.add_argument("--velocity-weight", type=float, default=None, help="plan.goal_velocity_weight")
     ap.add_argument("--velocity-gate", type=float, default=None, help="apply the velocity term only within ~r")
     ap.add_argument("--decay", type=float, default=None, help="plan.guidance_decay")
+    ap.add_argument("--multi", action="store_true", help="Multi2D (random goal per episode)")
+    ap.add_argument("--mcg", type=int, default=1, help="sampler.mcg_samples")
+    ap.add_argument("--set", nargs="*", default=[], help="plan.* / sampler.* overrides, e.g. plan.reward_weight=1")
+    ap.add_argument("--log", default=None, help="append the result as one JSON line to this file")
+    ap.add_argument("--start-at-goal", action="store_true",
+                    help="start every episode at rest on the goal (can the plan's diffused actions hold it there?)")
+    ap.add_argument("--max-steps", type=int, default=None, help="episode length (default: the maze's)")
+    ap.add_argument("--png", default=None, help="plot distance to the goal and speed over time (8 episodes)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.velocity_gate is not None:
         planning.goal_distance_guidance = gated_velocity_guidance(args.velocity_gate)
-    planner = planning.Planner(*planning.load_planner(args.run))
+    cfg, model, schedule, norm = planning.load_planner(args.run)
+    if args.set:
+        cfg = from_dict(planning.PlanningConfig, apply_overrides(config_to_dict(cfg), args.set, planning.PlanningConfig))
+    planner = planning.Planner(cfg, model, schedule, norm, sampler=dataclasses.replace(cfg.sampler, mcg_samples=args.mcg))
     plan = planner.cfg.plan
     if args.velocity_weight is not None:
         plan = dataclasses.replace(plan, goal_velocity_weight=args.velocity_weight)
@@ -75,21 +112,38 @@ def main() -> None:
     if args.guidance_scale is not None:
         planner.sampler = dataclasses.replace(planner.sampler, guidance_scale=args.guidance_scale)
 
-    r = planning.run_planner(planner, args.maze, episodes=args.episodes, seed=args.seed)
+    starts = None
+    if args.start_at_goal:
+        env = Maze2DBatchEnv(args.maze, args.episodes, seed=args.seed, multi_goal=args.multi)
+        env.reset()
+        starts = env.goals.copy()  # same seed: run_planner's env draws the same goals
+    r = planning.run_planner(planner, args.maze, episodes=args.episodes, seed=args.seed, multi_goal=args.multi,
+                             max_episode_steps=args.max_steps, starts=starts)
     d = np.linalg.norm(r.executed[:, 1:, :2] - r.goals[:, None], axis=-1)  # (N, T)
     inside = d <= 0.5
     reached = inside.any(1)
     first = np.where(reached, inside.argmax(1), -1)
     dwell = [inside[i, f:].mean() if f >= 0 else 0.0 for i, f in enumerate(first)]
-    print(json.dumps({
-        "score": round(r.result.mean, 1), "score_se": round(r.result.sem, 1),
+    record = {
+        "run": args.run, "score": round(r.result.mean, 1), "score_se": round(r.result.sem, 1),
         "reached_goal": float(reached.mean()),
         "first_arrival_median": float(np.median(first[reached])) if reached.any() else None,
         "in_goal_after_arrival": round(float(np.mean(dwell)), 2),
         "final_distance_median": round(float(np.median(d[:, -1])), 2),
+        "speed_in_goal_median": round(float(np.median(np.linalg.norm(r.executed[:, 1:, 2:], axis=-1)[inside])), 2) if inside.any() else None,
+        "distance_median_t10_20_30_60": [round(float(np.median(d[:, t - 1])), 2) for t in (10, 20, 30, 60) if t <= d.shape[1]],
+        "speed_median_t10_20_30_60": [round(float(np.median(np.linalg.norm(r.executed[:, t, 2:], axis=-1))), 2) for t in (10, 20, 30, 60) if t < r.executed.shape[1]],
+        "first_plan_speed_median_steps1_10_50": [round(float(np.median(np.linalg.norm(r.first_plan[:, t, 2:], axis=-1))), 2) for t in (0, 9, 49)],
         "final_speed_median": round(float(np.median(np.linalg.norm(r.executed[:, -1, 2:], axis=-1))), 2),
-        "settings": {k: v for k, v in vars(args).items() if k != "run"},
-    }, indent=1))
+        "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
+        "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,
+    }
+    print(json.dumps(record))
+    if args.png:
+        plot_dwell(d, np.linalg.norm(r.executed[:, 1:, 2:], axis=-1), args.png, " ".join(args.set))
+    if args.log:
+        with open(args.log, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

@@ -81,9 +81,17 @@ class ExecConfig:
     inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal
     guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
     goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
+    reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze (50 episodes; 0 = off)
+    reward_radius: float = 0.5  # r: D4RL maze2d reward radius
+    reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
+    inpaint_arrival_radius: float = 0.0  # >0: in every x̂0, steps after the first planned one within this distance of the goal become the goal state (g, v=0) (Diffuser-style goal inpainting; 0: off)
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
+        if self.reward_temperature <= 0:
+            raise ConfigError(f"plan.reward_temperature must be > 0, got {self.reward_temperature}")
+        if self.inpaint_arrival_radius < 0:
+            raise ConfigError(f"plan.inpaint_arrival_radius must be >= 0, got {self.inpaint_arrival_radius}")
         if self.replan_every < 1:
             raise ConfigError(f"plan.replan_every must be >= 1, got {self.replan_every}")
 
@@ -283,11 +291,14 @@ def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"
 # ---------------------------------------------------------------------------------------------------
 
 
-def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0):
-    """log c(x̂0) = −Σ_{planned steps j} decay^j · sqrt(‖p_j − g‖² + w² ‖v_j‖²) in world units.
+def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0,
+                           reward_weight: float = 0.0, reward_radius: float = 0.5, reward_temperature: float = 0.1):
+    """log c(x̂0) = Σ_{planned steps j} decay^j · (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)),
+    world units.
 
-    With ``vel_weight`` w = 0 this is the distance of every planned position to the goal; w > 0 measures
-    the distance to the goal *state* (g, zero velocity), so plans slow down and stay at the goal.
+    With ``vel_weight`` w = 0 the first term is the distance of every planned position to the goal; w > 0
+    measures the distance to the goal *state* (g, zero velocity). The second term (``reward_weight`` ρ > 0)
+    is a smooth count of the planned steps inside the reward radius r, i.e. the D4RL return of the plan.
     ``goal_n: (B, 2)`` goal in normalized coordinates. The plan tokens are ``(B·N, H, k, 6)``.
     """
     std = torch.as_tensor(norm.std, dtype=torch.float32)
@@ -301,10 +312,57 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
         if vel_weight:
             d2 = d2 + vel_weight**2 * (s[..., 4:6] * std[4:6].to(p) + vmean.to(p)).pow(2).sum(-1)
         d = (d2 + 1e-6).sqrt()  # (B·N, H·k)
+        if reward_weight:
+            dp = (((p - g) * std[2:4].to(p)).pow(2).sum(-1) + 1e-6).sqrt()
+            d = d - reward_weight * torch.sigmoid((reward_radius - dp) / reward_temperature)
         w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
         return -(d * w).sum(1)
 
     return log_c
+
+
+class ArrivalInpaint(torch.nn.Module):
+    """Goal inpainting on the x0 prediction of a causal planner (``plan.inpaint_arrival_radius``).
+
+    Wraps a stateful x0-predicting model: in every prediction ``(B·N, T, k, 6)``, the step rows from the
+    first one whose planned position is within ``radius`` of the goal onwards get the goal state
+    ``(g, v = 0)`` in their observation channels (actions are left to the model). Diffuser conditions on
+    the goal by inpainting; with a causal backbone only rows at or after the planned arrival change.
+    ``goal_n: (B, 2)``, normalized.
+    """
+
+    def __init__(self, model, goal_n: torch.Tensor, norm: Normalizer, radius: float):
+        super().__init__()
+        self.model, self.radius = model, radius
+        self.register_buffer("goal_n", goal_n)
+        self.register_buffer("std_pos", torch.as_tensor(norm.std[2:4], dtype=torch.float32))
+        self.register_buffer("zero_vel", torch.as_tensor(-norm.mean[4:6] / norm.std[4:6], dtype=torch.float32))
+
+    def init_state(self, batch, device=None):
+        return self.model.init_state(batch, device)
+
+    def repeat_state(self, state, n):
+        return self.model.repeat_state(state, n)
+
+    def absorb(self, x, levels, cond=None, state=None):
+        return self.model.absorb(x, levels, cond, state)
+
+    def forward(self, x, levels, cond=None, state=None):
+        pred = self.model(x, levels, cond, state)
+        return inpaint_after_arrival(pred, self.goal_n, self.std_pos, self.zero_vel, self.radius)
+
+
+def inpaint_after_arrival(x0: torch.Tensor, goal_n: torch.Tensor, std_pos: torch.Tensor, zero_vel: torch.Tensor,
+                          radius: float) -> torch.Tensor:
+    """``x0: (B·N, T, k, 6)`` normalized plan → the same with rows from the first arrival within ``radius``
+    (world units) on set to the goal state; the arrival test is on detached values. ``goal_n: (B, 2)``."""
+    s = x0.flatten(1, 2)  # (B·N, T·k, 6)
+    g = goal_n.to(s).repeat_interleave(s.shape[0] // goal_n.shape[0], 0).unsqueeze(1)  # (B·N, 1, 2)
+    d = (((s[..., POS].detach() - g) * std_pos.to(s)).pow(2).sum(-1)).sqrt()  # (B·N, T·k)
+    after = (d <= radius).long().cummax(1).values.bool().unsqueeze(-1)  # (B·N, T·k, 1)
+    goal_state = torch.cat([g, zero_vel.to(s).expand(*g.shape[:-1], 2)], -1).expand(-1, s.shape[1], -1)
+    obs = torch.where(after, goal_state, s[..., 2:])
+    return torch.cat([s[..., :2], obs], -1).view_as(x0)
 
 
 @dataclass
@@ -349,8 +407,14 @@ class Planner:
         goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
                                  device=self.device)
         pc = self.cfg.plan
-        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight)
-        out = sample(self.model, self.schedule, self.sampler, length=self.cfg.data.horizon, context=ctx,
+        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight,
+                                       pc.reward_weight, pc.reward_radius, pc.reward_temperature)
+        model = self.model
+        if pc.inpaint_arrival_radius > 0:
+            if self.schedule.objective != "x0":
+                raise ConfigError("plan.inpaint_arrival_radius needs an x0-predicting planner (diffusion.objective=x0)")
+            model = ArrivalInpaint(self.model, goal_n, self.norm, pc.inpaint_arrival_radius)
+        out = sample(model, self.schedule, self.sampler, length=self.cfg.data.horizon, context=ctx,
                      guidance=guide if guided else None, generator=generator)
         plan = out.x[:, out.context_len:].flatten(1, 2).double().cpu().numpy()  # (N, H·k, 6)
         raw = self.norm.decode(plan)

@@ -1,0 +1,66 @@
+"""Maze2D planning guidance terms: the reward (in-radius count) term and arrival goal inpainting."""
+
+import numpy as np
+import pytest
+import torch
+
+from dforce.errors import ConfigError
+from dforce.tasks.planning import ExecConfig, Normalizer, ROW, goal_distance_guidance, inpaint_after_arrival
+
+NORM = Normalizer(np.array([0.0, 0.0, 2.0, 2.0, 0.0, 0.0]), np.array([0.7, 0.7, 1.0, 1.0, 2.5, 2.5]))
+
+
+def plan_at(positions: np.ndarray, velocity: float = 0.0) -> torch.Tensor:
+    """(B, H·k, 2) world positions → normalized plan tokens (B, H, k=5, 6)."""
+    B, L, _ = positions.shape
+    rows = np.zeros((B, L, ROW))
+    rows[..., 2:4], rows[..., 4:6] = positions, velocity
+    return torch.tensor(NORM.encode(rows), dtype=torch.float32).view(B, L // 5, 5, ROW)
+
+
+def goal_n(goal):
+    return torch.tensor((np.asarray(goal) - NORM.mean[2:4]) / NORM.std[2:4], dtype=torch.float32)
+
+
+def test_reward_term_counts_steps_inside_the_radius():
+    goal = np.array([[1.0, 1.0]])
+    log_c = goal_distance_guidance(goal_n(goal), NORM, reward_weight=1.0, reward_radius=0.5, reward_temperature=0.01)
+    plain = goal_distance_guidance(goal_n(goal), NORM)
+    pos = np.tile([[[1.0, 1.0]]], (1, 10, 1))
+    pos[0, 6:] = [[3.0, 1.0]]  # 6 steps at the goal, 4 steps 2 away
+    x = plan_at(pos)
+    assert log_c(x, 0).shape == (1,)
+    # the reward term adds ≈ the number of steps inside the radius (6)
+    assert float(log_c(x, 0) - plain(x, 0)) == pytest.approx(6.0, abs=1e-2)
+
+
+def test_reward_guidance_gradient_pulls_positions_into_the_radius():
+    goal = np.array([[1.0, 1.0], [2.0, 3.0]])
+    log_c = goal_distance_guidance(goal_n(goal), NORM, reward_weight=10.0)
+    x = plan_at(goal[:, None] + np.array([0.6, 0.0])[None, None].repeat(10, 1)).requires_grad_(True)  # just outside
+    (g,) = torch.autograd.grad(log_c(x, 0).sum(), x)
+    x2 = x.detach() + 0.01 * g
+    assert (log_c(x2, 0) > log_c(x.detach(), 0)).all()  # the objective increases
+    d = lambda t: np.linalg.norm(NORM.decode(t.flatten(1, 2).numpy())[..., 2:4] - goal[:, None], axis=-1).mean()
+    assert d(x2) < d(x.detach())  # and the plan moves toward the goal
+
+
+def test_inpaint_after_arrival_sets_the_goal_state_from_the_first_arrival():
+    goal = np.array([[1.0, 1.0]])
+    pos = np.linspace([3.0, 1.0], [0.0, 1.0], 20)[None]  # passes through the goal at step ~13
+    x = plan_at(pos, velocity=2.0)
+    out = inpaint_after_arrival(x, goal_n(goal), torch.tensor(NORM.std[2:4]).float(),
+                                torch.tensor(-NORM.mean[4:6] / NORM.std[4:6]).float(), radius=0.3)
+    assert out.shape == x.shape
+    raw = NORM.decode(out.flatten(1, 2).double().numpy())[0]
+    first = int(np.argmax(np.linalg.norm(pos[0] - goal, axis=1) <= 0.3))
+    assert np.allclose(raw[:first, 2:], NORM.decode(x.flatten(1, 2).double().numpy())[0, :first, 2:], atol=1e-5)
+    assert np.allclose(raw[first:, 2:4], goal, atol=1e-5) and np.allclose(raw[first:, 4:], 0, atol=1e-5)
+    assert np.allclose(out[..., :2], x[..., :2])  # actions are left to the model
+
+
+def test_bad_guidance_settings_fail_clearly():
+    with pytest.raises(ConfigError, match="reward_temperature"):
+        ExecConfig(reward_temperature=0.0)
+    with pytest.raises(ConfigError, match="inpaint_arrival_radius"):
+        ExecConfig(inpaint_arrival_radius=-1.0)

@@ -75,6 +75,7 @@ class BenchConfig:
     # lengths check (the fit's residuals are reported)
     ref_lengths: tuple[int, ...] = (32, 64, 128)
     floor_batches: tuple[int, ...] = (16, 32, 64, 128)  # time / floor of the transformer vs batch size
+    sweep_repeats: int = 3  # timed rollouts per batch / width sweep point (median; one shared-box outlier was 1.5x)
     floor_len: int = 256  # rollout length of the batch sweep
     floor_widths: tuple[int, ...] = (128, 256, 512)  # time / floor of the transformer vs width (same depth/heads)
     width_batch: int = 16  # batch of the width sweep (the smallest target batch)
@@ -382,7 +383,7 @@ def main() -> None:
             for sched in ("autoregressive", "pyramid"):
                 r = run_worker({"bench": asdict(bcb), "backbone": "transformer", "kind": "ours", "schedule": sched,
                                 "weights": str(Path(tmp) / "transformer.safetensors"), "length": bc.floor_len,
-                                "repeats": 2})
+                                "repeats": bc.sweep_repeats})
                 r["tokens_per_s"] = B * bc.floor_len / r["median_s"]
                 row[sched] = r
                 log(t_start, f"  batch {B:4d} {sched:14s} {r['tokens_per_s']:9.0f} tok/s")
@@ -400,7 +401,7 @@ def main() -> None:
                    "flops_executed": flops_per_token(bcw, tf, shared_levels=True)}
             for sched in ("autoregressive", "pyramid"):
                 r = run_worker({"bench": asdict(bcw), "backbone": "transformer", "kind": "ours", "schedule": sched,
-                                "weights": str(wpath), "length": bc.width_len, "repeats": 2})
+                                "weights": str(wpath), "length": bc.width_len, "repeats": bc.sweep_repeats})
                 r["tokens_per_s"] = bcw.batch * bc.width_len / r["median_s"]
                 row[sched] = r
                 log(t_start, f"  width {W:4d} {sched:14s} {r['tokens_per_s']:9.0f} tok/s")

@@ -71,3 +71,14 @@ def test_model_config_validation():
         ModelConfig(backbone="lstm")
     with pytest.raises(ConfigError, match="heads"):
         ModelConfig(backbone="transformer", width=30, heads=4)
+
+
+@pytest.mark.parametrize("backbone", ["rnn", "transformer"])
+def test_dropout_applies_in_training_only(backbone):
+    """model.dropout is active in train mode (two calls differ) and off in eval mode (two calls agree)."""
+    m = make(backbone, dropout=0.5)
+    x, k, c = torch.randn(2, 6, 4), torch.randint(0, K + 1, (2, 6)), torch.randn(2, 6, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, k, c), m(x, k, c), atol=0, rtol=0)
+        m.train()
+        assert (m(x, k, c) - m(x, k, c)).abs().max() > 1e-3

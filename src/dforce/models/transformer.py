@@ -28,6 +28,7 @@ from dforce.models.layers import FlatTokenDecoder, FlatTokenEncoder, LevelEmbedd
 
 # the per-level modulation table is memoized only below this size (K=1000, width 128, depth 4: 13 MB)
 LEVEL_TABLE_MAX_BYTES = 64 * 2**20
+LN_EPS = 1e-6  # LayerNorm epsilon (DiT's adaLN-zero blocks)
 ROPE_TABLE_MIN = 1024  # positions whose RoPE rotations are tabulated at first use (doubled when exceeded)
 
 
@@ -68,11 +69,13 @@ def rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
 
 
 def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels ``(2i, 2i+1)`` of ``x: (..., hd)`` by ``rot = cos + i sin`` (complex64,
-    broadcast to ``(..., hd/2)``): one complex multiply (x₁ + i x₂)·rot on a view, in fp32 (also under
+    """Rotate pairs of channels ``(2i, 2i+1)`` of ``x: (..., T, hd)`` by ``rot = cos + i sin`` (complex64
+    ``(T, hd/2)``, broadcast): one complex multiply (x₁ + i x₂)·rot on a view, in fp32 (also under
     bf16 autocast)."""
-    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
+    fp32 = x.dtype == torch.float32  # (dtype checks skip no-op conversion calls: per-op overhead matters here)
+    xc = torch.view_as_complex((x if fp32 else x.float()).unflatten(-1, (-1, 2)))
+    out = torch.view_as_real(xc * rot).flatten(-2)
+    return out if fp32 else out.to(x.dtype)
 
 
 def modulate(x, shift, scale_plus_one):
@@ -91,10 +94,8 @@ class Block(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
         super().__init__()
         self.heads = heads
-        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
@@ -106,31 +107,39 @@ class Block(nn.Module):
 
     def forward(self, h, mod, rot, past_kv=None, mask=None):
         """``h: (B, T, W)``; ``mod: (B or 1, T, 6W)`` the adaLN modulation (:meth:`modulation`; 1: shared by
-        the batch); ``rot: (T, 1, 1, hd/2)`` complex; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``;
+        the batch); ``rot: (T, hd/2)`` complex; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``;
         ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal". Returns (h, (k, v)
         of cache + the T tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second
-        concatenation."""
+        concatenation.
+
+        Written with ``F.*`` calls on the layers' weights (not the submodules' ``__call__``): at the batch
+        sizes of a rollout a call costs about as much in per-op overhead as in arithmetic."""
         B, T, W = h.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B or 1, T, W) each; scales + 1
-        qkv = self.qkv(modulate(self.norm1(h), shift1, scale1)).view(B, T, 3, self.heads, W // self.heads)
-        qk = apply_rope(qkv[:, :, :2], rot)  # q and k rotated together: (B, T, 2, H, hd)
-        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        x = modulate(F.layer_norm(h, (W,), eps=LN_EPS), shift1, scale1)
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(B, T, 3, self.heads, W // self.heads)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
+        q, k = apply_rope(qkv[:2], rot).unbind(0)  # q and k rotated together
+        v = qkv[2]
         if past_kv is not None and past_kv[0].shape[2] > 0:
             L = past_kv[0].shape[2]
-            k = torch.cat([past_kv[0].to(k.dtype), k], dim=2)
-            v = torch.cat([past_kv[1].to(v.dtype), v], dim=2)
+            pk, pv = past_kv if past_kv[0].dtype == k.dtype else (t.to(k.dtype) for t in past_kv)
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
             # new token i sees every cached token and new tokens j <= i (a single new token sees all: no mask)
             if mask is None and T > 1:
                 mask = torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-        all_kv = (k, v)  # (B, H, L + T, hd)
         att = att.transpose(1, 2).reshape(B, T, W)
-        h = torch.addcmul(h, gate1, F.dropout(self.proj(att), self.dropout, self.training))
-        h = torch.addcmul(h, gate2, F.dropout(self.mlp(modulate(self.norm2(h), shift2, scale2)), self.dropout,
-                                               self.training))
-        return h, all_kv
+        drop = self.dropout if self.training else 0.0
+        out = F.linear(att, self.proj.weight, self.proj.bias)
+        h = torch.addcmul(h, gate1, F.dropout(out, drop) if drop else out)
+        x = modulate(F.layer_norm(h, (W,), eps=LN_EPS), shift2, scale2)
+        fc1, _, fc2 = self.mlp  # unpacking: cheaper than two Sequential lookups
+        out = F.linear(F.gelu(F.linear(x, fc1.weight, fc1.bias), approximate="tanh"), fc2.weight, fc2.bias)
+        h = torch.addcmul(h, gate2, F.dropout(out, drop) if drop else out)
+        return h, (k, v)  # (B, H, L + T, hd) each
 
     def modulation(self, c: torch.Tensor) -> torch.Tensor:
         """adaLN modulation ``(..., 6W)`` (shift, 1 + scale, gate before attention, then before the MLP) of the
@@ -174,7 +183,7 @@ class CausalTransformer(nn.Module):
         self.level_emb = LevelEmbedding(width, num_levels)
         self.cond_proj = nn.Linear(cond_dim, width) if cond_dim > 0 else None
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
-        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=LN_EPS)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         nn.init.zeros_(self.ada_out[-1].weight)
         nn.init.zeros_(self.ada_out[-1].bias)
@@ -196,11 +205,15 @@ class CausalTransformer(nn.Module):
 
     # -- level-only conditioning ---------------------------------------------------------------------
 
-    def _level_params(self):
-        yield from self.level_emb.parameters()
-        for blk in self.blocks:
-            yield from blk.ada.parameters()
-        yield from self.ada_out.parameters()
+    def _level_version(self) -> int:
+        """Sum of the version counters of the weights a :class:`LevelTable` is made of (changes on any
+        in-place update: optimizer step, ``load_state_dict``). The parameter list is gathered once."""
+        params = self.__dict__.get("_level_param_list")
+        if params is None:
+            params = [*self.level_emb.parameters(), *(p for blk in self.blocks for p in blk.ada.parameters()),
+                      *self.ada_out.parameters()]
+            self.__dict__["_level_param_list"] = params
+        return sum(p._version for p in params)
 
     def level_table(self) -> LevelTable:
         """Every block's adaLN modulation and the output layer's for all levels ``0..K`` (fp32, no autocast)."""
@@ -209,7 +222,7 @@ class CausalTransformer(nn.Module):
             c = self.level_emb(torch.arange(self.level_emb.num_levels + 1, device=device))  # (K+1, W)
             ada = torch.stack([blk.modulation(c) for blk in self.blocks], dim=1)  # (K+1, depth, 6W)
             out = self.out_modulation(c)  # (K+1, 2W)
-        return LevelTable(ada, out, sum(p._version for p in self._level_params()))
+        return LevelTable(ada, out, self._level_version())
 
     def _table(self, state: KVCache | None) -> LevelTable | None:
         """The state's memoized :class:`LevelTable` (built on first use), or None where it does not apply:
@@ -219,7 +232,7 @@ class CausalTransformer(nn.Module):
         size = (self.level_emb.num_levels + 1) * (6 * self.depth + 2) * self.width * 4
         if size > LEVEL_TABLE_MAX_BYTES:
             return None
-        if state.table is None or state.table.version != sum(p._version for p in self._level_params()):
+        if state.table is None or state.table.version != self._level_version():
             state.table = self.level_table()
         return state.table
 
@@ -251,12 +264,12 @@ class CausalTransformer(nn.Module):
     # -- core ----------------------------------------------------------------------------------------
 
     def _rotation(self, offset: int, T: int, device) -> torch.Tensor:
-        """RoPE rotations ``(T, 1, 1, hd/2)`` complex of positions ``offset .. offset + T - 1``, sliced from a
+        """RoPE rotations ``(T, hd/2)`` complex of positions ``offset .. offset + T - 1``, sliced from a
         table of the first positions (grown by doubling; elementwise, so the same values as computing them)."""
         table = self._rot_table
         if table is None or table.shape[0] < offset + T or table.device != torch.device(device):
             pos = torch.arange(max(2 * (offset + T), ROPE_TABLE_MIN), device=device)
-            table = torch.complex(*rope_tables(pos, self.width // self.heads))[:, None, None]
+            table = torch.complex(*rope_tables(pos, self.width // self.heads))
             self._rot_table = table
         return table[offset : offset + T]
 
@@ -280,9 +293,10 @@ class CausalTransformer(nn.Module):
         h = self.encoder(x)
         if cc is not None:
             h = h + cc
-        mods = [m.to(h.dtype) for m in mods]
+        if mods[0].dtype != h.dtype:
+            mods = [m.to(h.dtype) for m in mods]
         offset, L = (0, 0) if state is None else (state.offset, state.length)
-        rot = self._rotation(offset, T, x.device)  # (T, 1, 1, hd/2)
+        rot = self._rotation(offset, T, x.device)  # (T, hd/2)
         mask = self._commit_mask(T, L, n_commit, x.device)
         all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):

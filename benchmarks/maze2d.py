@@ -149,15 +149,19 @@ def write(results: dict, args) -> None:
 
 def merge(args) -> int:
     """Combine partial runs (e.g. single and multi run as two processes) into one JSON + table."""
-    results: dict = {"summary": {}, "training": {}, "command": [], "settings": None}
+    results: dict = {"summary": {}, "training": {}, "command": [], "settings": []}
     for folder in args.merge:
         part = json.loads((Path(folder) / "maze2d.json").read_text())
         for key, row in part["summary"].items():
             results["summary"].setdefault(key, {}).update(row)
         results["training"].update(part.get("training", {}))
-        results["command"].append(part["command"])
-        results["settings"] = part["settings"]
-    results["command"] = " ; ".join(results["command"])
+        results["command"] += part["command"].split(" ; ")
+        for st in part["settings"] if isinstance(part["settings"], list) else [part["settings"]]:
+            if st not in results["settings"]:
+                results["settings"].append(st)  # one entry per distinct setting (e.g. episodes per maze)
+    results["command"] = " ; ".join(dict.fromkeys(results["command"]))
+    if len(results["settings"]) == 1:
+        results["settings"] = results["settings"][0]
     write(results, args)
     return 0
 

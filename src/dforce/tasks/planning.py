@@ -78,7 +78,7 @@ class ExecConfig:
     executor: str = "actions"  # actions: execute the diffused actions | pd: track planned states (Diffuser)
     pd_kp: float = 1.0  # Diffuser maze2d PD: a = kp (w_pos - pos) + kd (w_vel - vel)
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
-    inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal
+    inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal after sampling (read by the pd executor only)
     guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
     goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
     reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze (50 episodes; 0 = off)

@@ -413,7 +413,7 @@ def main() -> None:
     report["matmul_gflops_cpu_time"] = {"samples": gflops_cpu, "median": statistics.median(gflops_cpu)}
     report["load"] = {"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                       "uptime_before": uptime_before, "uptime_after": uptime(),
-                      "note": "2 cores shared with 3 other engineers' jobs: the load swings every timing",
+                      "note": "other jobs on the machine change every timing: compare uptime's load averages",
                       "seconds": time.time() - t_start, "nice": os.nice(0)}
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))  # raw results first
     out.with_suffix(".partial.json").unlink(missing_ok=True)
@@ -545,7 +545,7 @@ def markdown(bc: BenchConfig, report: dict) -> str:
         f"Random-init weights (seed 0), batch {bc.batch}, window {bc.window}, S = {bc.steps} DDIM steps, "
         f"K = {bc.num_levels}, width {bc.width} (RNN depth {bc.rnn_depth}, transformer depth {bc.tf_depth}, "
         f"max_context {bc.window}), fp32, {bc.threads} torch thread(s). tokens/s counts all B sequences. "
-        f"Machine: {report['machine']['cpu_count']} cores shared with other engineers' jobs; `uptime` before: "
+        f"Machine: {report['machine']['cpu_count']} cores (other jobs on it change the timings); `uptime` before: "
         f"`{ld.get('uptime_before', '')}`, after: `{ld.get('uptime_after', '')}` (timings are medians of the "
         f"repeats {dict(zip(bc.lengths, bc.repeats))}). fp32 matmul throughput (1024², measured before, between "
         f"and after): {', '.join(f'{x:.1f}' for x in report['matmul_gflops']['samples'])} GFLOP/s, median "

@@ -14,6 +14,12 @@ and for the recipes the issue names (each trains its small preset once, cached i
     nice -n 10 python benchmarks/steps_study.py --task forecast   # exchange_rate_nips CRPS-sum (~3-5 min)
     nice -n 10 python benchmarks/steps_study.py --task video      # moving digits rollout Fréchet (~10 min)
 
+or for a trained run, e.g. the video benchmark's DF run and feature net (ViZDoom 32 px):
+
+    python benchmarks/steps_study.py --task video --video-config configs/video_vizdoom32_spatial.yaml \
+        --run-dir runs/bench_video_vizdoom32/df --feature-net benchmarks/results/video_vizdoom32_feature_net \
+        --episodes 16 --steps 5,10,20,50
+
 For another recipe, build the callable from its trained model and metric and call :func:`steps_study`
 (``task`` names the entry of ``min_steps`` that ``benchmarks/sampling.py`` reports), e.g.::
 
@@ -213,6 +219,8 @@ class VideoStudyConfig:
     config: str = "configs/video_digits_tiny.yaml"  # the recipe's minutes-scale CPU preset (K = 1000)
     horizon: int = 4  # rollout length in training lengths T (4 x 8 frames after the 2 context frames)
     feature_steps: int = 400  # Fréchet feature-net training steps (benchmarks/video.py's default)
+    feature_net: str | None = None  # a saved feature net (e.g. the video benchmark's) instead of training one
+    episodes: int | None = None  # held-out videos rolled out (None: the preset's data.eval_episodes)
     steps: tuple[int, ...] = (2, 3, 5, 10, 20, 50)  # S values tried (besides the reference K/10)
     seed: int = 0
 
@@ -234,8 +242,15 @@ def video_study(cfg: VideoStudyConfig, run_dir: Path, progress: bool = False) ->
         train_video(vcfg, run_dir, progress=progress)
         train_s = time.time() - t0
     model, schedule, vcfg = load_run(run_dir)
-    train_frames, train_actions = load_video_data(vcfg.data, "train", progress=False)
-    fnet = train_feature_net(train_frames, train_actions, steps=cfg.feature_steps, seed=cfg.seed, progress=progress)
+    if cfg.episodes:
+        vcfg = replace(vcfg, data=replace(vcfg.data, eval_episodes=cfg.episodes))
+    if cfg.feature_net:
+        from dforce.metrics.video import load_feature_net
+        fnet = load_feature_net(Path(cfg.feature_net))
+    else:
+        train_frames, train_actions = load_video_data(vcfg.data, "train", progress=False)
+        fnet = train_feature_net(train_frames, train_actions, steps=cfg.feature_steps, seed=cfg.seed,
+                                 progress=progress)
     frames, actions = load_video_data(vcfg.data, "eval", progress=False)
     C, L = vcfg.context, cfg.horizon * vcfg.data.window
     truth = frames[:, C:C + L]
@@ -256,11 +271,13 @@ def video_study(cfg: VideoStudyConfig, run_dir: Path, progress: bool = False) ->
     res["ref_other_seed"] = score(res["ref_steps"], seed=cfg.seed + 1)
     half = truth.shape[1] // 2
     res["data_vs_data"] = frechet_distance(video_features(fnet, truth[:, :half]), video_features(fnet, truth[:, half:]))
-    res["description"] = (f"moving digits {vcfg.data.resolution} px, `{cfg.config}` ({vcfg.model.backbone} "
-                          f"{vcfg.model.depth}x{vcfg.model.width} + conv codec, {vcfg.train.steps} training steps"
+    fnet_text = f"saved feature net `{cfg.feature_net}`" if cfg.feature_net else f"feature net trained here, {cfg.feature_steps} steps"
+    res["description"] = (f"{vcfg.data.source} {vcfg.data.resolution} px, `{cfg.config}` ({vcfg.latent} latent, "
+                          f"{vcfg.model.backbone} {vcfg.model.depth}x{vcfg.model.width} + conv codec, "
+                          f"{vcfg.train.steps} training steps, run `{run_dir}`"
                           + (f", {train_s:.0f} s" if train_s else "") + f", K={K}, "
                           f"{vcfg.sampler.schedule} schedule, window {vcfg.sampler.window}); Fréchet distance "
-                          f"(feature net trained here, {cfg.feature_steps} steps) of {L}-frame rollouts after {C} "
+                          f"({fnet_text}) of {L}-frame rollouts after {C} "
                           f"real frames under the real actions ({frames.shape[0]} held-out videos) vs the true "
                           f"frames, same sampling seed for every S (lower is better). PSNR/SSIM vs the true frames "
                           f"are listed too but reward blur, so they rise as S falls")
@@ -274,6 +291,12 @@ def main() -> None:
     p.add_argument("--run-dir", default=None, help="trained model cache (reused when present; "
                    "default runs/steps_study[_<task>])")
     p.add_argument("--train-steps", type=int, default=SinesStudyConfig.train_steps, help="synthetic only")
+    p.add_argument("--video-config", default=VideoStudyConfig.config,
+                   help="video only: the preset (a run in --run-dir is trained with it if missing)")
+    p.add_argument("--feature-net", default=None, help="video only: a saved feature net (default: train one)")
+    p.add_argument("--horizon", type=int, default=VideoStudyConfig.horizon, help="video only: rollout length in T")
+    p.add_argument("--episodes", type=int, default=None, help="video only: held-out videos (default: the preset's)")
+    p.add_argument("--steps", default=None, help="video only: comma-separated S values (default 2,3,5,10,20,50)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "steps_study.json"))
     args = p.parse_args()
@@ -282,7 +305,9 @@ def main() -> None:
     if args.task == "forecast":
         res = forecast_study(ForecastStudyConfig(), run_dir, progress=True)
     elif args.task == "video":
-        res = video_study(VideoStudyConfig(), run_dir, progress=True)
+        steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else VideoStudyConfig.steps
+        res = video_study(VideoStudyConfig(config=args.video_config, feature_net=args.feature_net, horizon=args.horizon,
+                                           episodes=args.episodes, steps=steps), run_dir, progress=True)
     else:
         res = sines_study(SinesStudyConfig(train_steps=args.train_steps), run_dir, progress=True)
     data = write_results({args.task: res}, Path(args.out))

@@ -21,6 +21,14 @@ The Fréchet feature network is saved with the results (``results/<name>_feature
 
     python benchmarks/video.py --config configs/video_digits16_spatial.yaml --name video_evalonly \
         --runs runs/bench_video_spatial --feature-net benchmarks/results/video_feature_net --eval-only --no-media
+
+On two cores, train the methods in two processes (``--methods``, each with its own ``--name``) and then score
+them together; ``--train-report`` carries each run's training time over into the combined results:
+
+    python benchmarks/video.py --config C --name video_tf --methods teacher_forcing --runs R --no-media &
+    python benchmarks/video.py --config C --name video_dffs --methods df,full_sequence --runs R --no-media
+    python benchmarks/video.py --config C --name video --runs R --eval-only \
+        --train-report benchmarks/results/video_tf.json --train-report benchmarks/results/video_dffs.json
 """
 
 from __future__ import annotations
@@ -61,12 +69,18 @@ def main(argv=None) -> dict:
                     help="feature-net directory (default results/<name>_feature_net): loaded if present, else trained and saved")
     ap.add_argument("--retrain-feature-net", action="store_true", help="train the feature net even if one is saved")
     ap.add_argument("--eval-only", action="store_true", help="score the runs in --runs/<method> (no training)")
+    ap.add_argument("--train-report", action="append", default=[], metavar="JSON",
+                    help="with --eval-only (repeatable): a results file of the runs' own training (e.g. methods trained "
+                         "in parallel processes); its train seconds/steps/loss are carried over, its scores kept beside")
     ap.add_argument("--no-media", action="store_true", help="write only the .json/.md (no GIF/PNG)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides for all methods, e.g. train.steps=300")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_report and not args.eval_only:
+        ap.error("--train-report goes with --eval-only (it supplies the training figures of saved runs)")
+    trained = training_figures(args.train_report, args.config, args.overrides)
 
     from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
     from dforce.engine.config import load_config
@@ -119,6 +133,7 @@ def main(argv=None) -> dict:
         report["methods"][method] = {
             "train_seconds": round(res.seconds, 1) if res.seconds is not None else None, "train_steps": res.step,
             "final_loss": res.history[-1]["loss"] if res.history else None, "parameters": n_params,
+            **trained.get(method, {}),
             "rollout_seconds": round(seconds, 2), "frames_per_second": round(pred.numel() / pred[0, 0].numel() / seconds, 2),
             "peak_rss_mb_so_far": round(peak_rss_mb(), 1), "sampler": dataclasses.asdict(cfg.sampler),
             "objective": dataclasses.asdict(cfg.objective),
@@ -144,15 +159,42 @@ def main(argv=None) -> dict:
     print(json.dumps(report["targets"], indent=2))
     if args.no_media:
         return report
-    gif_len = min(C + length, C + 10 * T)  # keep the GIF small: the first 10x of the rollout
+    # keep the GIF small (a few MB at most): the first 10x of the rollout (5x from 32 px on), 2 videos
+    small = base.data.resolution <= 16
+    gif_len = min(C + length, C + (10 if small else 5) * T)
     write_rollout_video(RESULTS / f"{args.name}_rollouts.gif", {k: v[:2, :gif_len] for k, v in videos.items()},
-                        context=C, fps=8, scale=3 if base.data.resolution <= 32 else 2)
+                        context=C, fps=8, scale=3 if small else 2)
     times = [C - 1, C, C + 1, C + 3, C + T - 1] + [C + m * T - 1 for m in (5, 10, 30) if m <= args.multiple]
     for ep in range(min(2, args.episodes)):
         write_rollout_strip(RESULTS / f"{args.name}_strip{ep}.png", videos, times, episode=ep, scale=3)
     plot_horizon_curves(RESULTS / f"{args.name}_horizons.png", curves, T,
                         title=f"{base.data.source} {base.data.resolution}px, T={T}, {args.episodes} rollouts")
     return report
+
+
+def training_figures(paths: list[str], config: str, overrides: list[str]) -> dict:
+    """Per method, the training figures (train seconds, steps, final loss, source file, the training run's own
+    horizon scores) from results files written when the runs were trained. Each file must come from the same
+    config and overrides as this evaluation; a method may appear in one file only."""
+    from dforce.errors import ConfigError
+
+    out = {}
+    for p in paths:
+        try:
+            rep = json.loads(Path(p).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"--train-report {p}: cannot read a results file ({e})") from None
+        if rep.get("eval_only") or (rep.get("config"), rep.get("overrides")) != (config, overrides):
+            raise ConfigError(f"--train-report {p}: not a training run of --config {config} with overrides "
+                              f"{overrides} (it has {rep.get('config')} {rep.get('overrides')}, eval_only="
+                              f"{rep.get('eval_only')})")
+        for m, v in rep.get("methods", {}).items():
+            if m in out:
+                raise ConfigError(f"--train-report: method {m} appears in {out[m]['train_report']} and {p}")
+            out[m] = {"train_seconds": v["train_seconds"], "train_steps": v["train_steps"],
+                      "final_loss": v["final_loss"], "train_report": str(p),
+                      "train_report_horizons": v["horizons"], "train_report_episodes": rep.get("episodes")}
+    return out
 
 
 FEATURE_NET_PROVENANCE = "provenance.json"
@@ -247,7 +289,10 @@ def markdown(rep: dict) -> str:
              " | ".join(f"Fréchet {m}x" for m in (1, 5, 10, 30)) + " |",
              "|" + "---|" * 17]
     if rep.get("eval_only"):
-        lines.insert(4, "Eval only: the saved runs were scored, not trained (train s not measured here).\n")
+        src = sorted({v["train_report"] for v in rep["methods"].values() if v.get("train_report")})
+        lines.insert(4, "Eval only: the saved runs were scored here, not trained. " + (
+            f"Train s / steps come from the runs' training reports ({', '.join(f'`{s}`' for s in src)})."
+            if src else "Train s not measured here.") + "\n")
     for m, v in rep["methods"].items():
         h = {r["multiple"]: r for r in v["horizons"]}
         cell = lambda k, mm, f: (f.format(h[mm][k]) if mm in h else "-")  # noqa: E731
@@ -264,4 +309,10 @@ def markdown(rep: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from dforce.errors import DforceError
+
+    try:
+        main()
+    except DforceError as e:  # user errors (bad preset, results file, feature net): one line, exit 2
+        print(f"benchmarks/video.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

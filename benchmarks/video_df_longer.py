@@ -3,8 +3,8 @@
 Scores saved DF runs (no training) on the video benchmark's held-out videos with the benchmark's saved
 Fréchet feature network (``benchmarks/video.py`` writes it to ``results/<name>_feature_net/``), for each
 run and each sampler stabilization level. Same rollouts as the benchmark (``context`` real frames, real
-actions, ``multiple`` × T frames, seed 1), so the ``stabilization_level = 20`` row of the 2000-step run
-reproduces the DF row of ``results/video.json``.
+actions, ``multiple`` × T frames, seed 1), so with the same ``--episodes`` the ``stabilization_level = 20`` row
+of a benchmark run reproduces its DF row (e.g. ``results/video_digits16_brightness`` vs ``video_digits16``).
 
     python benchmarks/video_df_longer.py --config configs/video_digits16_spatial.yaml \\
         --run 2000=runs/bench_video_spatial/df --run 9000=runs/bench_video_spatial_longer/df \\

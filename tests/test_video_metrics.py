@@ -180,3 +180,53 @@ def test_rollout_strip_places_frames(tmp_path):
     assert img.shape[2] == 3 and (img == 255).all(-1).sum() >= 2 * 8 * 8  # two white 8x8 tiles (t=5 per row)
     with pytest.raises(ConfigError):
         write_rollout_strip(tmp_path / "s.png", {"truth": truth}, [50])
+
+
+def test_feature_net_short_training_runs_and_too_short_fails_clearly():
+    """A few training steps work (the one-cycle warm-up is at least 2 steps); fewer than the minimum is a
+    ConfigError naming the steps, not a ZeroDivisionError from the LR scheduler."""
+    from dforce.errors import ConfigError
+    from dforce.metrics.video import FEATURE_MIN_STEPS
+
+    d = generate_moving_digits(8, 8, seed=0, config=MovingDigitsConfig(size=16))
+    X = to_model_frames(d.frames)
+    cfg = FeatureNetConfig(size=16, width=8, n_actions=5)
+    for steps in (FEATURE_MIN_STEPS, 10):
+        net = train_feature_net(X, torch.from_numpy(d.actions), cfg, steps=steps, batch_size=4, progress=False)
+        assert torch.isfinite(video_features(net, X)).all()
+    with pytest.raises(ConfigError, match="feature-net training steps"):
+        train_feature_net(X, torch.from_numpy(d.actions), cfg, steps=FEATURE_MIN_STEPS - 1, progress=False)
+
+
+def test_video_benchmark_train_reports_are_checked(tmp_path):
+    """``benchmarks/video.py --eval-only --train-report``: training figures are carried over per method, and a
+    report of another config, an eval-only report or a method reported twice is refused with a ConfigError."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from dforce.errors import ConfigError
+
+    spec = importlib.util.spec_from_file_location("video_bench", Path(__file__).parents[1] / "benchmarks" / "video.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    horizons = [{"multiple": 1, "start": 0, "end": 8, "psnr": 12.0, "ssim": 0.2, "frechet": 1.0}]
+
+    def report(name, methods, config="c.yaml", overrides=(), eval_only=False):
+        rep = {"config": config, "overrides": list(overrides), "eval_only": eval_only, "episodes": 8,
+               "methods": {m: {"train_seconds": 10.0 + i, "train_steps": 5, "final_loss": 0.1, "horizons": horizons}
+                           for i, m in enumerate(methods)}}
+        (tmp_path / name).write_text(json.dumps(rep))
+        return str(tmp_path / name)
+
+    a, b = report("a.json", ["teacher_forcing"]), report("b.json", ["df", "full_sequence"])
+    got = bench.training_figures([a, b], "c.yaml", [])
+    assert set(got) == {"teacher_forcing", "df", "full_sequence"}
+    assert got["full_sequence"]["train_seconds"] == 11.0 and got["df"]["train_report"] == b
+    assert got["df"]["train_report_horizons"] == horizons
+    for bad, match in [([report("o.json", ["df"], overrides=["train.steps=3"])], "not a training run"),
+                       ([report("e.json", ["df"], eval_only=True)], "not a training run"),
+                       ([b, report("d.json", ["df"])], "appears in"),
+                       ([str(tmp_path / "missing.json")], "cannot read")]:
+        with pytest.raises(ConfigError, match=match):
+            bench.training_figures(bad, "c.yaml", [])

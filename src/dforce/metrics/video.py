@@ -176,6 +176,9 @@ def video_features(net: FeatureNet, video: torch.Tensor, batch_size: int = 512) 
     return torch.cat(out)
 
 
+FEATURE_MIN_STEPS = 4  # OneCycleLR needs a warm-up and a decay phase of >= 1 step each
+
+
 def train_feature_net(frames: torch.Tensor, actions: torch.Tensor | None = None,
                       config: FeatureNetConfig | None = None, steps: int = 1000, batch_size: int = 64,
                       lr: float = 2e-3, seed: int = 0, progress: bool = True) -> FeatureNet:
@@ -194,11 +197,14 @@ def train_feature_net(frames: torch.Tensor, actions: torch.Tensor | None = None,
         raise ConfigError(f"FeatureNetConfig(size={config.size}, channels={config.channels}) does not match frames {tuple(frames.shape)}")
     if config.n_actions not in (0, A):
         raise ConfigError(f"FeatureNetConfig.n_actions={config.n_actions} does not match the {A} actions given")
+    if steps < FEATURE_MIN_STEPS:
+        raise ConfigError(f"feature-net training steps must be >= {FEATURE_MIN_STEPS}, got {steps}")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = FeatureNet(config)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # one-cycle: 10% warm-up, but at least 2 steps (OneCycleLR divides by the warm-up length minus one)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
     k = config.clip
     t0 = time.perf_counter()
     net.train()

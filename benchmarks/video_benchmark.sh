@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The video benchmark on two cores: teacher forcing in one process, DF then full-sequence in another, then
+# all three scored together on more held-out videos (benchmarks/video.py --eval-only --train-report).
+#
+#   [OUT=name] [FNET=dir] [RUNS=dir] benchmarks/video_benchmark.sh CONFIG TAG [EPISODES] [overrides...]
+#
+#   OUT=video benchmarks/video_benchmark.sh configs/video_vizdoom32_spatial.yaml video_vizdoom32 32   # headline
+#   FNET=benchmarks/results/video_feature_net \
+#     benchmarks/video_benchmark.sh configs/video_digits16_spatial.yaml video_digits16 32 train.steps=7500
+#
+# Training runs go to RUNS (default runs/bench_TAG)/<method>; the Fréchet feature net is FNET (default
+# benchmarks/results/TAG_feature_net; trained by the first process if missing, then shared). Writes
+# results/TAG_{tf,dffs}.{json,md} (the training processes, scored on 8 held-out videos) and
+# results/OUT.{json,md} + GIF/PNGs (all three methods on EPISODES held-out videos; OUT defaults to TAG).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config=$1; tag=$2; episodes=${3:-32}; shift $(( $# < 3 ? $# : 3 ))
+py=${PYTHON:-python}
+out=${OUT:-$tag}
+runs=${RUNS:-runs/bench_$tag}
+fnet=${FNET:-benchmarks/results/${tag}_feature_net}
+common=(--config "$config" --runs "$runs" --feature-net "$fnet" --quiet)
+"$py" benchmarks/video.py "${common[@]}" --name "${tag}_tf" --methods teacher_forcing --no-media "$@" &
+tf=$!
+# the second process starts once the first has saved the feature net (else both would train one)
+while [ ! -e "$fnet/model.safetensors" ] && kill -0 "$tf" 2>/dev/null; do sleep 5; done
+"$py" benchmarks/video.py "${common[@]}" --name "${tag}_dffs" --methods df,full_sequence --no-media "$@"
+wait "$tf"
+"$py" benchmarks/video.py "${common[@]}" --name "$out" --eval-only --episodes "$episodes" \
+    --train-report "benchmarks/results/${tag}_tf.json" --train-report "benchmarks/results/${tag}_dffs.json" "$@"

@@ -22,8 +22,8 @@ fnet=${FNET:-benchmarks/results/${tag}_feature_net}
 common=(--config "$config" --runs "$runs" --feature-net "$fnet" --quiet)
 "$py" benchmarks/video.py "${common[@]}" --name "${tag}_tf" --methods teacher_forcing --no-media "$@" &
 tf=$!
-# the second process starts once the first has saved the feature net (else both would train one)
-while [ ! -e "$fnet/model.safetensors" ] && kill -0 "$tf" 2>/dev/null; do sleep 5; done
+# the second process starts once the first has saved the feature net (provenance.json is written last)
+while [ ! -e "$fnet/provenance.json" ] && kill -0 "$tf" 2>/dev/null; do sleep 5; done
 "$py" benchmarks/video.py "${common[@]}" --name "${tag}_dffs" --methods df,full_sequence --no-media "$@"
 wait "$tf"
 "$py" benchmarks/video.py "${common[@]}" --name "$out" --eval-only --episodes "$episodes" \

@@ -285,6 +285,17 @@ def video_study(cfg: VideoStudyConfig, run_dir: Path, progress: bool = False) ->
     return res
 
 
+def step_list(text: str) -> tuple[int, ...]:
+    """``"5,10,20"`` -> ``(5, 10, 20)``; anything but positive integers is an argparse error."""
+    try:
+        steps = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return steps
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=("synthetic", "forecast", "video"), default="synthetic")
@@ -296,7 +307,8 @@ def main() -> None:
     p.add_argument("--feature-net", default=None, help="video only: a saved feature net (default: train one)")
     p.add_argument("--horizon", type=int, default=VideoStudyConfig.horizon, help="video only: rollout length in T")
     p.add_argument("--episodes", type=int, default=None, help="video only: held-out videos (default: the preset's)")
-    p.add_argument("--steps", default=None, help="video only: comma-separated S values (default 2,3,5,10,20,50)")
+    p.add_argument("--steps", default=None, type=step_list,
+                   help="video only: comma-separated S values (default 2,3,5,10,20,50)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "steps_study.json"))
     args = p.parse_args()
@@ -305,9 +317,9 @@ def main() -> None:
     if args.task == "forecast":
         res = forecast_study(ForecastStudyConfig(), run_dir, progress=True)
     elif args.task == "video":
-        steps = tuple(int(x) for x in args.steps.split(",")) if args.steps else VideoStudyConfig.steps
         res = video_study(VideoStudyConfig(config=args.video_config, feature_net=args.feature_net, horizon=args.horizon,
-                                           episodes=args.episodes, steps=steps), run_dir, progress=True)
+                                           episodes=args.episodes, steps=args.steps or VideoStudyConfig.steps),
+                          run_dir, progress=True)
     else:
         res = sines_study(SinesStudyConfig(train_steps=args.train_steps), run_dir, progress=True)
     data = write_results({args.task: res}, Path(args.out))

@@ -14,6 +14,10 @@
 # results/OUT.{json,md} + GIF/PNGs (all three methods on EPISODES held-out videos; OUT defaults to TAG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ $# -lt 2 ] || [ ! -f "$1" ]; then
+    echo "usage: [OUT=name] [FNET=dir] [RUNS=dir] $0 CONFIG TAG [EPISODES] [overrides...] (CONFIG: a preset file; got '${1:-}')" >&2
+    exit 2
+fi
 config=$1; tag=$2; episodes=${3:-32}; shift $(( $# < 3 ? $# : 3 ))
 py=${PYTHON:-python}
 out=${OUT:-$tag}

@@ -230,3 +230,25 @@ def test_video_benchmark_train_reports_are_checked(tmp_path):
                        ([str(tmp_path / "missing.json")], "cannot read")]:
         with pytest.raises(ConfigError, match=match):
             bench.training_figures(bad, "c.yaml", [])
+
+
+def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
+    """The benchmark entry points: one-line messages and exit code 2, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    cases = [
+        ([sys.executable, "benchmarks/video.py", "--eval-only", "--train-report", str(tmp_path / "missing.json")],
+         "cannot read a results file"),
+        ([sys.executable, "benchmarks/video.py", "--train-report", str(tmp_path / "a.json")], "goes with --eval-only"),
+        ([sys.executable, "benchmarks/steps_study.py", "--task", "video", "--steps", "5,x"], "positive integers"),
+        (["bash", "benchmarks/video_benchmark.sh", str(tmp_path / "nope.yaml"), "tag"], "usage:"),
+    ]
+    for cmd, message in cases:
+        r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (cmd, r.returncode, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (cmd, r.stderr)

@@ -246,7 +246,8 @@ def video_study(cfg: VideoStudyConfig, run_dir: Path, progress: bool = False) ->
         vcfg = replace(vcfg, data=replace(vcfg.data, eval_episodes=cfg.episodes))
     if cfg.feature_net:
         from dforce.metrics.video import load_feature_net
-        fnet = load_feature_net(Path(cfg.feature_net))
+        from dforce.tasks.video import feature_provenance
+        fnet = load_feature_net(Path(cfg.feature_net), expect=feature_provenance(vcfg.data))
     else:
         train_frames, train_actions = load_video_data(vcfg.data, "train", progress=False)
         fnet = train_feature_net(train_frames, train_actions, steps=cfg.feature_steps, seed=cfg.seed,

@@ -197,39 +197,22 @@ def training_figures(paths: list[str], config: str, overrides: list[str]) -> dic
     return out
 
 
-FEATURE_NET_PROVENANCE = "provenance.json"
-
-
-def feature_provenance(dcfg, steps: int) -> dict:
-    """What the saved feature net was trained on: the training split's data config + its training steps."""
-    d = dataclasses.asdict(dcfg)
-    for k in ("window", "eval_episodes", "eval_multiple"):  # do not change the training videos
-        d.pop(k)
-    return {"data": d, "feature_steps": steps}
-
-
 def feature_net(directory: Path, dcfg, train_data, steps: int, retrain: bool, progress: bool):
-    """The Fréchet feature net: loaded from ``directory`` if saved there (and trained on the same data),
-    else trained on ``train_data = (frames, actions)`` and saved (``model.safetensors``, ``config.json``,
-    ``provenance.json``). Returns ``(net, info)``; a saved net trained on other data raises ``ConfigError``."""
-    from dforce.errors import ConfigError
-    from dforce.metrics.video import load_feature_net, save_feature_net, train_feature_net
+    """The Fréchet feature net: loaded from ``directory`` if saved there (and trained on the same data, with
+    the same steps), else trained on ``train_data = (frames, actions)`` and saved with its provenance.
+    Returns ``(net, info)``; a saved net trained on other data raises ``ConfigError``."""
+    from dforce.metrics.video import feature_net_provenance, load_feature_net, save_feature_net, train_feature_net
+    from dforce.tasks.video import feature_provenance
 
     want = feature_provenance(dcfg, steps)
-    prov_file = directory / FEATURE_NET_PROVENANCE
     if (directory / "model.safetensors").exists() and not retrain:
-        saved = json.loads(prov_file.read_text()) if prov_file.exists() else {}
-        have = {k: saved.get(k) for k in want}
-        if have != want:
-            raise ConfigError(f"{directory}: saved feature net was trained on {have}, this benchmark needs {want}; "
-                              "pass --retrain-feature-net or another --feature-net directory")
-        return load_feature_net(directory), {"loaded": True, "train_seconds": saved.get("train_seconds")}
+        net = load_feature_net(directory, expect=want)
+        return net, {"loaded": True, "train_seconds": feature_net_provenance(directory).get("train_seconds")}
     net = train_feature_net(train_data[0], train_data[1], steps=steps, progress=progress)
-    save_feature_net(net, directory)
     info = {**want, "train_seconds": round(net.train_seconds, 1),
             "parameters": sum(p.numel() for p in net.parameters()),
             "note": "Fréchet feature net of benchmarks/video.py, trained on the real training videos (seed 0)"}
-    prov_file.write_text(json.dumps(info, indent=2))
+    save_feature_net(net, directory, provenance=info)
     return net, {"loaded": False, "train_seconds": info["train_seconds"]}
 
 

@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     from dforce.engine.config import load_config
     from dforce.errors import ConfigError
     from dforce.metrics.video import frechet_distance, horizon_metrics, load_feature_net, video_features
-    from dforce.tasks.video import VideoRunConfig, load_run, load_video_data, rollout
+    from dforce.tasks.video import VideoRunConfig, feature_provenance, load_run, load_video_data, rollout
 
     base = load_config(VideoRunConfig, args.config, args.overrides)
     dcfg = dataclasses.replace(base.data, eval_episodes=args.episodes,  # as benchmarks/video.py
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     T, C = base.data.window, base.context
     length = args.multiple * T
     truth = frames[:, C:C + length]
-    fnet = load_feature_net(args.feature_net)
+    fnet = load_feature_net(args.feature_net, expect=feature_provenance(base.data))
     ref = video_features(fnet, truth)
     half = truth.shape[1] // 2
     levels = [int(v) for v in args.stabilization.split(",")]

@@ -136,6 +136,29 @@ def test_feature_net_save_load_roundtrip(digits, tmp_path):
         load_feature_net(tmp_path / "fnet")
 
 
+
+def test_feature_net_provenance_is_checked_on_load(digits, tmp_path):
+    """A saved feature net records the data it was trained on; loading it for other data is refused (the
+    Fréchet distances would silently change scale), and so is a net without a record when one is asked for."""
+    from dforce.tasks.video import VideoDataConfig, feature_provenance
+
+    net, Y, _ = digits
+    data = VideoDataConfig(source="digits", resolution=16, episode_length=32, window=8)
+    save_feature_net(net, tmp_path / "fnet", provenance={**feature_provenance(data, 400), "train_seconds": 1.0})
+    # the held-out split and the training window do not change the training videos: accepted
+    same = VideoDataConfig(source="digits", resolution=16, episode_length=32, window=4, eval_episodes=32)
+    load_feature_net(tmp_path / "fnet", expect=feature_provenance(same))
+    load_feature_net(tmp_path / "fnet", expect=feature_provenance(same, 400))
+    with pytest.raises(ConfigError, match="feature_steps: saved 400, needed 50"):
+        load_feature_net(tmp_path / "fnet", expect=feature_provenance(same, 50))
+    other = VideoDataConfig(source="vizdoom", resolution=16, episode_length=32, window=8)
+    with pytest.raises(ConfigError, match="trained on other data.*'source': 'digits'.*'source': 'vizdoom'"):
+        load_feature_net(tmp_path / "fnet", expect=feature_provenance(other))
+    save_feature_net(net, tmp_path / "bare")  # no provenance recorded
+    load_feature_net(tmp_path / "bare")  # fine when nothing is asked
+    with pytest.raises(ConfigError, match="no provenance.json"):
+        load_feature_net(tmp_path / "bare", expect=feature_provenance(data))
+
 # ---------------------------------------------------------------- horizons + plots
 def test_horizon_buckets_and_plots(digits, tmp_path):
     net, Y, Z = digits

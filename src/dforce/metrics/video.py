@@ -12,7 +12,8 @@ Frames are float ``(..., C, H, W)`` in ``[-1, 1]`` (``data_range = 2``), the mod
   rollout (every frame repeated) has the marginal frames of real video but no motion, and a per-frame
   feature cannot tell. It is trained as an autoencoder of the clip plus (when actions exist) an
   inverse-dynamics head predicting the action between the frames; the bottleneck (``feature_dim``, the
-  penultimate layer of both heads) defines the distance. Saved as ``model.safetensors`` + ``config.json``.
+  penultimate layer of both heads) defines the distance. Saved as ``model.safetensors`` + ``config.json``
+  + ``provenance.json`` (the data it was trained on; :func:`load_feature_net` checks it when asked).
 - :func:`frechet_distance`: ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` (Heusel et al. 2017).
 - :func:`horizon_metrics`: metrics on windows of the training length ``T`` ending at 1x, 5x, 10x, 30x ``T``.
 """
@@ -227,24 +228,56 @@ def train_feature_net(frames: torch.Tensor, actions: torch.Tensor | None = None,
     return net
 
 
-def save_feature_net(net: FeatureNet, directory: str | Path) -> None:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+FEATURE_NET_PROVENANCE = "provenance.json"  # what the saved net was trained on (written last)
+
+
+def save_feature_net(net: FeatureNet, directory: str | Path, provenance: dict | None = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory``, then ``provenance.json`` (what the
+    net was trained on, e.g. :func:`dforce.tasks.video.feature_provenance`) when given. The provenance file
+    is written last, so its presence means the net is complete."""
     from safetensors.torch import save_file
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, d / "model.safetensors")
     (d / "config.json").write_text(json.dumps(asdict(net.config), indent=2))
+    if provenance is not None:
+        (d / FEATURE_NET_PROVENANCE).write_text(json.dumps(provenance, indent=2))
 
 
-def load_feature_net(directory: str | Path) -> FeatureNet:
-    """Rebuild a :class:`FeatureNet` from :func:`save_feature_net` output."""
+def feature_net_provenance(directory: str | Path) -> dict:
+    """The saved ``provenance.json`` of a feature net (``{}`` when it has none)."""
+    f = Path(directory) / FEATURE_NET_PROVENANCE
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{f}: not valid JSON ({e})") from e
+
+
+def load_feature_net(directory: str | Path, expect: dict | None = None) -> FeatureNet:
+    """Rebuild a :class:`FeatureNet` from :func:`save_feature_net` output.
+
+    ``expect``: provenance entries the saved net must have been trained with (e.g. ``{"data": ...}``). A net
+    without ``provenance.json``, or trained on other data, raises ``ConfigError``: Fréchet distances from a
+    feature net of other data are not comparable, and nothing else would notice.
+    """
     from safetensors.torch import load_file
 
     d = Path(directory)
     for name in ("config.json", "model.safetensors"):
         if not (d / name).exists():
             raise CheckpointError(f"{d / name}: feature-network file does not exist")
+    if expect is not None:
+        saved = feature_net_provenance(d)
+        have = {k: saved.get(k) for k in expect}
+        if have != expect:
+            diff = sorted(k for k in expect if have[k] != expect[k])
+            detail = "; ".join(f"{k}: saved {have[k]}, needed {expect[k]}" for k in diff)
+            raise ConfigError(f"{d}: feature net was trained on other data or settings ({detail})"
+                              if saved else f"{d}: feature net has no {FEATURE_NET_PROVENANCE}; cannot check "
+                              f"that it was trained on this data")
     try:
         config = FeatureNetConfig(**json.loads((d / "config.json").read_text()))
         net = FeatureNet(config)

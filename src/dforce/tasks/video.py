@@ -162,6 +162,16 @@ def load_video_data(dcfg: VideoDataConfig, split: str = "train",
     return to_model_frames(d.frames), torch.as_tensor(d.actions, dtype=torch.float32)
 
 
+def feature_provenance(dcfg: VideoDataConfig, steps: int | None = None) -> dict:
+    """What a Fréchet feature net trained on the training videos of ``dcfg`` records (and is checked
+    against by :func:`dforce.metrics.video.load_feature_net`): the data config without the fields that do not
+    change the training videos (window, held-out split), plus its training ``steps`` when given."""
+    d = dataclasses.asdict(dcfg)
+    for k in ("window", "eval_episodes", "eval_multiple"):
+        d.pop(k)
+    return {"data": d} if steps is None else {"data": d, "feature_steps": steps}
+
+
 def stack_frames(frames: torch.Tensor, into: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``frames (B, T, C, H, W)``, ``into (B, T, A)`` → tokens ``(B, T/k, kC, H, W)``, cond ``(B, T/k, kA)``."""
     B, T, C, H, W = frames.shape

@@ -275,3 +275,50 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
         r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2, (cmd, r.returncode, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (cmd, r.stderr)
+
+
+def test_video_seeds_aggregates_and_checks_reports(tmp_path):
+    """``benchmarks/video_seeds.py``: per-seed ratios and target counts from the combined results of several
+    training seeds; reports of another benchmark (other overrides) or repeated seeds are refused."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dforce.errors import ConfigError
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("video_seeds", root / "benchmarks" / "video_seeds.py")
+    vs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs)
+
+    def report(name, seed, frechet, overrides=()):
+        hs = ("1x", "5x", "10x", "30x")
+        summary = {m: {"frechet": dict(zip(hs, f)), "psnr": dict(zip(hs, (20.0, 18.0, 16.0, 15.0)))}
+                   for m, f in frechet.items()}
+        rep = {"config": "c.yaml", "overrides": [*overrides, *([f"train.seed={seed}"] if seed else [])],
+               "eval_only": True, "episodes": 32, "rollout_frames": 480, "train_length": 16, "resolution": 32,
+               "summary": summary}
+        (tmp_path / name).write_text(json.dumps(rep))
+        return tmp_path / name
+
+    a = report("a.json", 0, {"df": (4, 4, 4, 5), "teacher_forcing": (4, 8, 12, 14), "full_sequence": (20, 30, 30, 30)})
+    b = report("b.json", 1, {"df": (4, 8, 8, 9), "teacher_forcing": (4, 5, 5, 5), "full_sequence": (20, 30, 30, 30)})
+    res = vs.main([str(a), str(b), "--name", "s", "--out-dir", str(tmp_path / "out")])
+    assert res["seeds"] == [0, 1]
+    assert res["per_seed"][0]["ratio_last_over_first"] == {"df": 1.25, "teacher_forcing": 3.5, "full_sequence": 1.5}
+    assert res["counts"] == {"seeds": 2, "df_within_1.5x": 1, "a_baseline_over_3x": 1, "target_met": 1,
+                             "df_below_teacher_forcing_at_last": 1, "df_lowest_at_last": 1}
+    assert res["aggregate"]["df"]["frechet"]["30x"]["mean"] == 7.0
+    assert (tmp_path / "out" / "s.png").stat().st_size > 0 and "| 1 | df |" in (tmp_path / "out" / "s.md").read_text()
+    c = report("c.json", 2, {m: (1, 1, 1, 1) for m in vs.METHODS}, overrides=["train.steps=10"])
+    d = report("d.json", 1, {m: (1, 1, 1, 1) for m in vs.METHODS})
+    for bad, match in [([a, c], "only train.seed may differ"), ([a, b, d], "seeds repeat"), ([a], "at least two"),
+                       ([a, tmp_path / "missing.json"], "does not exist")]:
+        with pytest.raises(ConfigError, match=match):
+            vs.load_reports(bad)
+    r = subprocess.run([sys.executable, "benchmarks/video_seeds.py", str(a), str(c)], cwd=root, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=120)
+    assert r.returncode == 2 and "only train.seed may differ" in r.stderr and "Traceback" not in r.stderr

@@ -152,6 +152,8 @@ def plot(res: dict, path: Path) -> None:
         ax.set_xlabel("horizon (× training length)")
     axes[0].set_ylabel("Fréchet distance")
     axes[0].legend(fontsize=7)
+    fig.suptitle(f"{res['config']}: Fréchet distance vs rollout horizon, training seeds {res['seeds']}", fontsize=9)
+    fig.tight_layout()
     save_figure(fig, path)
 
 

@@ -201,12 +201,16 @@ def feature_net(directory: Path, dcfg, train_data, steps: int, retrain: bool, pr
     """The Fréchet feature net: loaded from ``directory`` if saved there (and trained on the same data, with
     the same steps), else trained on ``train_data = (frames, actions)`` and saved with its provenance.
     Returns ``(net, info)``; a saved net trained on other data raises ``ConfigError``."""
+    from dforce.errors import ConfigError
     from dforce.metrics.video import feature_net_provenance, load_feature_net, save_feature_net, train_feature_net
     from dforce.tasks.video import feature_provenance
 
     want = feature_provenance(dcfg, steps)
     if (directory / "model.safetensors").exists() and not retrain:
-        net = load_feature_net(directory, expect=want)
+        try:
+            net = load_feature_net(directory, expect=want)
+        except ConfigError as e:
+            raise ConfigError(f"{e}; pass --retrain-feature-net or another --feature-net directory") from None
         return net, {"loaded": True, "train_seconds": feature_net_provenance(directory).get("train_seconds")}
     net = train_feature_net(train_data[0], train_data[1], steps=steps, progress=progress)
     info = {**want, "train_seconds": round(net.train_seconds, 1),

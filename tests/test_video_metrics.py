@@ -11,7 +11,7 @@ from dforce.data.video_common import to_model_frames
 from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
 from dforce.errors import CheckpointError, ConfigError
 from dforce.metrics.video import (
-    FeatureNetConfig, _gaussian_window, frechet_distance, horizon_metrics, horizon_windows, load_feature_net,
+    FeatureNet, FeatureNetConfig, _gaussian_window, frechet_distance, horizon_metrics, horizon_windows, load_feature_net,
     per_frame_metrics, psnr, save_feature_net, ssim, train_feature_net, video_features,
 )
 
@@ -262,9 +262,17 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
     import sys
     from pathlib import Path
 
+    from dforce.tasks.video import VideoDataConfig, feature_provenance
+
     root = Path(__file__).parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    other = VideoDataConfig(source="vizdoom", resolution=16)  # a saved feature net of other data
+    save_feature_net(FeatureNet(FeatureNetConfig(size=16, width=8)), tmp_path / "fnet",
+                     provenance=feature_provenance(other, 400))
     cases = [
+        ([sys.executable, "benchmarks/video.py", "--config", "configs/video_digits_tiny.yaml", "--eval-only",
+          "--feature-net", str(tmp_path / "fnet"), "--runs", str(tmp_path / "runs"), "--name", str(tmp_path / "r"),
+          "--no-media", "--quiet"], "feature net was trained on other data"),
         ([sys.executable, "benchmarks/video.py", "--eval-only", "--train-report", str(tmp_path / "missing.json")],
          "cannot read a results file"),
         ([sys.executable, "benchmarks/video.py", "--train-report", str(tmp_path / "a.json")], "goes with --eval-only"),

@@ -21,8 +21,9 @@ import statistics
 import sys
 from pathlib import Path
 
+from dforce.tasks.video import METHODS  # df, teacher_forcing, full_sequence
+
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("df", "teacher_forcing", "full_sequence")
 DF_TARGET = 1.5  # issue #6: DF's Fréchet at 30x within 1.5x of its value at 1x
 BASELINE_TARGET = 3.0  # issue #6: ... while a baseline degrades by more than 3x
 

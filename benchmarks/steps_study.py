@@ -46,6 +46,7 @@ from dforce.data.synthetic import energy_distance, noisy_sines
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine.checkpoint import load_weights
 from dforce.engine.trainer import TrainConfig, train
+from dforce.errors import ConfigError
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
@@ -232,23 +233,26 @@ def video_study(cfg: VideoStudyConfig, run_dir: Path, progress: bool = False) ->
     few-step DDIM produces, so they *improve* as S shrinks and cannot tell whether quality is kept.
     """
     from dforce.engine.config import load_config
-    from dforce.metrics.video import frechet_distance, psnr, ssim, train_feature_net, video_features
-    from dforce.tasks.video import VideoRunConfig, load_run, load_video_data, rollout, train_video
+    from dforce.metrics.video import frechet_distance, load_feature_net, psnr, ssim, train_feature_net, video_features
+    from dforce.tasks.video import VideoRunConfig, feature_provenance, load_run, load_video_data, rollout, train_video
 
     vcfg = load_config(VideoRunConfig, cfg.config, [])
+    fnet = None
+    if cfg.feature_net:  # checked before any training: a net of other data fails at once
+        fnet = load_feature_net(Path(cfg.feature_net), expect=feature_provenance(vcfg.data))
     train_s = None
     if not (run_dir / "ema.safetensors").exists():
         t0 = time.time()
         train_video(vcfg, run_dir, progress=progress)
         train_s = time.time() - t0
+    preset_data = vcfg.data
     model, schedule, vcfg = load_run(run_dir)
+    if fnet is not None and feature_provenance(vcfg.data) != feature_provenance(preset_data):
+        raise ConfigError(f"{run_dir}: the run was trained on other videos than {cfg.config} ({vcfg.data}), "
+                          f"which the feature net {cfg.feature_net} was checked against")
     if cfg.episodes:
         vcfg = replace(vcfg, data=replace(vcfg.data, eval_episodes=cfg.episodes))
-    if cfg.feature_net:
-        from dforce.metrics.video import load_feature_net
-        from dforce.tasks.video import feature_provenance
-        fnet = load_feature_net(Path(cfg.feature_net), expect=feature_provenance(vcfg.data))
-    else:
+    if fnet is None:
         train_frames, train_actions = load_video_data(vcfg.data, "train", progress=False)
         fnet = train_feature_net(train_frames, train_actions, steps=cfg.feature_steps, seed=cfg.seed,
                                  progress=progress)
@@ -328,4 +332,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dforce.errors import exit_on_user_error
+
+    exit_on_user_error(main, "benchmarks/steps_study.py")  # user errors: one line, exit code 2

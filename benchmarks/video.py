@@ -296,10 +296,6 @@ def markdown(rep: dict) -> str:
 
 
 if __name__ == "__main__":
-    from dforce.errors import DforceError
+    from dforce.errors import exit_on_user_error
 
-    try:
-        main()
-    except DforceError as e:  # user errors (bad preset, results file, feature net): one line, exit 2
-        print(f"benchmarks/video.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main, "benchmarks/video.py")  # user errors: one line, exit code 2

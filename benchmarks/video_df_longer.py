@@ -136,4 +136,6 @@ def markdown(rep: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from dforce.errors import exit_on_user_error
+
+    exit_on_user_error(main, "benchmarks/video_df_longer.py")  # user errors: one line, exit code 2

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 from dforce.tasks.video import METHODS  # df, teacher_forcing, full_sequence
@@ -179,10 +178,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from dforce.errors import DforceError
+    from dforce.errors import exit_on_user_error
 
-    try:
-        main()
-    except DforceError as e:  # user errors (missing or mismatched results files): one line, exit 2
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main, "benchmarks/video_seeds.py")  # user errors: one line, exit code 2

@@ -158,6 +158,9 @@ def test_feature_net_provenance_is_checked_on_load(digits, tmp_path):
     load_feature_net(tmp_path / "bare")  # fine when nothing is asked
     with pytest.raises(ConfigError, match="no provenance.json"):
         load_feature_net(tmp_path / "bare", expect=feature_provenance(data))
+    (tmp_path / "fnet" / "provenance.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="provenance.json: not valid JSON"):
+        load_feature_net(tmp_path / "fnet", expect=feature_provenance(data))
 
 # ---------------------------------------------------------------- horizons + plots
 def test_horizon_buckets_and_plots(digits, tmp_path):
@@ -273,6 +276,13 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
         ([sys.executable, "benchmarks/video.py", "--config", "configs/video_digits_tiny.yaml", "--eval-only",
           "--feature-net", str(tmp_path / "fnet"), "--runs", str(tmp_path / "runs"), "--name", str(tmp_path / "r"),
           "--no-media", "--quiet"], "feature net was trained on other data"),
+        # the other entry points that load a saved feature net check it too (steps_study before any training)
+        ([sys.executable, "benchmarks/steps_study.py", "--task", "video", "--video-config", "configs/video_digits_tiny.yaml",
+          "--feature-net", str(tmp_path / "fnet"), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "s.json")],
+         "feature net was trained on other data"),
+        ([sys.executable, "benchmarks/video_df_longer.py", "--config", "configs/video_digits_tiny.yaml", "--run",
+          f"df={tmp_path / 'run'}", "--feature-net", str(tmp_path / "fnet"), "--episodes", "2"],
+         "feature net was trained on other data"),
         ([sys.executable, "benchmarks/video.py", "--eval-only", "--train-report", str(tmp_path / "missing.json")],
          "cannot read a results file"),
         ([sys.executable, "benchmarks/video.py", "--train-report", str(tmp_path / "a.json")], "goes with --eval-only"),
@@ -312,6 +322,10 @@ def test_video_seeds_aggregates_and_checks_reports(tmp_path):
         (tmp_path / name).write_text(json.dumps(rep))
         return tmp_path / name
 
+    def _write(path, text):
+        path.write_text(text)
+        return path
+
     a = report("a.json", 0, {"df": (4, 4, 4, 5), "teacher_forcing": (4, 8, 12, 14), "full_sequence": (20, 30, 30, 30)})
     b = report("b.json", 1, {"df": (4, 8, 8, 9), "teacher_forcing": (4, 5, 5, 5), "full_sequence": (20, 30, 30, 30)})
     res = vs.main([str(a), str(b), "--name", "s", "--out-dir", str(tmp_path / "out")])
@@ -324,7 +338,10 @@ def test_video_seeds_aggregates_and_checks_reports(tmp_path):
     c = report("c.json", 2, {m: (1, 1, 1, 1) for m in vs.METHODS}, overrides=["train.steps=10"])
     d = report("d.json", 1, {m: (1, 1, 1, 1) for m in vs.METHODS})
     for bad, match in [([a, c], "only train.seed may differ"), ([a, b, d], "seeds repeat"), ([a], "at least two"),
-                       ([a, tmp_path / "missing.json"], "does not exist")]:
+                       ([a, tmp_path / "missing.json"], "does not exist"),
+                       ([a, _write(tmp_path / "bad.json", "{")], "not valid JSON"),
+                       ([a, _write(tmp_path / "train.json", json.dumps({"summary": {}, "eval_only": False}))],
+                        "not the combined")]:
         with pytest.raises(ConfigError, match=match):
             vs.load_reports(bad)
     r = subprocess.run([sys.executable, "benchmarks/video_seeds.py", str(a), str(c)], cwd=root, capture_output=True,

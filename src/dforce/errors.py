@@ -27,3 +27,15 @@ class CheckpointError(DforceError):
 
 class ScheduleError(DforceError):
     """A scheduling matrix or noise schedule is invalid."""
+
+
+def exit_on_user_error(main, prog: str):
+    """Run ``main()`` for a script entry point: a :class:`DforceError` prints one ``<prog>: error: ...`` line to
+    stderr and exits with code 2 (no traceback), as the CLI does; anything else propagates."""
+    import sys
+
+    try:
+        return main()
+    except DforceError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -30,29 +30,10 @@ from dforce.data.exchange_rate import load_exchange_rate_nips
 from dforce.engine.config import config_to_dict, load_config
 from dforce.metrics.forecast import gluonts_forecast_metrics
 from dforce.tasks.forecast import ForecastConfig, baseline_config, fit, forecast, forecast_targets
-from dforce.tasks.forecast_baselines import BaselineConfig, naive_forecast, var_forecast
+from dforce.tasks.forecast_baselines import BaselineConfig, naive_forecast, random_walk_forecast, var_forecast
 
 ROOT = Path(__file__).resolve().parent
 TRAINED = ("dforce", "teacher_forcing", "full_sequence")
-
-
-def random_walk_forecast(train: np.ndarray, test, H: int, num_samples: int, seed: int,
-                         recent: int | None = None) -> np.ndarray:
-    """Gaussian random walk from the last value.
-
-    The step covariance is that of the train changes (``recent=None``) or, per window, of the last
-    ``recent`` changes before the forecast start (a volatility-adaptive random walk).
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in test:
-        hist = train if recent is None else s.target[: -H][-recent - 1:]
-        d = np.diff(hist, axis=0)
-        d = d[np.isfinite(d).all(1)]
-        chol = np.linalg.cholesky(np.cov(d.T) + 1e-12 * np.eye(d.shape[1]))
-        steps = rng.standard_normal((num_samples, H, d.shape[1])) @ chol.T
-        out.append(s.target[-H - 1] + np.cumsum(steps, axis=1))
-    return np.stack(out)
 
 
 def mean_std(values: list[float]) -> dict:
@@ -88,9 +69,9 @@ def run(cfg: ForecastConfig, seeds: int, methods: tuple[str, ...], progress: boo
         per_seed["naive"].append({"seed": seed, **gluonts_forecast_metrics(naive, y)})
         var, orders = var_forecast(ds.train, ds.test, H, BaselineConfig(num_samples=cfg.num_samples, seed=seed))
         per_seed["var"].append({"seed": seed, "order": orders[0], **gluonts_forecast_metrics(var, y)})
-        rw = random_walk_forecast(ds.train.target, ds.test, H, cfg.num_samples, seed)
+        rw = random_walk_forecast(ds.test, H, cfg.num_samples, seed, train=ds.train.target)
         per_seed["random_walk"].append({"seed": seed, **gluonts_forecast_metrics(rw, y)})
-        rwc = random_walk_forecast(ds.train.target, ds.test, H, cfg.num_samples, seed, recent=cfg.data.context_length)
+        rwc = random_walk_forecast(ds.test, H, cfg.num_samples, seed, recent=cfg.data.context_length)
         per_seed["random_walk_context"].append({"seed": seed, **gluonts_forecast_metrics(rwc, y)})
         for method in methods:
             mcfg = replace(baseline_config(cfg, method), seed=seed)

@@ -24,24 +24,12 @@ from dforce.data.exchange_rate import load_exchange_rate_nips
 from dforce.data.gluonts_format import split_validation
 from dforce.metrics.forecast import forecast_metrics
 from dforce.tasks.forecast import forecast_targets
+from dforce.tasks.forecast_baselines import random_walk_forecast
 
 WINDOWS_N = (30, 60, 120, 250, 500, 1000, 6000)  # changes used for the step covariance
 SCALES_C = (0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25)  # spread factors
 VAL_WINDOWS = 20  # rolling validation windows (600 steps) from the end of train
 OUT = Path(__file__).resolve().parent / "results" / "forecast_exchange_ceiling.json"
-
-
-def recent_random_walk(series_list, H: int, n: int, c: float, num_samples: int = 100, seed: int = 0) -> np.ndarray:
-    """``(W, S, H, D)`` Gaussian random walks; covariance of the last ``n`` changes before each window x ``c^2``."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in series_list:
-        hist = s.target[:-H]
-        d = np.diff(hist[-n - 1:], axis=0)
-        d = d[np.isfinite(d).all(1)]
-        chol = np.linalg.cholesky(np.cov(d.T) + 1e-14 * np.eye(d.shape[1]))
-        out.append(hist[-1] + np.cumsum(c * rng.standard_normal((num_samples, H, d.shape[1])) @ chol.T, axis=1))
-    return np.stack(out)
 
 
 def main() -> None:
@@ -53,9 +41,10 @@ def main() -> None:
     grid = []
     for n in WINDOWS_N:
         for c in SCALES_C:
-            grid.append({"n": n, "c": c,
-                         "val_crps_sum": forecast_metrics(recent_random_walk(val, H, n, c), y_val)["crps_sum"],
-                         "test_crps_sum": forecast_metrics(recent_random_walk(ds.test, H, n, c), y_test)["crps_sum"]})
+            val_rw = random_walk_forecast(val, H, recent=n, spread=c)
+            test_rw = random_walk_forecast(ds.test, H, recent=n, spread=c)
+            grid.append({"n": n, "c": c, "val_crps_sum": forecast_metrics(val_rw, y_val)["crps_sum"],
+                         "test_crps_sum": forecast_metrics(test_rw, y_test)["crps_sum"]})
     by_val = min(grid, key=lambda r: r["val_crps_sum"])
     oracle = min(grid, key=lambda r: r["test_crps_sum"])
     last = np.stack([s.target[-H - 1] for s in ds.test])

@@ -1,12 +1,27 @@
-"""Naive and VAR baselines: the naive CRPS-sum on exchange_rate_nips and the VAR recursion."""
+"""Baselines: the naive CRPS-sum on exchange_rate_nips, the random walk, the VAR recursion, one-step-ahead scoring."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from dforce.data.exchange_rate import load_exchange_rate_nips
+from dforce.data.gluonts_format import MultivariateSeries
+from dforce.errors import DataError
 from dforce.metrics.forecast import gluonts_forecast_metrics
-from dforce.tasks.forecast_baselines import fit_var, naive_forecast, simulate_var, forecast_targets
+from dforce.tasks.forecast_baselines import (fit_var, forecast_targets, naive_forecast, one_step_forecasts,
+                                             random_walk_forecast, simulate_var)
+
+
+def walk(length: int = 200, dim: int = 3, seed: int = 0) -> MultivariateSeries:
+    rng = np.random.default_rng(seed)
+    return MultivariateSeries.from_array(np.cumsum(rng.normal(size=(length, dim)), 0), "2020-01-06", "B")
 
 
 def test_naive_crps_sum_on_exchange_rate_nips(tmp_path):
@@ -39,3 +54,65 @@ def test_var_recursion_matches_statsmodels_forecast():
     # sampling sd is about sigma^2 / sqrt(20000) ~ 7e-5 (sigma^2 ~ 0.01), so atol 3e-4 is > 4 sd
     s = simulate_var(fit, x[None, -fit.order:], 1, 20000, np.random.default_rng(1))[0, :, 0]
     np.testing.assert_allclose(np.cov(s.T), fit.sigma_u, rtol=0, atol=3e-4)
+
+
+def test_random_walk_starts_at_the_last_value_with_the_recent_covariance():
+    rng = np.random.default_rng(1)
+    calm, wild = rng.normal(scale=0.1, size=(300, 2)), rng.normal(scale=2.0, size=(50, 2))
+    y = np.cumsum(np.concatenate([calm, wild, np.zeros((5, 2))]), 0)  # the last 5 rows are the future
+    s = MultivariateSeries.from_array(y, "2020-01-06", "B")
+    smp = random_walk_forecast([s], 5, num_samples=4000, seed=0, recent=40)
+    assert smp.shape == (1, 4000, 5, 2)
+    # first step: last observed value plus one step of the recent (wild) volatility, not the calm one
+    np.testing.assert_allclose(smp[0, :, 0].mean(0), y[-6], atol=0.15)
+    assert 1.6 < smp[0, :, 0].std(0).min() and smp[0, :, 0].std(0).max() < 2.4
+    # spread scales the steps; the train covariance is used without ``recent``
+    narrow = random_walk_forecast([s], 5, num_samples=4000, seed=0, recent=40, spread=0.5)
+    np.testing.assert_allclose(narrow[0, :, 0] - y[-6], 0.5 * (smp[0, :, 0] - y[-6]), atol=1e-9)
+    calm_rw = random_walk_forecast([s], 5, num_samples=4000, seed=0, train=np.cumsum(calm, 0))
+    assert calm_rw[0, :, 0].std(0).max() < 0.15
+    with pytest.raises(DataError, match="train series or recent"):
+        random_walk_forecast([s], 5)
+
+
+def test_one_step_forecasts_condition_each_step_on_the_true_past():
+    tests = [walk(seed=0), walk(length=180, seed=1)]
+    H = 7
+    seen = []
+
+    def spy(series):
+        seen.append([s.length for s in series])
+        return naive_forecast(series, 1, 3)
+
+    smp = one_step_forecasts(spy, tests, H)
+    assert smp.shape == (2, 3, H, 3)
+    # one call; step h of window w is cut just after its target row (GluonTS layout with horizon 1)
+    assert seen == [[s.length - H + h + 1 for s in tests for h in range(H)]]
+    # naive one-step = the true previous value of every step (the multi-step naive repeats the last one)
+    for w, s in enumerate(tests):
+        np.testing.assert_array_equal(smp[w, 0], s.target[-H - 1:-1])
+    multi = naive_forecast(tests, H, 3)
+    y = forecast_targets(tests, H)
+    err = lambda x: np.abs(x[:, 0] - y).sum()  # noqa: E731
+    assert err(smp) < err(multi)
+    # a forecaster may return more steps than one: only the first is kept
+    longer = one_step_forecasts(lambda series: naive_forecast(series, 1, 3).repeat(4, axis=2), tests, H)
+    np.testing.assert_array_equal(longer, smp)
+
+
+@pytest.mark.slow
+def test_protocol_benchmark_quick_run(tmp_path):
+    """benchmarks/forecast_exchange_protocol.py --quick: both protocols for every forecaster, written to JSON."""
+    root = Path(__file__).resolve().parents[1]
+    script = [sys.executable, str(root / "benchmarks" / "forecast_exchange_protocol.py"), "--out", str(tmp_path / "p")]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    p = subprocess.run([*script, "--seeds", "1", "--quick"], capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.loads((tmp_path / "p.json").read_text())["summary"]
+    assert set(summary) == {"naive", "random_walk_context", "dforce"}
+    for name, s in summary.items():  # the true previous value helps every forecaster by a wide margin
+        assert s["one_step"]["crps_sum_mean"] < 0.6 * s["multi_step"]["crps_sum_mean"], name
+    assert "one-step-ahead" in (tmp_path / "p.md").read_text()
+    bad = subprocess.run([*script, "--set", "data.move_scaling=bogus"], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert bad.returncode == 2 and "move_scaling" in bad.stderr and "Traceback" not in bad.stderr

@@ -46,7 +46,11 @@ def _check_shapes(samples, target) -> None:
 
 
 def _as_tensor(x, dtype=torch.float64) -> torch.Tensor:
-    return x.to(dtype) if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x), dtype=dtype)
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    a = np.asarray(x)
+    # a read-only view (e.g. np.broadcast_to of a point forecast): copy, as torch cannot share it
+    return torch.as_tensor(a if a.flags.writeable else a.copy(), dtype=dtype)
 
 
 def sample_quantiles(samples: torch.Tensor, quantiles=CRPS_QUANTILES, dim: int = 1) -> torch.Tensor:

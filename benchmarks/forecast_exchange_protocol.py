@@ -14,7 +14,9 @@ something else; read from its source:
   every forecast frame.
 
 So each forecast step there is conditioned on the *true* previous value: a one-step-ahead forecast, not a
-30-step one. This script scores the same forecasters both ways, with the real GluonTS evaluator:
+30-step one. The metric is not the difference: its CRPS-sum (``algorithms/common/metrics/crps_quantile.py``,
+the GluonTS nursery ``CRPS``) is GluonTS's weighted quantile loss (factor 2, same normalization by sum |y|),
+with sample quantiles taken by ``kthvalue(int(q * S))`` instead of index ``round((S - 1) q)``. This script scores the same forecasters both ways, with the real GluonTS evaluator:
 
 * ``multi_step``: the issue's protocol (identical to ``forecast_exchange.py``);
 * ``one_step``: step h of a window forecast from every true value before it

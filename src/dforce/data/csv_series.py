@@ -14,6 +14,7 @@ the column or line (1-based file line, the header being line 1).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def load_csv_series(path: str | Path, time_column: str | None = None, freq: str 
     if time_column not in df.columns:
         raise DataError(f"{path}: time column {time_column!r} not found in {list(df.columns)}")
     try:
-        ts = pd.DatetimeIndex(pd.to_datetime(df[time_column]))
+        with warnings.catch_warnings():  # pandas' "could not infer format" note: the checks below name bad rows
+            warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+            ts = pd.DatetimeIndex(pd.to_datetime(df[time_column]))
     except (ValueError, TypeError) as e:
         raise DataError(f"{path}: time column {time_column!r} is not parseable as dates ({e})") from None
     if ts.isna().any():

@@ -17,6 +17,7 @@ from dforce.data.maze2d import (  # noqa: E402
     RandomPolicy,
     d4rl_to_gym_pos,
     d4rl_to_gym_vec,
+    episode_return,
     evaluate_policy,
     generate_maze2d_dataset,
     get_maze,
@@ -66,6 +67,12 @@ def test_normalized_score_known_returns():
     np.testing.assert_allclose(normalized_score("large", 273.99), 100.0)
     with pytest.raises(ConfigError):
         normalized_score(["#####", "#O#O#", "#OOO#", "#####"], 10.0)
+    # episode_return inverts it (the unit the reference code logs): medium R = 149.4 is a score of 51.6
+    np.testing.assert_allclose(episode_return("medium", normalized_score("medium", [0.0, 149.4, 600.0])),
+                               [0.0, 149.4, 600.0])
+    np.testing.assert_allclose(normalized_score("medium", 149.4), 51.56, atol=0.01)
+    with pytest.raises(ConfigError, match="episode_return"):
+        episode_return(["#####", "#O#O#", "#OOO#", "#####"], 10.0)
 
 
 def test_custom_maps_and_rejections():
@@ -190,3 +197,25 @@ def test_batch_env_api_and_plot(tmp_path):
         Maze2DBatchEnv("umaze", 2).step(np.zeros((3, 2)))
     png = plot_maze_paths("medium", {"executed": info.true_obs[:, :2]}, tmp_path / "p.png", goal=env.goals[0])
     assert png.stat().st_size > 1000
+
+
+def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
+    """benchmarks/maze2d.py --merge renders the raw-return table from the normalized summary (exact linear map)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("maze2d_bench", Path(__file__).parents[1] / "benchmarks" / "maze2d.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    part = tmp_path / "part"
+    part.mkdir()
+    summary = {"single/medium": {"df": {"score_mean": 50.0, "score_se": 10.0, "episodes": 4}}}
+    (part / "maze2d.json").write_text(json.dumps({"summary": summary, "training": {}, "command": "x",
+                                                  "settings": {"episodes": 4}}))
+    assert bench.main(["--merge", str(part), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "maze2d.md").read_text()
+    raw_rows = [line for line in md.splitlines() if line.startswith("| single/medium")]
+    assert len(raw_rows) == 2 and "50.0 ± 10.0 (n=4)" in raw_rows[0]
+    # medium: R = 13.13 + 0.5 (277.39 - 13.13) = 145.26, se 10 x 2.6426; paper 149.4 raw = 51.6 normalized
+    assert "145.3 ± 26.4" in raw_rows[1] and raw_rows[1].rstrip(" |").endswith("51.6")

@@ -34,6 +34,7 @@ from dforce.data.maze2d.layouts import (
     cell_point,
     d4rl_to_gym_pos,
     d4rl_to_gym_vec,
+    episode_return,
     get_maze,
     gym_to_d4rl_pos,
     gym_to_d4rl_vec,

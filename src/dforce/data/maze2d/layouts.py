@@ -166,12 +166,24 @@ def get_maze(maze: "str | MazeTask | Sequence[str] | Sequence[Sequence[int]] | n
     return MazeTask("custom", walls, goal, steps)
 
 
-def normalized_score(maze: "str | MazeTask", episode_return: float | np.ndarray) -> float | np.ndarray:
-    """D4RL normalized score 100 * (R - ref_min) / (ref_max - ref_min) (``offline_env.get_normalized_score``)."""
+def _reference_scores(maze: "str | MazeTask", what: str) -> tuple[float, float]:
     task = get_maze(maze)
     if task.ref_min is None or task.ref_max is None:
-        raise ConfigError(f"maze {task.name!r} has no D4RL reference scores; normalized_score needs umaze/medium/large")
-    return 100.0 * (np.asarray(episode_return, dtype=np.float64) - task.ref_min) / (task.ref_max - task.ref_min)
+        raise ConfigError(f"maze {task.name!r} has no D4RL reference scores; {what} needs umaze/medium/large")
+    return task.ref_min, task.ref_max
+
+
+def normalized_score(maze: "str | MazeTask", episode_return: float | np.ndarray) -> float | np.ndarray:
+    """D4RL normalized score 100 * (R - ref_min) / (ref_max - ref_min) (``offline_env.get_normalized_score``)."""
+    lo, hi = _reference_scores(maze, "normalized_score")
+    return 100.0 * (np.asarray(episode_return, dtype=np.float64) - lo) / (hi - lo)
+
+
+def episode_return(maze: "str | MazeTask", score: float | np.ndarray) -> float | np.ndarray:
+    """Inverse of :func:`normalized_score`: the raw episode return R (steps within the goal radius) of a
+    D4RL normalized ``score``. A standard error converts with the slope alone: ``se * (ref_max - ref_min) / 100``."""
+    lo, hi = _reference_scores(maze, "episode_return")
+    return lo + np.asarray(score, dtype=np.float64) * (hi - lo) / 100.0
 
 
 # ----------------------------------------------------------------------------- frames

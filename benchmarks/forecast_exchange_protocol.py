@@ -25,10 +25,18 @@ with sample quantiles taken by ``kthvalue(int(q * S))`` instead of index ``round
   true previous value as a covariate and its own samples through its recurrent state.
 
 Forecasters: naive last value; a Gaussian random walk with the covariance of the last ``context_length``
-changes (``random_walk_context`` of the benchmark); Diffusion Forcing with the benchmark preset, trained
-per seed exactly as the benchmark does.
+changes (``random_walk_context`` of the benchmark); and three Diffusion Forcing models, each trained per seed
+as the benchmark trains its model:
 
-    PYTHONPATH=src python benchmarks/forecast_exchange_protocol.py              # 5 seeds (~3 min per seed)
+* ``dforce``: the benchmark preset (``configs/forecast_small.yaml``: scaled changes as tokens);
+* ``dforce_level``: the same with level tokens (``data.representation=level``), the kind of input the
+  reference model sees (levels, not changes);
+* ``dforce_reference_lags``: ``dforce_level`` plus the reference's lag-1 covariate (``data.short_lags=[1]``),
+  which :func:`dforce.tasks.forecast.forecast` reads from the test series as the reference does, i.e. from
+  the values being forecast. Its "multi-step" forecast therefore already has one-step information; a
+  one-step column does not apply (and ``forecast(future=True)`` refuses such a model).
+
+    PYTHONPATH=src python benchmarks/forecast_exchange_protocol.py              # 5 seeds (~4 min per seed: 3 models)
     PYTHONPATH=src python benchmarks/forecast_exchange_protocol.py --seeds 1 --quick
 
 Writes ``benchmarks/results/forecast_exchange_protocol.{json,md}`` (``--out`` changes the stem).
@@ -58,8 +66,16 @@ PROTOCOLS = ("multi_step", "one_step")
 PAPER_DF = 0.003  # REFERENCE.md §3, Table 2: Diffusion Forcing on Exchange, 0.003 ± 0.001
 
 
-def score_seed(cfg: ForecastConfig, seed: int, progress: bool) -> dict[str, dict[str, dict]]:
-    """CRPS-sum / CRPS of every forecaster under both protocols for one seed: ``{method: {protocol: metrics}}``."""
+def dforce_variants(cfg: ForecastConfig) -> dict[str, ForecastConfig]:
+    """The Diffusion Forcing models scored here (see the module docstring)."""
+    level = replace(cfg, data=replace(cfg.data, representation="level"))
+    return {"dforce": cfg, "dforce_level": level,
+            "dforce_reference_lags": replace(level, data=replace(level.data, short_lags=(1,)))}
+
+
+def score_seed(cfg: ForecastConfig, seed: int, progress: bool) -> dict[str, dict]:
+    """CRPS-sum / CRPS of every forecaster under both protocols for one seed: ``{method: {protocol: metrics}}``
+    (protocol ``one_step`` is None where it does not apply)."""
     ds = load_exchange_rate_nips()
     H, S, C = ds.prediction_length, cfg.num_samples, cfg.data.context_length
     y = forecast_targets(ds.test, H)
@@ -67,30 +83,35 @@ def score_seed(cfg: ForecastConfig, seed: int, progress: bool) -> dict[str, dict
         "naive": lambda series, h: naive_forecast(series, h, S),
         "random_walk_context": lambda series, h: random_walk_forecast(series, h, S, seed, recent=C),
     }
-    t0 = time.time()
-    res = fit(replace(cfg, seed=seed), ds.train, progress=progress)
-    train_s = time.time() - t0
+    out: dict[str, dict] = {}
+    for name, mcfg in dforce_variants(cfg).items():
+        t0 = time.time()
+        res = fit(replace(mcfg, seed=seed), ds.train, progress=progress)
+        out[name] = {"train_seconds": round(time.time() - t0, 1), "spread": res.spread}
 
-    def dforce(series, h):
-        # future=True forecasts past the end of each series: cut off the h rows to forecast first
-        cut = [s.head(s.length - h) for s in series]
-        return forecast(res.model, res.schedule, cfg, cut, res.move_scale, future=True, seed=seed,
-                        spread=res.spread)[:, :, :h]
+        def dforce(series, h, res=res, mcfg=mcfg):
+            if mcfg.data.short_lags:  # GluonTS test layout: reads the lags of the rows being forecast
+                return forecast(res.model, res.schedule, mcfg, series, res.move_scale, seed=seed, spread=res.spread)
+            # future=True forecasts past the end of each series: cut off the h rows to forecast first
+            cut = [s.head(s.length - h) for s in series]
+            return forecast(res.model, res.schedule, mcfg, cut, res.move_scale, future=True, seed=seed,
+                            spread=res.spread)[:, :, :h]
 
-    forecasters["dforce"] = dforce
-    out = {}
+        forecasters[name] = dforce
     for name, f in forecasters.items():
-        out[name] = {}
+        rec = out.setdefault(name, {})
         for protocol in PROTOCOLS:
+            if protocol == "one_step" and name == "dforce_reference_lags":
+                rec[protocol] = None
+                continue
             t0 = time.time()
             samples = f(ds.test, H) if protocol == "multi_step" else one_step_forecasts(lambda s: f(s, 1), ds.test, H)
             m = gluonts_forecast_metrics(samples, y)
-            out[name][protocol] = {"crps_sum": m["crps_sum"], "crps": m["crps"], "seconds": round(time.time() - t0, 1)}
-        print(f"seed {seed} {name}: multi-step {out[name]['multi_step']['crps_sum']:.5f}, "
-              f"one-step {out[name]['one_step']['crps_sum']:.5f}", flush=True)
-    out["dforce"]["train_seconds"] = round(train_s, 1)
-    out["dforce"]["spread"] = res.spread
-    return out
+            rec[protocol] = {"crps_sum": m["crps_sum"], "crps": m["crps"], "seconds": round(time.time() - t0, 1)}
+        one = rec["one_step"]
+        print(f"seed {seed} {name}: multi-step {rec['multi_step']['crps_sum']:.5f}, one-step "
+              f"{'-' if one is None else format(one['crps_sum'], '.5f')}", flush=True)
+    return {name: out[name] for name in forecasters}
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -98,6 +119,9 @@ def summarize(per_seed: list[dict]) -> dict:
     for name in per_seed[0]:
         summary[name] = {}
         for protocol in PROTOCOLS:
+            if per_seed[0][name][protocol] is None:
+                summary[name][protocol] = None
+                continue
             v = np.array([r[name][protocol]["crps_sum"] for r in per_seed])
             summary[name][protocol] = {"crps_sum_mean": float(v.mean()),
                                        "crps_sum_std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
@@ -112,11 +136,13 @@ def markdown(report: dict) -> str:
              "| forecaster | multi-step (the issue's protocol) | one-step-ahead (the reference's test inputs) |",
              "|---|---|---|"]
     for name, s in report["summary"].items():
-        cells = [f"{s[p]['crps_sum_mean']:.5f} ± {s[p]['crps_sum_std']:.5f}" for p in PROTOCOLS]
+        cells = ["—" if s[p] is None else f"{s[p]['crps_sum_mean']:.5f} ± {s[p]['crps_sum_std']:.5f}" for p in PROTOCOLS]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     lines += ["", f"Paper Table 2, Diffusion Forcing: {PAPER_DF} ± 0.001. One-step-ahead: every forecast step is "
               "conditioned on the true values before it, as the reference code's lag covariate is (see the "
-              "script's docstring); for Diffusion Forcing an emulation (true history as context).", ""]
+              "script's docstring); for Diffusion Forcing an emulation (true history as context). "
+              "`dforce_level`: level tokens; `dforce_reference_lags`: level tokens plus the reference's lag-1 "
+              "covariate, read like the reference from the test series (so from the values being forecast).", ""]
     return "\n".join(lines)
 
 

@@ -103,7 +103,8 @@ def test_validation_windows_strided_origins():
     assert fit_part.length == 200 - 2 * H and [v.length for v in val] == list(range(200 - H, 201, 2))
 
 
-@pytest.mark.parametrize("bad", [{"move_scaling": "x"}, {"move_floor": 0.0}, {"val_stride": -1}])
+@pytest.mark.parametrize("bad", [{"move_scaling": "x"}, {"move_floor": 0.0}, {"val_stride": -1},
+                                 {"short_lags": (0,)}, {"short_lags": (H,)}])
 def test_bad_forecast_data_config(bad):
     from dforce.errors import ConfigError
     with pytest.raises(ConfigError):
@@ -128,6 +129,34 @@ def test_future_rows_are_never_read():
     b = forecast(model, sched, cfg, [cut], relative_move(s), num_samples=4, seed=3)
     assert a.shape == (1, 4, H, 2)
     np.testing.assert_allclose(a, b)
+
+
+def test_short_lags_read_the_forecast_window_and_refuse_real_forecasts():
+    """data.short_lags reproduces the reference code's covariates: in the GluonTS test layout the lag-1 feature
+    of a forecast row is the true previous value (so the forecast depends on the rows it forecasts), and
+    forecasting past the end of the data is refused with a clear error."""
+    from dforce.errors import ConfigError
+    from dforce.tasks.forecast import build, cond_dim, encode, lag_indices
+
+    cfg = tiny_config(short_lags=(1,))
+    s = seasonal(100)
+    assert lag_indices("D", cfg.data)[0] == 1 and lag_indices("D", tiny_config().data)[0] >= H
+    e = encode(s, np.array([s.length - C - 1 - H]), cfg.data)
+    lags = lag_indices("D", cfg.data)
+    lag1 = e.cond[0, :, 3:].reshape(-1, 2, len(lags))[..., 0]  # after 3 time features: (D, lags); (y_{t-1} - anchor) / scale
+    np.testing.assert_allclose(lag1[C:], ((s.target[-H - 1:-1] - e.anchor[0]) / e.level_scale[0]), rtol=1e-5)
+    torch.manual_seed(0)
+    model, sched = build(cfg, 2, cond_dim(s, cfg.data))
+    with torch.no_grad():  # untrained: give the zero-initialized output layer weights so inputs matter
+        for p in model.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0, 0.1)
+    cut = MultivariateSeries.from_array(np.concatenate([s.target[:-H], np.full((H, 2), np.nan)]), s.start, "D")
+    a = forecast(model, sched, cfg, [s], relative_move(s), num_samples=4, seed=3)
+    b = forecast(model, sched, cfg, [cut], relative_move(s), num_samples=4, seed=3)
+    assert not np.allclose(a, b)  # unlike test_future_rows_are_never_read: the leak is reproduced, not hidden
+    with pytest.raises(ConfigError, match="short_lags"):
+        forecast(model, sched, cfg, [s], relative_move(s), future=True, num_samples=4)
 
 
 def test_end_to_end_beats_naive_on_seasonal_data(tmp_path):

@@ -206,12 +206,14 @@ def _write_csv(path, rows=60, bad=None):
     return path
 
 
-@pytest.mark.parametrize("bad,needle", [("text", "not numeric"), ("irregular", "irregular"), ("short", "rows")])
+@pytest.mark.parametrize("bad,needle", [("text", "not numeric"), ("irregular", "irregular"), ("short", "rows"),
+                                        ("short_lags", "short_lags")])
 def test_cli_bad_csv_exits_2_with_one_line(tmp_path, bad, needle):
     csv = _write_csv(tmp_path / "x.csv", rows=20 if bad == "short" else 60, bad=bad)
     env = {**os.environ, "PYTHONPATH": SRC}
+    extra = ["--set", "data.short_lags=[1]"] if bad == "short_lags" else []  # refused before any training
     p = subprocess.run([sys.executable, "-m", "dforce.cli", "forecast", "--data", str(csv), "--horizon", "7",
-                        "--out", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True, env=env,
+                        "--out", str(tmp_path / "out"), "--quiet", *extra], capture_output=True, text=True, env=env,
                        timeout=120)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()

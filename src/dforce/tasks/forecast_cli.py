@@ -90,6 +90,9 @@ def cmd_forecast(args) -> int:
             eval_series, future = eval_series, False
         else:
             train_series, eval_series, future = csv.series, [csv.series], True
+        if future and cfg.data.short_lags and cfg.data.lags:  # fail before training, not after it
+            raise ConfigError(f"data.short_lags={list(cfg.data.short_lags)} read covariates from the forecast window "
+                              "itself, so they cannot forecast past the end of the data; drop them or use --backtest")
         if not trained:
             cfg = _fit_user_sized(cfg, train_series)
 

@@ -75,6 +75,7 @@ def planner_for(run: Path, args, mcg: int) -> Planner:
 
 def entry(res, seconds=None) -> dict:
     e = {"score_mean": round(res.mean, 2), "score_se": round(res.sem, 2), "episodes": int(len(res.scores)),
+         "return_mean": round(float(res.returns.mean()), 2),  # raw episode return (the unit the reference logs)
          "success": round(float(res.success.mean()), 3)}
     if seconds:
         e["plan_seconds_per_call"] = round(float(np.mean(seconds)), 3)

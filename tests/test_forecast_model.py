@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -246,3 +247,24 @@ def test_cli_csv_forecast_writes_outputs_and_reloads(tmp_path):
     q2 = pd.read_csv(out2 / "quantiles.csv")
     assert pd.Timestamp(q2["timestamp"].min()) == s.index()[-1] + pd.Timedelta(days=1)
     assert q2["actual"].isna().all()
+
+
+def test_cli_backtest_with_short_lags_is_labelled_and_its_run_cannot_forecast(tmp_path, capsys):
+    from dforce.cli import main
+
+    csv = tmp_path / "s.csv"
+    s = seasonal(120)
+    pd.DataFrame(s.target, columns=["x", "y"], index=s.index().rename("date")).to_csv(csv)
+    over = ["data.context_length=14", "data.max_lag=30", "data.short_lags=[1]", "model.width=16",
+            "diffusion.num_levels=50", "sampler.steps=3", "sampler.window=7", "early_stop.epoch_steps=10",
+            "early_stop.max_epochs=1", "early_stop.val_samples=4"]
+    out = tmp_path / "out"
+    assert main(["forecast", "--data", str(csv), "--horizon", "7", "--backtest", "--out", str(out), "--samples",
+                 "8", "--quiet", "--set", *over]) == 0
+    assert "one-step-ahead, not forecasts" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["reads_forecast_window"] is True
+    # the saved run keeps short_lags: a forecast past the end of the data is refused (one line, exit 2)
+    rc = main(["forecast", "--data", str(csv), "--horizon", "7", "--run", str(out / "run"), "--out",
+               str(tmp_path / "out2"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "short_lags" in err and "Traceback" not in err

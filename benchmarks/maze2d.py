@@ -42,6 +42,10 @@ PAPER = {  # REFERENCE.md §3, paper Table 1 (DF with MCG)
     "single/umaze": 116.7, "single/medium": 149.4, "single/large": 159.0,
     "multi/umaze": 119.1, "multi/medium": 152.3, "multi/large": 167.1,
 }
+PAPER_NO_MCG = {  # REFERENCE.md §3, paper Table 1 (DF without MCG): compare with our df row
+    "single/umaze": 110.1, "single/medium": 136.1, "single/large": 142.8,
+    "multi/umaze": 107.7, "multi/medium": 145.6, "multi/large": 129.8,
+}
 # The paper's caption says "average reward", and the reference code's planning evaluation logs the mean raw
 # episode return (df_planning.py: `episode_reward += reward`, logged as `episode_reward`, no normalization;
 # its README: run that validation "to obtain numbers reported in paper"). So the table also shows our scores
@@ -133,21 +137,22 @@ def write(results: dict, args) -> None:
     (out / "maze2d.json").write_text(json.dumps(results, indent=2))
     lines = ["# Maze2D planning benchmark", "",
              f"Command: `{results['command']}`", "",
-             "D4RL-normalized score, mean ± standard error over episodes (n). Paper = DF with MCG, paper Table 1. "
+             "D4RL-normalized score, mean ± standard error over episodes (n). Paper = paper Table 1, DF with MCG "
+             "(compare with df_mcg) and without (compare with df). "
              "Our oracle scores far above D4RL's reference max (docs/maze2d.md): compare against it too.", "",
-             "| setting | " + " | ".join(METHODS) + " | paper DF |", "|---" * (len(METHODS) + 2) + "|"]
+             "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF w/o MCG |", "|---" * (len(METHODS) + 3) + "|"]
     for key in sorted(results["summary"]):
         row = results["summary"][key]
         cells = [f"{row[m]['score_mean']:.1f} ± {row[m]['score_se']:.1f} (n={row[m]['episodes']})" if m in row else "—"
                  for m in METHODS]
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {PAPER.get(key, '—')} |")
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {PAPER.get(key, '—')} | {PAPER_NO_MCG.get(key, '—')} |")
     lines += ["", "## The same in raw episode return (the unit the reference code logs)", "",
               "Mean raw episode return (steps within 0.5 of the goal; `dforce.data.maze2d.episode_return` of the "
               "scores above, an exact linear map). The paper's caption says \"average reward\" and the reference "
               "code logs the raw return (see the docstring), so its DF numbers may be in this unit: the last column "
               "gives them as normalized scores under that reading.", "",
-              "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF as a normalized score, if raw |",
-              "|---" * (len(METHODS) + 3) + "|"]
+              "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF w/o MCG | paper DF as a normalized score, if raw |",
+              "|---" * (len(METHODS) + 4) + "|"]
     for key in sorted(results["summary"]):
         row, maze = results["summary"][key], key.split("/")[1]
         slope = float(episode_return(maze, 100.0) - episode_return(maze, 0.0)) / 100.0
@@ -155,7 +160,8 @@ def write(results: dict, args) -> None:
                  if m in row else "—" for m in METHODS]
         paper = PAPER.get(key)
         as_score = f"{float(normalized_score(maze, paper)):.1f}" if paper is not None else "—"
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {paper if paper is not None else '—'} | {as_score} |")
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {paper if paper is not None else '—'} | "
+                     f"{PAPER_NO_MCG.get(key, '—')} | {as_score} |")
     lines += ["", "## Training and planning cost", "", "| maze | planner | train s | s per planning call (all episodes batched) |",
               "|---|---|---|---|"]
     for maze, tr in results.get("training", {}).items():

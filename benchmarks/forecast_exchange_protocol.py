@@ -16,7 +16,9 @@ something else; read from its source:
 So each forecast step there is conditioned on the *true* previous value: a one-step-ahead forecast, not a
 30-step one. The metric is not the difference: its CRPS-sum (``algorithms/common/metrics/crps_quantile.py``,
 the GluonTS nursery ``CRPS``) is GluonTS's weighted quantile loss (factor 2, same normalization by sum |y|),
-with sample quantiles taken by ``kthvalue(int(q * S))`` instead of index ``round((S - 1) q)``. This script scores the same forecasters both ways, with the real GluonTS evaluator:
+with sample quantiles taken by ``kthvalue(int(q * S))`` instead of index ``round((S - 1) q)``.
+
+This script scores the same forecasters both ways, with the real GluonTS evaluator:
 
 * ``multi_step``: the issue's protocol (identical to ``forecast_exchange.py``);
 * ``one_step``: step h of a window forecast from every true value before it
@@ -84,13 +86,14 @@ def score_seed(cfg: ForecastConfig, seed: int, progress: bool) -> dict[str, dict
         "random_walk_context": lambda series, h: random_walk_forecast(series, h, S, seed, recent=C),
     }
     out: dict[str, dict] = {}
-    for name, mcfg in dforce_variants(cfg).items():
+    variants = dforce_variants(cfg)
+    for name, mcfg in variants.items():
         t0 = time.time()
         res = fit(replace(mcfg, seed=seed), ds.train, progress=progress)
         out[name] = {"train_seconds": round(time.time() - t0, 1), "spread": res.spread}
 
         def dforce(series, h, res=res, mcfg=mcfg):
-            if mcfg.data.short_lags:  # GluonTS test layout: reads the lags of the rows being forecast
+            if mcfg.data.reads_forecast_window:  # GluonTS test layout: reads the lags of the rows being forecast
                 return forecast(res.model, res.schedule, mcfg, series, res.move_scale, seed=seed, spread=res.spread)
             # future=True forecasts past the end of each series: cut off the h rows to forecast first
             cut = [s.head(s.length - h) for s in series]
@@ -101,7 +104,7 @@ def score_seed(cfg: ForecastConfig, seed: int, progress: bool) -> dict[str, dict
     for name, f in forecasters.items():
         rec = out.setdefault(name, {})
         for protocol in PROTOCOLS:
-            if protocol == "one_step" and name == "dforce_reference_lags":
+            if protocol == "one_step" and name in variants and variants[name].data.reads_forecast_window:
                 rec[protocol] = None
                 continue
             t0 = time.time()

@@ -117,6 +117,19 @@ class ForecastDataConfig:
         if bad:
             raise ConfigError(f"data.short_lags must lie in [1, prediction_length={self.prediction_length}), got {bad}")
 
+    @property
+    def reads_forecast_window(self) -> bool:
+        """True when ``short_lags`` are in use: covariates of forecast rows are read from those rows' past,
+        which inside a test window are the values being forecast (the reference code's protocol)."""
+        return bool(self.short_lags) and self.lags
+
+    def check_future_forecast(self) -> None:
+        """Refuse (ConfigError) a forecast past the end of the data with :attr:`reads_forecast_window`."""
+        if self.reads_forecast_window:
+            raise ConfigError(f"data.short_lags={list(self.short_lags)} read covariates from the forecast window "
+                              "itself, so they reproduce the reference code's test scores but cannot forecast past "
+                              "the end of the data; drop them (or score a backtest)")
+
 
 @dataclass(frozen=True)
 class EarlyStopConfig:
@@ -351,10 +364,8 @@ def forecast(model, schedule: NoiseSchedule, cfg: ForecastConfig, series_list: l
         ``(W, S, H, D)`` float64 samples.
     """
     C, H = cfg.data.context_length, cfg.data.prediction_length
-    if future and cfg.data.short_lags and cfg.data.lags:
-        raise ConfigError(f"data.short_lags={list(cfg.data.short_lags)} are covariates read from the forecast window "
-                          "itself; they exist to reproduce the reference code's test scores and cannot forecast past "
-                          "the end of the data (train without them)")
+    if future:
+        cfg.data.check_future_forecast()
     S = num_samples or cfg.num_samples
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)

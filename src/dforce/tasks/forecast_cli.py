@@ -91,9 +91,8 @@ def cmd_forecast(args) -> int:
             eval_series, future = eval_series, False
         else:
             train_series, eval_series, future = csv.series, [csv.series], True
-        if future and cfg.data.short_lags and cfg.data.lags:  # fail before training, not after it
-            raise ConfigError(f"data.short_lags={list(cfg.data.short_lags)} read covariates from the forecast window "
-                              "itself, so they cannot forecast past the end of the data; drop them or use --backtest")
+        if future:
+            cfg.data.check_future_forecast()  # fail before training, not after it
         if not trained:
             cfg = _fit_user_sized(cfg, train_series)
 
@@ -131,7 +130,7 @@ def cmd_forecast(args) -> int:
     print(f"wrote {out / 'forecast.png'}, {out / 'samples.npz'}, {out / 'quantiles.csv'}")
     if target is not None:
         metrics = forecast_metrics(samples, target)
-        if cfg.data.short_lags and cfg.data.lags:  # say so wherever the score goes: it is not a forecast score
+        if cfg.data.reads_forecast_window:  # say so wherever the score goes: it is not a forecast score
             metrics["reads_forecast_window"] = True
             print(f"note: data.short_lags={list(cfg.data.short_lags)} fed the true values of the forecast window to "
                   "the model (the reference code's protocol): these scores are one-step-ahead, not forecasts",

@@ -121,6 +121,8 @@ def main() -> None:
                              max_episode_steps=args.max_steps, starts=starts)
     d = np.linalg.norm(r.executed[:, 1:, :2] - r.goals[:, None], axis=-1)  # (N, T)
     inside = d <= 0.5
+    gap = np.linalg.norm(r.first_plan[:, :, :2] - (r.executed[:, :1, :2] + planning.DT * np.cumsum(r.first_plan[:, :, 2:], 1)),
+                         axis=-1)  # (N, H·k)
     reached = inside.any(1)
     first = np.where(reached, inside.argmax(1), -1)
     dwell = [inside[i, f:].mean() if f >= 0 else 0.0 for i, f in enumerate(first)]
@@ -134,6 +136,8 @@ def main() -> None:
         "distance_median_t10_20_30_60": [round(float(np.median(d[:, t - 1])), 2) for t in (10, 20, 30, 60) if t <= d.shape[1]],
         "speed_median_t10_20_30_60": [round(float(np.median(np.linalg.norm(r.executed[:, t, 2:], axis=-1))), 2) for t in (10, 20, 30, 60) if t < r.executed.shape[1]],
         "first_plan_speed_median_steps1_10_50": [round(float(np.median(np.linalg.norm(r.first_plan[:, t, 2:], axis=-1))), 2) for t in (0, 9, 49)],
+        # does the first plan's motion agree with its own velocities? ‖planned p_j − (p_0 + DT Σ_{i≤j} v_i)‖
+        "first_plan_integration_gap_steps10_50": [round(float(np.median(gap[:, t])), 2) for t in (9, 49)],
         "final_speed_median": round(float(np.median(np.linalg.norm(r.executed[:, -1, 2:], axis=-1))), 2),
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
         "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,

@@ -219,3 +219,21 @@ def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
     assert len(raw_rows) == 2 and "50.0 ± 10.0 (n=4)" in raw_rows[0]
     # medium: R = 13.13 + 0.5 (277.39 - 13.13) = 145.26, se 10 x 2.6426; paper 149.4 raw = 51.6 normalized
     assert "145.3 ± 26.4" in raw_rows[1] and raw_rows[1].rstrip(" |").endswith("51.6")
+
+
+def test_benchmark_guidance_per_maze_is_a_valid_config():
+    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; U-Maze counts integrated positions."""
+    import importlib.util
+    from pathlib import Path
+
+    from dforce.engine.config import load_config
+    from dforce.tasks.planning import PlanningConfig
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("maze2d_bench", root / "benchmarks" / "maze2d.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for maze, overrides in bench.GUIDANCE.items():
+        cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml", [f"data.maze={maze}", *overrides])
+        assert cfg.plan.reward_positions == ("integrated" if maze == "umaze" else "planned")
+        assert cfg.plan.reward_weight == (30.0 if maze == "umaze" else 10.0)

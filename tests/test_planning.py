@@ -115,3 +115,28 @@ def test_plan_with_reward_guidance_and_arrival_inpainting(tiny):
     H = cfg.data.horizon * cfg.data.frame_stack
     assert p.actions.shape == (N, H, 2) and np.isfinite(p.actions).all()
     assert np.allclose(p.states[:, -1, :2], goal, atol=0.05) and np.allclose(p.states[:, -1, 2:], 0, atol=0.05)
+
+
+def test_markovian_windows_and_context(tiny):
+    # data.markovian: every window opens with the start token of the observation before its first row, and a
+    # plan sees only the current observation, so it may start at any step (replan_every need not be a multiple)
+    cfg, model, schedule, norm, data = tiny
+    mcfg = load_config(PlanningConfig, None, TINY + ["data.markovian=true", "plan.replan_every=3"])
+    assert mcfg.data.window == 1 + mcfg.data.horizon
+    ds = MazeWindows(data, mcfg.data, norm)
+    k, H = mcfg.data.frame_stack, mcfg.data.horizon
+    (s0, e0), (s, e) = split_segments(data, "streams")[:2]
+    t = 25  # the window starting at real row t of the second segment: rows [a_t, o_{t+1}], ...
+    idx = torch.tensor([(e0 - s0 - 1) - H * k + 1 + t])  # after segment 0's windows (one per real row offset)
+    x = norm.decode(ds.get_batch(idx)["x"][0].double().numpy())  # (1 + H, k, 6)
+    obs, act = data["observations"][s:e], data["actions"][s:e]
+    assert np.allclose(x[0, :, :2], 0, atol=1e-5) and np.allclose(x[0, :, 2:], obs[t], atol=1e-4)
+    assert np.allclose(x[1, 0], np.concatenate([act[t], obs[t + 1]]), atol=1e-4)
+    assert np.allclose(x[H, k - 1], np.concatenate([act[t + H * k - 1], obs[t + H * k]]), atol=1e-4)
+    planner = Planner(mcfg, model, schedule, norm)
+    rng = np.random.default_rng(0)
+    obs_h, act_h = rng.normal(size=(8, 2, 4)), rng.normal(size=(7, 2, 2))  # t = 7: not a token boundary
+    ctx = norm.decode(planner.context(obs_h, act_h).double().numpy())  # (N, 1, k, 6)
+    assert ctx.shape == (2, 1, k, ROW) and np.allclose(ctx[:, 0, :, 2:], obs_h[-1][:, None], atol=1e-5)
+    with pytest.raises(ConfigError, match="markovian"):
+        load_config(PlanningConfig, None, TINY + ["plan.replan_every=3"])

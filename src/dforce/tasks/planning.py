@@ -44,6 +44,10 @@ from dforce.sampler import SamplerConfig, sample
 
 ROW = 6  # numbers per step row: action (2) + next observation (4)
 POS = slice(2, 4)  # planned x, y inside a step row
+VEL = slice(4, 6)  # planned vx, vy inside a step row
+# env step (s): D4RL point.xml timestep, frame_skip 1. MuJoCo's semi-implicit Euler makes p_{t+1} = p_t + DT·v_{t+1}
+# exact (to 1e-7 in the generated data; tested)
+DT = 0.01
 STATS_FILE = "stats.json"
 
 # ---------------------------------------------------------------------------------------------------
@@ -59,6 +63,10 @@ class PlanDataConfig:
     context_tokens: int = 2  # real tokens committed before a plan (start token included)
     horizon: int = 20  # planned tokens H (U-Maze: 200 steps ≥ the longest oracle path)
     segments: str = "streams"  # streams: split where the data jumps (continuous rollouts) | timeouts: at every goal switch
+    # True: every training window opens with a start token of its own first observation, and a plan sees only
+    # the current observation (context_tokens is not used), so plans may start at any step (reference:
+    # df_planning's context_frames 0, latent initialized from o_t). False: start tokens open data segments only
+    markovian: bool = False
 
     def __post_init__(self):
         check_choice("data.segments", self.segments, ("streams", "timeouts"))
@@ -68,26 +76,41 @@ class PlanDataConfig:
         get_maze(self.maze)  # fails clearly on a bad name
 
     @property
+    def context(self) -> int:
+        """Real tokens before a plan: the start token of the current observation (markovian) or the last
+        ``context_tokens`` tokens of the episode."""
+        return 1 if self.markovian else self.context_tokens
+
+    @property
     def window(self) -> int:
-        return self.context_tokens + self.horizon
+        return self.context + self.horizon
 
 
 @dataclass(frozen=True)
 class ExecConfig:
-    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack
+    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack unless data.markovian
     executor: str = "actions"  # actions: execute the diffused actions | pd: track planned states (Diffuser)
     pd_kp: float = 1.0  # Diffuser maze2d PD: a = kp (w_pos - pos) + kd (w_vel - vel)
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
     inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal after sampling (read by the pd executor only)
     guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
     goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
-    reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze (50 episodes; 0 = off)
+    reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze with planned positions (50 episodes; 0 = off). The U-Maze preset: 30
     reward_radius: float = 0.5  # r: D4RL maze2d reward radius
     reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
     inpaint_arrival_radius: float = 0.0  # >0: in every x̂0, steps after the first planned one within this distance of the goal become the goal state (g, v=0) (Diffuser-style goal inpainting; 0: off)
+    # which positions the distance term scores: planned (the plan's position channels) | integrated (the current
+    # position plus DT × the running sum of the planned velocities: where the plan's velocities lead)
+    guidance_positions: str = "planned"
+    # the same for the reward term, or both (a step counts when both are inside the radius). The U-Maze preset
+    # scores integrated ones (U-Maze 50 episodes: 42 -> 109 with ρ = 30); on Medium and Large that lowered the
+    # score (docs/planning.md), so planned stays the default
+    reward_positions: str = "planned"
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
+        check_choice("plan.guidance_positions", self.guidance_positions, ("planned", "integrated"))
+        check_choice("plan.reward_positions", self.reward_positions, ("planned", "integrated", "both"))
         if self.reward_temperature <= 0:
             raise ConfigError(f"plan.reward_temperature must be > 0, got {self.reward_temperature}")
         if self.inpaint_arrival_radius < 0:
@@ -138,9 +161,9 @@ class PlanningConfig:
     plan: ExecConfig = field(default_factory=ExecConfig)
 
     def __post_init__(self):
-        if self.plan.replan_every % self.data.frame_stack:
+        if self.plan.replan_every % self.data.frame_stack and not self.data.markovian:
             raise ConfigError(f"plan.replan_every={self.plan.replan_every} must be a multiple of "
-                              f"data.frame_stack={self.data.frame_stack}")
+                              f"data.frame_stack={self.data.frame_stack} (or set data.markovian=true)")
         if self.plan.replan_every > self.data.frame_stack * self.data.horizon:
             raise ConfigError("plan.replan_every must not exceed the planned steps (frame_stack × horizon)")
 
@@ -201,34 +224,49 @@ class MazeWindows:
     """Training windows of ``T`` tokens of ``k`` rows from every segment, at any step offset.
 
     Each segment becomes ``[start token rows (k), [a_t, o_{t+1}] rows...]`` (normalized) in one flat
-    array; a window starts either at a segment's start token or at any real row.
+    array; a window starts either at a segment's start token or at any real row. With ``cfg.markovian``
+    every window starting at real row t opens instead with the start token of ``o_t`` (the observation
+    before that row), followed by ``T - 1`` tokens of real rows.
     ``get_batch(idx (B,)) -> {"x": (B, T, k, 6)}``.
     """
 
     def __init__(self, data: dict[str, np.ndarray], cfg: PlanDataConfig, norm: Normalizer):
         k, T = cfg.frame_stack, cfg.window
-        need = T * k
-        chunks, starts, n = [], [], 0
+        self.markovian = cfg.markovian
+        need = (T - 1) * k if self.markovian else T * k  # real rows a window reads
+        chunks, firsts, starts, n = [], [], [], 0
         for s, e in split_segments(data, cfg.segments):
             obs, act = data["observations"][s:e], data["actions"][s:e]
-            rows = np.concatenate([start_rows(obs[:1], k)[0], np.concatenate([act[:-1], obs[1:]], 1)])
-            L = len(rows)
-            if L >= need:
-                starts.append(n + np.concatenate([[0], np.arange(k, L - need + 1)]))
+            real = np.concatenate([act[:-1], obs[1:]], 1)  # (e-s-1, 6): [a_t, o_{t+1}]
+            if self.markovian:
+                rows, first = real, start_rows(obs[:-1], 1)[:, 0]  # the start row [0, o_t] of each real row
+                offsets = np.arange(len(rows) - need + 1)
+            else:
+                rows = np.concatenate([start_rows(obs[:1], k)[0], real])
+                offsets = np.concatenate([[0], np.arange(k, len(rows) - need + 1)])
+            if len(rows) >= need:
+                starts.append(n + offsets)
                 chunks.append(rows)
-                n += L
+                if self.markovian:
+                    firsts.append(first)
+                n += len(rows)
         if not chunks:
             raise DataError(f"no data segment is long enough for a window of {T} tokens × {k} steps")
         self.rows = torch.from_numpy(norm.encode(np.concatenate(chunks)).astype(np.float32))  # (N, 6)
+        self.firsts = (torch.from_numpy(norm.encode(np.concatenate(firsts)).astype(np.float32))
+                       if self.markovian else None)  # (N, 6)
         self.starts = torch.from_numpy(np.concatenate(starts))
         self.T, self.k = T, k
-        self.offsets = torch.arange(T * k)
+        self.offsets = torch.arange(need)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def get_batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows = self.rows[self.starts[idx].unsqueeze(1) + self.offsets]  # (B, T·k, 6)
+        start = self.starts[idx]
+        rows = self.rows[start.unsqueeze(1) + self.offsets]  # (B, need, 6)
+        if self.markovian:
+            rows = torch.cat([self.firsts[start].unsqueeze(1).expand(-1, self.k, -1), rows], 1)
         return {"x": rows.view(len(idx), self.T, self.k, ROW)}
 
 
@@ -292,7 +330,9 @@ def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"
 
 
 def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0,
-                           reward_weight: float = 0.0, reward_radius: float = 0.5, reward_temperature: float = 0.1):
+                           reward_weight: float = 0.0, reward_radius: float = 0.5, reward_temperature: float = 0.1,
+                           start: torch.Tensor | None = None, distance_positions: str = "planned",
+                           reward_positions: str = "planned"):
     """log c(x̂0) = Σ_{planned steps j} decay^j · (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)),
     world units.
 
@@ -300,21 +340,39 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
     measures the distance to the goal *state* (g, zero velocity). The second term (``reward_weight`` ρ > 0)
     is a smooth count of the planned steps inside the reward radius r, i.e. the D4RL return of the plan.
     ``goal_n: (B, 2)`` goal in normalized coordinates. The plan tokens are ``(B·N, H, k, 6)``.
+
+    Which p_j each term scores (``distance_positions``, ``reward_positions``): ``planned``, the plan's position
+    channels; ``integrated``, ``start + DT · Σ_{i≤j} v_i`` (where the planned velocities lead from the world
+    position ``start: (B, 2)``); ``both`` (reward term only), a step counts when both are inside the radius (the
+    product of the two indicators).
     """
+    check_choice("distance_positions", distance_positions, ("planned", "integrated"))
+    check_choice("reward_positions", reward_positions, ("planned", "integrated", "both"))
+    if start is None and (distance_positions != "planned" or reward_positions != "planned"):
+        raise ConfigError("integrated guidance positions need the start position")
     std = torch.as_tensor(norm.std, dtype=torch.float32)
-    vmean = torch.as_tensor(norm.mean[4:6], dtype=torch.float32)
+    mean = torch.as_tensor(norm.mean, dtype=torch.float32)
 
     def log_c(x0_hat: torch.Tensor, t0: int) -> torch.Tensor:
         s = x0_hat.flatten(1, 2)  # (B·N, H·k, 6)
-        p = s[..., POS]
-        g = goal_n.to(p).repeat_interleave(p.shape[0] // goal_n.shape[0], 0).unsqueeze(1)
-        d2 = ((p - g) * std[2:4].to(p)).pow(2).sum(-1)
-        if vel_weight:
-            d2 = d2 + vel_weight**2 * (s[..., 4:6] * std[4:6].to(p) + vmean.to(p)).pow(2).sum(-1)
-        d = (d2 + 1e-6).sqrt()  # (B·N, H·k)
+        rep = s.shape[0] // goal_n.shape[0]  # MCG replicas per episode
+        g = goal_n.to(s).repeat_interleave(rep, 0).unsqueeze(1)  # (B·N, 1, 2) normalized
+        v = s[..., VEL] * std[VEL].to(s) + mean[VEL].to(s)  # (B·N, H·k, 2) world
+
+        def dist2(kind: str) -> torch.Tensor:  # squared world distance to the goal (B·N, H·k)
+            if kind == "planned":
+                rel = (s[..., POS] - g) * std[POS].to(s)
+            else:
+                p0 = start.to(s).repeat_interleave(rep, 0).unsqueeze(1)
+                rel = p0 + DT * v.cumsum(1) - (g * std[POS].to(s) + mean[POS].to(s))
+            return rel.pow(2).sum(-1)
+
+        dd = dist2(distance_positions)
+        d = (dd + vel_weight**2 * v.pow(2).sum(-1) + 1e-6).sqrt() if vel_weight else (dd + 1e-6).sqrt()
         if reward_weight:
-            dp = (((p - g) * std[2:4].to(p)).pow(2).sum(-1) + 1e-6).sqrt()
-            d = d - reward_weight * torch.sigmoid((reward_radius - dp) / reward_temperature)
+            inside = lambda kind: torch.sigmoid((reward_radius - (dist2(kind) + 1e-6).sqrt()) / reward_temperature)  # noqa: E731
+            r = inside("planned") * inside("integrated") if reward_positions == "both" else inside(reward_positions)
+            d = d - reward_weight * r
         w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
         return -(d * w).sum(1)
 
@@ -387,8 +445,12 @@ class Planner:
         self.sampler = dataclasses.replace(s, window=cfg.data.horizon)  # one chunk = the plan
 
     def context(self, obs_hist: np.ndarray, act_hist: np.ndarray) -> torch.Tensor:
-        """Real tokens ``(N, C, k, 6)``: start token + completed real tokens, the last ``context_tokens``."""
-        k, C = self.cfg.data.frame_stack, self.cfg.data.context_tokens
+        """Real tokens ``(N, C, k, 6)``: start token + completed real tokens, the last ``context_tokens``; with
+        ``data.markovian`` the start token of the current observation only (C = 1)."""
+        k, C = self.cfg.data.frame_stack, self.cfg.data.context
+        if self.cfg.data.markovian:
+            tok = self.norm.encode(start_rows(obs_hist[-1], k))[:, None]  # (N, 1, k, 6)
+            return torch.as_tensor(tok, dtype=torch.float32, device=self.device)
         t = len(act_hist)
         if t % k:
             raise ConfigError(f"plans start every frame_stack={k} steps, got t={t}")
@@ -407,8 +469,10 @@ class Planner:
         goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
                                  device=self.device)
         pc = self.cfg.plan
-        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight,
-                                       pc.reward_weight, pc.reward_radius, pc.reward_temperature)
+        now = torch.as_tensor(obs_hist[-1][:, :2], dtype=torch.float32, device=self.device)  # (N, 2) world
+        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight, pc.reward_weight,
+                                       pc.reward_radius, pc.reward_temperature, now, pc.guidance_positions,
+                                       pc.reward_positions)
         model = self.model
         if pc.inpaint_arrival_radius > 0:
             if self.schedule.objective != "x0":

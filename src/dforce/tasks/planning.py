@@ -3,7 +3,9 @@
 Tokens. A step row is ``[a_t, o_{t+1}]`` (6 numbers: force, next [x, y, vx, vy]), z-scored with dataset
 statistics; ``frame_stack`` (k, reference 10) consecutive rows make one token of shape ``(k, 6)``. Every
 training segment starts with a *start token* ``[0, o_0] × k`` (zero force, the first observation
-repeated), which is how an episode's first observation is shown to the model at execution.
+repeated), which is how an episode's first observation is shown to the model at execution. With
+``data.markovian`` every training window starts with the start token of its own first observation instead,
+and a plan is conditioned on the current observation only (the reference's ``context_frames: 0``).
 
 Training. Windows of ``context_tokens + horizon`` tokens (any step offset) cut from the dataset's
 segments, Algorithm 1 (independent levels = Diffusion Forcing; ``full_sequence`` = the Diffuser-style
@@ -13,8 +15,9 @@ Execution (MPC, all episodes of a batch planned together). Every ``replan_every`
     1. the real history (start token + the completed real tokens, the last ``context_tokens`` of them)
        is committed to the model state at level 0 (posterior update with the real observations);
     2. a plan of ``horizon`` tokens is sampled with the pyramid schedule (causal uncertainty) and goal
-       guidance on the x0 prediction of the planned positions (:func:`goal_distance_guidance`), with
-       Monte Carlo Guidance when ``sampler.mcg_samples > 1``;
+       guidance on the x0 prediction (:func:`goal_distance_guidance`: distance to the goal plus a smooth
+       count of steps inside the reward radius, scored on the planned positions or on the positions the
+       planned velocities lead to), with Monte Carlo Guidance when ``sampler.mcg_samples > 1``;
     3. the plan's *diffused actions* are executed directly (``executor=actions``) — or, for the Diffuser
        baseline, a PD controller tracks the planned states (``executor=pd``).
 """

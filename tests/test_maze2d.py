@@ -237,3 +237,4 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
         cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml", [f"data.maze={maze}", *overrides])
         assert cfg.plan.reward_positions == ("integrated" if maze == "umaze" else "planned")
         assert cfg.plan.reward_weight == (30.0 if maze == "umaze" else 10.0)
+        assert maze != "umaze" or cfg.plan.integration_window == 50  # (no effect on planned positions)

@@ -64,6 +64,10 @@ def test_integrated_positions_score_where_the_velocities_lead():
     # steps j = 1..20 at 2·√2·DT·j from the goal (velocity (2, 2) in world units)
     expect = -sum(np.sqrt(8 * (DT * j) ** 2 + 1e-6) for j in range(1, 21))
     assert float(integrated(x.detach(), 0)) == pytest.approx(expect, rel=1e-4)
+    # a window of 5 steps anchors each integration on the planned position 5 steps back (here the goal)
+    windowed = goal_distance_guidance(goal_n(goal), NORM, start=start, distance_positions="integrated", window=5)
+    expect5 = -sum(np.sqrt(8 * (DT * min(j, 5)) ** 2 + 1e-6) for j in range(1, 21))
+    assert float(windowed(x.detach(), 0)) == pytest.approx(expect5, rel=1e-4)
     (g,) = torch.autograd.grad(integrated(x, 0).sum(), x)
     vel = NORM.decode((x.detach() + 0.01 * g).flatten(1, 2).double().numpy())[0, :, 4:]
     assert (vel < 2.0).all() and np.allclose(g.flatten(1, 2)[..., 2:4], 0)  # pushes velocities only
@@ -102,3 +106,5 @@ def test_bad_guidance_settings_fail_clearly():
         ExecConfig(guidance_positions="velocities")
     with pytest.raises(ConfigError, match="reward_positions"):
         ExecConfig(reward_positions="velocities")
+    with pytest.raises(ConfigError, match="integration_window"):
+        ExecConfig(integration_window=-1)

@@ -51,6 +51,8 @@ VEL = slice(4, 6)  # planned vx, vy inside a step row
 # env step (s): D4RL point.xml timestep, frame_skip 1. MuJoCo's semi-implicit Euler makes p_{t+1} = p_t + DT·v_{t+1}
 # exact (to 1e-7 in the generated data; tested)
 DT = 0.01
+DISTANCE_POSITIONS = ("planned", "integrated")  # what the guidance's distance term may score (goal_distance_guidance)
+REWARD_POSITIONS = ("planned", "integrated", "both")  # ... and its reward term
 STATS_FILE = "stats.json"
 
 # ---------------------------------------------------------------------------------------------------
@@ -115,8 +117,8 @@ class ExecConfig:
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
-        check_choice("plan.guidance_positions", self.guidance_positions, ("planned", "integrated"))
-        check_choice("plan.reward_positions", self.reward_positions, ("planned", "integrated", "both"))
+        check_choice("plan.guidance_positions", self.guidance_positions, DISTANCE_POSITIONS)
+        check_choice("plan.reward_positions", self.reward_positions, REWARD_POSITIONS)
         if self.reward_temperature <= 0:
             raise ConfigError(f"plan.reward_temperature must be > 0, got {self.reward_temperature}")
         if self.inpaint_arrival_radius < 0:
@@ -356,8 +358,8 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
     earlier, ``p_{j−m} + DT · Σ_{j−m<i≤j} v_i`` (from ``start`` for j ≤ m): velocities that do not match the
     positions still show, while walls (which only the planned positions respect) bend the sum every m steps.
     """
-    check_choice("distance_positions", distance_positions, ("planned", "integrated"))
-    check_choice("reward_positions", reward_positions, ("planned", "integrated", "both"))
+    check_choice("distance_positions", distance_positions, DISTANCE_POSITIONS)
+    check_choice("reward_positions", reward_positions, REWARD_POSITIONS)
     if start is None and (distance_positions != "planned" or reward_positions != "planned"):
         raise ConfigError("integrated guidance positions need the start position")
     std = torch.as_tensor(norm.std, dtype=torch.float32)

@@ -222,7 +222,7 @@ def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
 
 
 def test_benchmark_guidance_per_maze_is_a_valid_config():
-    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; U-Maze counts integrated positions."""
+    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; U-Maze and Medium count integrated positions."""
     import importlib.util
     from pathlib import Path
 
@@ -235,6 +235,7 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
     spec.loader.exec_module(bench)
     for maze, overrides in bench.GUIDANCE.items():
         cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml", [f"data.maze={maze}", *overrides])
-        assert cfg.plan.reward_positions == ("integrated" if maze == "umaze" else "planned")
-        assert cfg.plan.reward_weight == (30.0 if maze == "umaze" else 10.0)
-        assert maze != "umaze" or cfg.plan.integration_window == 50  # (no effect on planned positions)
+        windowed = maze in ("umaze", "medium")
+        assert cfg.plan.reward_positions == ("integrated" if windowed else "planned")
+        assert cfg.plan.reward_weight == (30.0 if windowed else 10.0)
+        assert not windowed or cfg.plan.integration_window == 50  # (no effect on planned positions)

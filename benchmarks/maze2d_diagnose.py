@@ -13,6 +13,7 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --start-at-goal --max-steps 60 --episodes 10   # hold test
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
         --log benchmarks/results/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --paths-png fails.png   # where failures end
 
 ``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
 """
@@ -28,7 +29,12 @@ import torch
 
 import dforce.tasks.planning as planning
 from dforce.data.maze2d import Maze2DBatchEnv
+from dforce.data.maze2d.layouts import D4RL_QPOS_OFFSET, get_maze
+from dforce.data.maze2d.plot import plot_maze_paths
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
+
+STALL_STEPS = 100  # a failed episode "stalled" if its last 100 steps (1 s of simulated time) ...
+STALL_RADIUS = 0.5  # ... stayed within 0.5 (the reward radius) of its final position
 
 
 def gated_velocity_guidance(radius: float):
@@ -76,6 +82,16 @@ def plot_dwell(dist: np.ndarray, speed: np.ndarray, path: str, title: str) -> No
     plt.close(fig)
 
 
+def goal_behind_wall(maze: str, pos: np.ndarray, goals: np.ndarray, samples: int = 200) -> np.ndarray:
+    """``(N,)`` bool: does the straight segment from ``pos (N, 2)`` to ``goals (N, 2)`` (D4RL frame) cross a wall
+    cell? A planner guided by the Euclidean distance to the goal can stall where it does (a local optimum)."""
+    walls = get_maze(maze).walls
+    s = np.linspace(0.0, 1.0, samples)[None, :, None]
+    pts = pos[:, None] + s * (goals - pos)[:, None]  # (N, samples, 2)
+    cells = np.clip(np.rint(pts + D4RL_QPOS_OFFSET).astype(int), 0, np.array(walls.shape) - 1)
+    return walls[cells[..., 0], cells[..., 1]].any(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -94,6 +110,8 @@ def main() -> None:
                     help="start every episode at rest on the goal (can the plan's diffused actions hold it there?)")
     ap.add_argument("--max-steps", type=int, default=None, help="episode length (default: the maze's)")
     ap.add_argument("--png", default=None, help="plot distance to the goal and speed over time (8 episodes)")
+    ap.add_argument("--paths-png", default=None,
+                    help="plot the executed paths of (up to 8) episodes that never reached the goal, over the maze")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,6 +144,10 @@ def main() -> None:
     reached = inside.any(1)
     first = np.where(reached, inside.argmax(1), -1)
     dwell = [inside[i, f:].mean() if f >= 0 else 0.0 for i, f in enumerate(first)]
+    failed = ~reached
+    last = r.executed[:, -STALL_STEPS:, :2]  # (N, STALL_STEPS, 2) the episode's final positions
+    stalled = np.linalg.norm(last - last[:, -1:], axis=-1).max(1) < STALL_RADIUS  # (N,) stayed put at the end
+    behind = goal_behind_wall(args.maze, r.executed[:, -1, :2], r.goals)
     record = {
         "run": args.run, "score": round(r.result.mean, 1), "score_se": round(r.result.sem, 1),
         "reached_goal": float(reached.mean()),
@@ -139,12 +161,23 @@ def main() -> None:
         # does the first plan's motion agree with its own velocities? ‖planned p_j − (p_0 + DT Σ_{i≤j} v_i)‖
         "first_plan_integration_gap_steps10_50": [round(float(np.median(gap[:, t])), 2) for t in (9, 49)],
         "final_speed_median": round(float(np.median(np.linalg.norm(r.executed[:, -1, 2:], axis=-1))), 2),
+        # episodes that never reached the goal: did they end stalled (within STALL_RADIUS over the last
+        # STALL_STEPS steps) with a wall on the straight line to the goal (a local optimum of the distance)?
+        "failed_episodes": int(failed.sum()),
+        "failed_stalled": int((failed & stalled).sum()),
+        "failed_goal_behind_wall": int((failed & behind).sum()),
+        "failed_final_distance_median": round(float(np.median(d[failed, -1])), 2) if failed.any() else None,
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
         "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,
     }
     print(json.dumps(record))
     if args.png:
         plot_dwell(d, np.linalg.norm(r.executed[:, 1:, 2:], axis=-1), args.png, " ".join(args.set))
+    if args.paths_png:
+        ids = np.flatnonzero(failed)[:8]
+        plot_maze_paths(args.maze, {f"episode {i}": r.executed[i] for i in ids}, args.paths_png,
+                        goal=r.goals[ids] if len(ids) else None,
+                        title=f"{args.maze}: {int(failed.sum())}/{len(failed)} episodes never reach the goal")
     if args.log:
         with open(args.log, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -222,7 +222,7 @@ def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
 
 
 def test_benchmark_guidance_per_maze_is_a_valid_config():
-    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; U-Maze and Medium count integrated positions."""
+    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; every maze counts integrated positions."""
     import importlib.util
     from pathlib import Path
 
@@ -233,9 +233,27 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
     spec = importlib.util.spec_from_file_location("maze2d_bench", root / "benchmarks" / "maze2d.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    assert sorted(bench.GUIDANCE) == ["large", "medium", "umaze"]
     for maze, overrides in bench.GUIDANCE.items():
-        cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml", [f"data.maze={maze}", *overrides])
-        windowed = maze in ("umaze", "medium")
-        assert cfg.plan.reward_positions == ("integrated" if windowed else "planned")
-        assert cfg.plan.reward_weight == (30.0 if windowed else 10.0)
-        assert not windowed or cfg.plan.integration_window == 50  # (no effect on planned positions)
+        # on top of a run trained with the earlier guidance (planned positions, ρ = 10), as the benchmark loads it
+        base = ["plan.reward_positions=planned", "plan.reward_weight=10", "plan.integration_window=0"]
+        cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml", [f"data.maze={maze}", *base, *overrides])
+        assert cfg.plan.reward_positions == "integrated"
+        assert cfg.plan.reward_weight == 30.0
+        assert cfg.plan.integration_window == 50
+
+
+def test_diagnose_goal_behind_wall():
+    """maze2d_diagnose.py's local-optimum check: is there a wall on the straight line from a position to its goal?"""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("maze2d_diagnose", Path(__file__).parents[1] / "benchmarks" / "maze2d_diagnose.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    # U-Maze: goal cell (1, 1); cell centres are at (i - 0.2, j - 0.2) in the D4RL frame
+    goal = np.array([[0.8, 0.8], [0.8, 0.8], [0.8, 0.8]])
+    pos = np.array([[2.8, 0.8],   # cell (3, 1): straight below the goal, wall cell (2, 1) in between
+                    [0.8, 2.8],   # cell (1, 3): same corridor as the goal
+                    [2.8, 2.8]])  # cell (3, 3): the line to the goal crosses wall cell (2, 2)
+    assert diag.goal_behind_wall("umaze", pos, goal).tolist() == [True, False, True]

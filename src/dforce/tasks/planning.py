@@ -107,13 +107,13 @@ class ExecConfig:
     # which positions the distance term scores: planned (the plan's position channels) | integrated (the current
     # position plus DT × the running sum of the planned velocities: where the plan's velocities lead)
     guidance_positions: str = "planned"
-    # the same for the reward term, or both (a step counts when both are inside the radius). The U-Maze preset
-    # scores integrated ones (U-Maze 50 episodes: 41 -> 101 with ρ = 30); it lowered Medium and Large without a
-    # window and Large with one (docs/planning.md), so planned stays the default
+    # the same for the reward term, or both (a step counts when both are inside the radius). The presets and the
+    # benchmark (every maze) score integrated ones (U-Maze 50 episodes: 41 -> 101 with ρ = 30); without a window
+    # it lowered Medium and Large (docs/planning.md). Planned stays the default (earlier runs evaluate as before)
     reward_positions: str = "planned"
     # m > 0: integrated positions start from the plan's own position m steps earlier (0: from the current position
-    # for the whole plan). The U-Maze preset: 50 (U-Maze 50 episodes: 101 -> 123; Medium 71 -> 92, Multi2D
-    # benchmark 43 -> 83)
+    # for the whole plan). The presets: 50 (U-Maze 50 episodes: 101 -> 123; Multi2D benchmark Medium 43 -> 83,
+    # Large 33 -> 88)
     integration_window: int = 0
 
     def __post_init__(self):

@@ -29,7 +29,7 @@ import torch
 
 import dforce.tasks.planning as planning
 from dforce.data.maze2d import Maze2DBatchEnv
-from dforce.data.maze2d.layouts import D4RL_QPOS_OFFSET, get_maze
+from dforce.data.maze2d.layouts import get_maze, pos_to_cell
 from dforce.data.maze2d.plot import plot_maze_paths
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 
@@ -88,7 +88,7 @@ def goal_behind_wall(maze: str, pos: np.ndarray, goals: np.ndarray, samples: int
     walls = get_maze(maze).walls
     s = np.linspace(0.0, 1.0, samples)[None, :, None]
     pts = pos[:, None] + s * (goals - pos)[:, None]  # (N, samples, 2)
-    cells = np.clip(np.rint(pts + D4RL_QPOS_OFFSET).astype(int), 0, np.array(walls.shape) - 1)
+    cells = np.clip(pos_to_cell(pts), 0, np.array(walls.shape) - 1)  # (N, samples, 2)
     return walls[cells[..., 0], cells[..., 1]].any(1)
 
 

@@ -167,6 +167,7 @@ def main() -> None:
         "failed_stalled": int((failed & stalled).sum()),
         "failed_goal_behind_wall": int((failed & behind).sum()),
         "failed_final_distance_median": round(float(np.median(d[failed, -1])), 2) if failed.any() else None,
+        "plan_seconds": round(float(np.sum(r.plan_seconds)), 1),  # wall time of all planning calls (the cost of a setting)
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
         "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,
     }

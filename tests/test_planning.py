@@ -78,6 +78,46 @@ def test_guidance_moves_endpoint_toward_goal(tiny, mcg):
     assert dist[True] < dist[False] - 0.2, dist
 
 
+def test_candidates_execute_the_best_scored_plan(tiny, monkeypatch):
+    """``plan.candidates`` n: n guided plans per episode in one batch, each episode keeps the one its guidance
+    objective scores highest (checked against the scores of every drawn candidate)."""
+    import dforce.tasks.planning as planning
+
+    cfg, model, schedule, norm, _ = tiny
+    n, N = 4, 3
+    ccfg = dataclasses.replace(cfg, plan=dataclasses.replace(cfg.plan, candidates=n))
+    drawn = []
+
+    def recording_sample(*a, **kw):
+        out = real_sample(*a, **kw)
+        drawn.append((out.x[:, out.context_len:].clone(), kw["guidance"]))
+        return out
+
+    real_sample = planning.sample
+    monkeypatch.setattr(planning, "sample", recording_sample)
+    obs = np.tile([[3.0, 1.0, 0.0, 0.0]], (1, N, 1))
+    goal = np.tile([1.0, 1.0], (N, 1))
+    p = Planner(ccfg, model, schedule, norm).plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(1))
+    (tokens, guide), = drawn
+    assert tokens.shape[0] == N * n
+    scores = guide(tokens, 0).view(N, n)
+    best = tokens.view(N, n, *tokens.shape[1:])[torch.arange(N), scores.argmax(1)]
+    expect = norm.decode(best.flatten(1, 2).double().numpy())[..., 2:]
+    np.testing.assert_allclose(p.states, expect, atol=1e-6)
+    assert (scores.max(1).values > scores.min(1).values).all()  # the candidates differ: a real choice
+    with pytest.raises(ConfigError, match="plan.candidates"):
+        dataclasses.replace(cfg.plan, candidates=0)
+    with pytest.raises(ConfigError, match="plan.candidate_guidance_min"):
+        dataclasses.replace(cfg.plan, candidate_guidance_min=1.5)
+    # spread guidance: the first candidate of each episode unguided, the last at the full scale (the same noise
+    # stream, so the last candidates equal the run above and the first ones differ)
+    spread = dataclasses.replace(ccfg, plan=dataclasses.replace(ccfg.plan, candidate_guidance_min=0.0))
+    Planner(spread, model, schedule, norm).plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(1))
+    spread_tokens = drawn[1][0].view(N, n, *tokens.shape[1:])
+    torch.testing.assert_close(spread_tokens[:, -1], tokens.view(N, n, *tokens.shape[1:])[:, -1])
+    assert (spread_tokens[:, 0] - tokens.view(N, n, *tokens.shape[1:])[:, 0]).abs().max() > 1e-2
+
+
 def test_tiny_plan_beats_random(tiny):
     # 16 episodes of 150 steps starting in the two cells next to the goal's corridor end, (1, 2) and (1, 3)
     # (the goal is (1, 1)). Random forces barely leave the start cell (success 0 here), so the guided

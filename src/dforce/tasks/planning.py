@@ -17,7 +17,8 @@ Execution (MPC, all episodes of a batch planned together). Every ``replan_every`
     2. a plan of ``horizon`` tokens is sampled with the pyramid schedule (causal uncertainty) and goal
        guidance on the x0 prediction (:func:`goal_distance_guidance`: distance to the goal plus a smooth
        count of steps inside the reward radius, scored on the planned positions or on the positions the
-       planned velocities lead to), with Monte Carlo Guidance when ``sampler.mcg_samples > 1``;
+       planned velocities lead to), with Monte Carlo Guidance when ``sampler.mcg_samples > 1``; with
+       ``plan.candidates`` n > 1, n plans per episode and the one the guidance objective scores highest is kept;
     3. the plan's *diffused actions* are executed directly (``executor=actions``) — or, for the Diffuser
        baseline, a PD controller tracks the planned states (``executor=pd``).
 """
@@ -115,6 +116,13 @@ class ExecConfig:
     # for the whole plan). The presets: 50 (U-Maze 50 episodes: 101 -> 123; Multi2D benchmark Medium 43 -> 83,
     # Large 33 -> 88)
     integration_window: int = 0
+    # n > 1: sample n guided plans per episode (batched) and execute the one the guidance objective log c scores
+    # highest (Diffuser's "sort by value"; 1: the paper's DF, one plan). A global choice between plans the
+    # gradient cannot move between, e.g. past a wall or around it
+    candidates: int = 1
+    # the n candidates' guidance scales run evenly from this fraction of sampler.guidance_scale up to all of it
+    # (1: every candidate alike; 0: the first one unguided), so that some plans follow the data more than the gradient
+    candidate_guidance_min: float = 1.0
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
@@ -128,6 +136,10 @@ class ExecConfig:
             raise ConfigError(f"plan.replan_every must be >= 1, got {self.replan_every}")
         if self.integration_window < 0:
             raise ConfigError(f"plan.integration_window must be >= 0, got {self.integration_window}")
+        if self.candidates < 1:
+            raise ConfigError(f"plan.candidates must be >= 1, got {self.candidates}")
+        if not 0.0 <= self.candidate_guidance_min <= 1.0:
+            raise ConfigError(f"plan.candidate_guidance_min must be in [0, 1], got {self.candidate_guidance_min}")
 
 
 # Task defaults as subclasses (not default_factory instances), so a partial override such as
@@ -483,23 +495,34 @@ class Planner:
 
     def plan(self, obs_hist: np.ndarray, act_hist: np.ndarray, goals: np.ndarray,
              generator: torch.Generator | None = None, guided: bool = True) -> Plan:
+        """Plans ``(N, H·k, ·)`` for the N episodes of ``obs_hist (t+1, N, 4)``; with ``plan.candidates`` n > 1 (and
+        guidance) n plans per episode are sampled as one batch of N·n and each episode keeps its best-scored one."""
         t0 = time.perf_counter()
-        ctx = self.context(obs_hist, act_hist)
-        goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
-                                 device=self.device)
         pc = self.cfg.plan
+        n = pc.candidates if guided else 1
+        ctx = self.context(obs_hist, act_hist).repeat_interleave(n, 0)  # (N·n, C, k, 6)
+        goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
+                                 device=self.device).repeat_interleave(n, 0)  # (N·n, 2)
         now = torch.as_tensor(obs_hist[-1][:, :2], dtype=torch.float32, device=self.device)  # (N, 2) world
         guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight, pc.reward_weight,
-                                       pc.reward_radius, pc.reward_temperature, now, pc.guidance_positions,
-                                       pc.reward_positions, pc.integration_window)
+                                       pc.reward_radius, pc.reward_temperature, now.repeat_interleave(n, 0),
+                                       pc.guidance_positions, pc.reward_positions, pc.integration_window)
         model = self.model
         if pc.inpaint_arrival_radius > 0:
             if self.schedule.objective != "x0":
                 raise ConfigError("plan.inpaint_arrival_radius needs an x0-predicting planner (diffusion.objective=x0)")
             model = ArrivalInpaint(self.model, goal_n, self.norm, pc.inpaint_arrival_radius)
+        steer = guide
+        if n > 1 and pc.candidate_guidance_min != 1.0:  # log c scaled per candidate = its own guidance scale
+            w = torch.linspace(pc.candidate_guidance_min, 1.0, n, device=self.device).repeat(len(goals))  # (N·n,)
+            steer = lambda x0, t0: guide(x0, t0) * w.repeat_interleave(x0.shape[0] // len(w))  # noqa: E731
         out = sample(model, self.schedule, self.sampler, length=self.cfg.data.horizon, context=ctx,
-                     guidance=guide if guided else None, generator=generator)
-        plan = out.x[:, out.context_len:].flatten(1, 2).double().cpu().numpy()  # (N, H·k, 6)
+                     guidance=steer if guided else None, generator=generator)
+        tokens = out.x[:, out.context_len:]  # (N·n, H, k, 6) normalized
+        if n > 1:
+            best = guide(tokens, 0).view(-1, n).argmax(1)  # (N,) each episode's highest log c
+            tokens = tokens.view(-1, n, *tokens.shape[1:])[torch.arange(len(best), device=best.device), best]
+        plan = tokens.flatten(1, 2).double().cpu().numpy()  # (N, H·k, 6)
         raw = self.norm.decode(plan)
         if self.cfg.plan.inpaint_goal:
             raw[:, -1, 2:4] = goals

@@ -99,9 +99,10 @@ def test_candidates_execute_the_best_scored_plan(tiny, monkeypatch):
     goal = np.tile([1.0, 1.0], (N, 1))
     p = Planner(ccfg, model, schedule, norm).plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(1))
     (tokens, guide), = drawn
+    per_episode = lambda t: t.view(N, n, *t.shape[1:])  # noqa: E731  (N·n, ...) -> (N, n, ...)
     assert tokens.shape[0] == N * n
-    scores = guide(tokens, 0).view(N, n)
-    best = tokens.view(N, n, *tokens.shape[1:])[torch.arange(N), scores.argmax(1)]
+    scores = per_episode(guide(tokens, 0))
+    best = per_episode(tokens)[torch.arange(N), scores.argmax(1)]
     expect = norm.decode(best.flatten(1, 2).double().numpy())[..., 2:]
     np.testing.assert_allclose(p.states, expect, atol=1e-6)
     assert (scores.max(1).values > scores.min(1).values).all()  # the candidates differ: a real choice
@@ -113,9 +114,9 @@ def test_candidates_execute_the_best_scored_plan(tiny, monkeypatch):
     # stream, so the last candidates equal the run above and the first ones differ)
     spread = dataclasses.replace(ccfg, plan=dataclasses.replace(ccfg.plan, candidate_guidance_min=0.0))
     Planner(spread, model, schedule, norm).plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(1))
-    spread_tokens = drawn[1][0].view(N, n, *tokens.shape[1:])
-    torch.testing.assert_close(spread_tokens[:, -1], tokens.view(N, n, *tokens.shape[1:])[:, -1])
-    assert (spread_tokens[:, 0] - tokens.view(N, n, *tokens.shape[1:])[:, 0]).abs().max() > 1e-2
+    spread_tokens, tokens = per_episode(drawn[1][0]), per_episode(tokens)
+    torch.testing.assert_close(spread_tokens[:, -1], tokens[:, -1])
+    assert (spread_tokens[:, 0] - tokens[:, 0]).abs().max() > 1e-2
 
 
 def test_tiny_plan_beats_random(tiny):

@@ -14,6 +14,8 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
         --log benchmarks/results/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --paths-png fails.png   # where failures end
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --set plan.distance=data_geodesic \
+        --field-png field.png                                    # guidance on the data's shortest paths, and its field
 
 ``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
 """
@@ -30,7 +32,7 @@ import torch
 import dforce.tasks.planning as planning
 from dforce.data.maze2d import Maze2DBatchEnv
 from dforce.data.maze2d.layouts import get_maze, pos_to_cell
-from dforce.data.maze2d.plot import plot_maze_paths
+from dforce.data.maze2d.plot import plot_distance_field, plot_maze_paths
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 
 STALL_STEPS = 100  # a failed episode "stalled" if its last 100 steps (1 s of simulated time) ...
@@ -40,9 +42,10 @@ STALL_RADIUS = 0.5  # ... stayed within 0.5 (the reward radius) of its final pos
 def gated_velocity_guidance(radius: float):
     """``goal_distance_guidance`` whose velocity term counts only near the goal: w²‖v‖²·exp(−d²/2r²).
 
-    The gate is computed on detached positions, so it cannot push plans away from the goal."""
+    The gate is computed on detached positions, so it cannot push plans away from the goal. The later settings
+    of ``goal_distance_guidance`` (reward term, integrated positions, distance) are not used by this variant."""
 
-    def make(goal_n, norm, decay: float = 1.0, vel_weight: float = 0.0):
+    def make(goal_n, norm, decay: float = 1.0, vel_weight: float = 0.0, *_later_settings):
         std = torch.as_tensor(norm.std, dtype=torch.float32)
         vmean = torch.as_tensor(norm.mean[4:6], dtype=torch.float32)
 
@@ -112,6 +115,8 @@ def main() -> None:
     ap.add_argument("--png", default=None, help="plot distance to the goal and speed over time (8 episodes)")
     ap.add_argument("--paths-png", default=None,
                     help="plot the executed paths of (up to 8) episodes that never reached the goal, over the maze")
+    ap.add_argument("--field-png", default=None,
+                    help="plot the data-geodesic distance (plan.distance=data_geodesic) to the first episode's goal")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,6 +184,9 @@ def main() -> None:
         plot_maze_paths(args.maze, {f"episode {i}": r.executed[i] for i in ids}, args.paths_png,
                         goal=r.goals[ids] if len(ids) else None,
                         title=f"{args.maze}: {int(failed.sum())}/{len(failed)} episodes never reach the goal")
+    if args.field_png:  # the data-geodesic guidance distance to the first episode's goal
+        plot_distance_field(planner.geodesic_field(), r.goals[0], args.field_png, maze=args.maze,
+                            title=f"{args.maze}: shortest path through the data to the goal")
     if args.log:
         with open(args.log, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -63,6 +63,21 @@ def test_one_planning_step_shapes(tiny):
         planner.context(obs[:4], act[:3])  # plans start on token boundaries
 
 
+
+def test_data_geodesic_guidance_plans_round_the_wall(tiny):
+    # from the bottom-left of the U to the goal top-left: the Euclidean guidance pulls the (tiny, strongly guided)
+    # plan straight through the wall; the shortest path through the data's positions leads round by column 3
+    cfg, model, schedule, norm, _ = tiny
+    N = 16
+    obs = np.tile([[3.0, 1.0, 0.0, 0.0]], (1, N, 1))
+    goal = np.tile([1.0, 1.0], (N, 1))
+    mid_column = {}
+    for distance in ("euclidean", "data_geodesic"):
+        c = dataclasses.replace(cfg, plan=dataclasses.replace(cfg.plan, distance=distance))
+        p = Planner(c, model, schedule, norm).plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(1))
+        mid_column[distance] = p.states[:, p.states.shape[1] // 2, 1].mean()
+    assert mid_column["data_geodesic"] > mid_column["euclidean"] + 0.8, mid_column
+
 @pytest.mark.parametrize("mcg", [1, 3])
 def test_guidance_moves_endpoint_toward_goal(tiny, mcg):
     cfg, model, schedule, norm, _ = tiny

@@ -37,6 +37,7 @@ import torch
 from dforce._utils import check_choice
 from dforce.data.maze2d import Maze2DBatchEnv, get_maze, load_or_generate_maze2d, normalized_score
 from dforce.data.maze2d.controller import EvalResult
+from dforce.data.maze2d.geodesic import GeodesicField
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict, from_dict
@@ -54,6 +55,7 @@ VEL = slice(4, 6)  # planned vx, vy inside a step row
 DT = 0.01
 DISTANCE_POSITIONS = ("planned", "integrated")  # what the guidance's distance term may score (goal_distance_guidance)
 REWARD_POSITIONS = ("planned", "integrated", "both")  # ... and its reward term
+DISTANCES = ("euclidean", "data_geodesic")  # what the distance term measures (ExecConfig.distance)
 STATS_FILE = "stats.json"
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,11 +125,25 @@ class ExecConfig:
     # the n candidates' guidance scales run evenly from this fraction of sampler.guidance_scale up to all of it
     # (1: every candidate alike; 0: the first one unguided), so that some plans follow the data more than the gradient
     candidate_guidance_min: float = 1.0
+    # what the guidance's distance to the goal is: euclidean (the paper: straight to the goal) | data_geodesic (the
+    # shortest path through the positions the planner's training data visits, dforce.data.maze2d.geodesic: it knows
+    # the walls from the data alone, no map; inside the reward radius it equals the Euclidean distance of the reward)
+    distance: str = "euclidean"
+    geodesic_cell: float = 0.1  # grid spacing of the data_geodesic field (world units; a maze cell is 1)
+    geodesic_outside_slope: float = 2.0  # the field's rise per unit of distance into space the data never visits
+    # data_geodesic only: the reward term measures it too (integrated positions that run through a wall into the
+    # radius stop counting). False: Euclidean, as the env's reward (Large Multi2D, 50 episodes: 77.2 vs 54.7 with it)
+    geodesic_reward: bool = False
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
         check_choice("plan.guidance_positions", self.guidance_positions, DISTANCE_POSITIONS)
         check_choice("plan.reward_positions", self.reward_positions, REWARD_POSITIONS)
+        check_choice("plan.distance", self.distance, DISTANCES)
+        if self.geodesic_cell <= 0:
+            raise ConfigError(f"plan.geodesic_cell must be > 0, got {self.geodesic_cell}")
+        if self.geodesic_outside_slope <= 0:
+            raise ConfigError(f"plan.geodesic_outside_slope must be > 0, got {self.geodesic_outside_slope}")
         if self.reward_temperature <= 0:
             raise ConfigError(f"plan.reward_temperature must be > 0, got {self.reward_temperature}")
         if self.inpaint_arrival_radius < 0:
@@ -355,7 +371,8 @@ def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"
 def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0,
                            reward_weight: float = 0.0, reward_radius: float = 0.5, reward_temperature: float = 0.1,
                            start: torch.Tensor | None = None, distance_positions: str = "planned",
-                           reward_positions: str = "planned", window: int = 0):
+                           reward_positions: str = "planned", window: int = 0, distance_fn=None,
+                           reward_distance_fn=None):
     """log c(x̂0) = Σ_{planned steps j} decay^j · (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)),
     world units.
 
@@ -370,6 +387,11 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
     product of the two indicators). ``window`` m > 0 anchors the integration on the plan's own position m steps
     earlier, ``p_{j−m} + DT · Σ_{j−m<i≤j} v_i`` (from ``start`` for j ≤ m): velocities that do not match the
     positions still show, while walls (which only the planned positions respect) bend the sum every m steps.
+
+    ``distance_fn(p: (B·N, H·k, 2) world) -> (B·N, H·k)`` replaces ‖p_j − g‖ in the first term, and
+    ``reward_distance_fn`` in the reward term (e.g. the dataset's shortest-path distance,
+    :meth:`dforce.data.maze2d.geodesic.GeodesicField.distance_fn`: within the reward radius it equals the
+    Euclidean one, and integrated positions that run through a wall no longer count).
     """
     check_choice("distance_positions", distance_positions, DISTANCE_POSITIONS)
     check_choice("reward_positions", reward_positions, REWARD_POSITIONS)
@@ -384,24 +406,29 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
         g = goal_n.to(s).repeat_interleave(rep, 0).unsqueeze(1)  # (B·N, 1, 2) normalized
         v = s[..., VEL] * std[VEL].to(s) + mean[VEL].to(s)  # (B·N, H·k, 2) world
 
-        def dist2(kind: str) -> torch.Tensor:  # squared world distance to the goal (B·N, H·k)
-            if kind == "planned":
-                rel = (s[..., POS] - g) * std[POS].to(s)
-            else:
-                p0 = start.to(s).repeat_interleave(rep, 0).unsqueeze(1)  # (B·N, 1, 2)
-                goal = g * std[POS].to(s) + mean[POS].to(s)
-                if not window:
-                    return (p0 + DT * v.cumsum(1) - goal).pow(2).sum(-1)
-                planned = torch.cat([p0, s[..., POS] * std[POS].to(s) + mean[POS].to(s)], 1)  # (B·N, L+1, 2): 0 = start
-                moved = torch.cat([torch.zeros_like(p0), DT * v.cumsum(1)], 1)  # (B·N, L+1, 2) displacement since start
-                anchor = (torch.arange(1, s.shape[1] + 1, device=s.device) - window).clamp(min=0)  # (L,) where step j starts
-                rel = planned[:, anchor] + moved[:, 1:] - moved[:, anchor] - goal
-            return rel.pow(2).sum(-1)
+        goal = g * std[POS].to(s) + mean[POS].to(s)  # (B·N, 1, 2) world
 
-        dd = dist2(distance_positions)
+        def offset(kind: str) -> torch.Tensor:  # world position − goal (B·N, H·k, 2)
+            if kind == "planned":
+                return (s[..., POS] - g) * std[POS].to(s)
+            p0 = start.to(s).repeat_interleave(rep, 0).unsqueeze(1)  # (B·N, 1, 2)
+            if not window:
+                return p0 + DT * v.cumsum(1) - goal
+            planned = torch.cat([p0, s[..., POS] * std[POS].to(s) + mean[POS].to(s)], 1)  # (B·N, L+1, 2): 0 = start
+            moved = torch.cat([torch.zeros_like(p0), DT * v.cumsum(1)], 1)  # (B·N, L+1, 2) displacement since start
+            anchor = (torch.arange(1, s.shape[1] + 1, device=s.device) - window).clamp(min=0)  # (L,) where step j starts
+            return planned[:, anchor] + moved[:, 1:] - moved[:, anchor] - goal
+
+        def dist2(kind: str, fn=None) -> torch.Tensor:  # squared distance to the goal (B·N, H·k), world units
+            if fn is not None:  # e.g. the shortest path through the data
+                return fn(offset(kind) + goal).pow(2)
+            return offset(kind).pow(2).sum(-1)
+
+        dd = dist2(distance_positions, distance_fn)
         d = (dd + vel_weight**2 * v.pow(2).sum(-1) + 1e-6).sqrt() if vel_weight else (dd + 1e-6).sqrt()
         if reward_weight:
-            inside = lambda kind: torch.sigmoid((reward_radius - (dist2(kind) + 1e-6).sqrt()) / reward_temperature)  # noqa: E731
+            inside = lambda kind: torch.sigmoid(  # noqa: E731
+                (reward_radius - (dist2(kind, reward_distance_fn) + 1e-6).sqrt()) / reward_temperature)
             r = inside("planned") * inside("integrated") if reward_positions == "both" else inside(reward_positions)
             d = d - reward_weight * r
         w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
@@ -469,11 +496,21 @@ class Planner:
     """
 
     def __init__(self, cfg: PlanningConfig, model, schedule: NoiseSchedule, norm: Normalizer, device="cpu",
-                 sampler: SamplerConfig | None = None):
+                 sampler: SamplerConfig | None = None, geodesic: GeodesicField | None = None):
         self.cfg, self.model, self.schedule, self.norm = cfg, model, schedule, norm
         self.device = torch.device(device)
         s = sampler or cfg.sampler
         self.sampler = dataclasses.replace(s, window=cfg.data.horizon)  # one chunk = the plan
+        self.geodesic = geodesic  # plan.distance=data_geodesic: built from the training data on first use
+
+    def geodesic_field(self) -> GeodesicField:
+        """The shortest-path field over the positions of the planner's training data (``plan.distance``)."""
+        if self.geodesic is None:
+            d, pc = self.cfg.data, self.cfg.plan
+            data = load_or_generate_maze2d(d.maze, d.num_steps, progress=False)
+            self.geodesic = GeodesicField.from_positions(data["observations"][:, :2], pc.geodesic_cell,
+                                                          outside_slope=pc.geodesic_outside_slope)
+        return self.geodesic
 
     def context(self, obs_hist: np.ndarray, act_hist: np.ndarray) -> torch.Tensor:
         """Real tokens ``(N, C, k, 6)``: start token + completed real tokens, the last ``context_tokens``; with
@@ -504,9 +541,13 @@ class Planner:
         goal_n = torch.as_tensor((goals - self.norm.mean[2:4]) / self.norm.std[2:4], dtype=torch.float32,
                                  device=self.device).repeat_interleave(n, 0)  # (N·n, 2)
         now = torch.as_tensor(obs_hist[-1][:, :2], dtype=torch.float32, device=self.device)  # (N, 2) world
+        dist = None
+        if pc.distance == "data_geodesic":
+            dist = self.geodesic_field().distance_fn(np.repeat(goals, n, 0), self.device)
         guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight, pc.reward_weight,
                                        pc.reward_radius, pc.reward_temperature, now.repeat_interleave(n, 0),
-                                       pc.guidance_positions, pc.reward_positions, pc.integration_window)
+                                       pc.guidance_positions, pc.reward_positions, pc.integration_window, dist,
+                                       dist if pc.geodesic_reward else None)
         model = self.model
         if pc.inpaint_arrival_radius > 0:
             if self.schedule.objective != "x0":

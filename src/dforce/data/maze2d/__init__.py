@@ -42,6 +42,6 @@ from dforce.data.maze2d.layouts import (
     parse_maze,
     pos_to_cell,
 )
-from dforce.data.maze2d.plot import plot_maze_paths
+from dforce.data.maze2d.plot import plot_distance_field, plot_maze_paths
 
 __all__ = [n for n in dir() if not n.startswith("_")]

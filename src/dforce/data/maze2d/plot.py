@@ -43,3 +43,37 @@ def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray]
         ax.set_title(title)
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)
+
+
+def plot_distance_field(field, goal: np.ndarray, path: str | Path, maze=None, title: str | None = None) -> Path:
+    """Save a PNG of a :class:`~dforce.data.maze2d.geodesic.GeodesicField`'s distance to ``goal: (2,)`` (D4RL
+    frame): colour and contours every 0.5, the dataset's unvisited grid hatched dark, ``maze``'s walls outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = field.distances(np.asarray(goal, dtype=np.float64)[None])[0]  # (nx, ny): axis 0 = row coordinate
+    nx, ny = d.shape
+    x0, y0 = field.origin
+    extent = (y0 - field.cell / 2, y0 + (ny - 0.5) * field.cell, x0 + (nx - 0.5) * field.cell, x0 - field.cell / 2)
+    fig, ax = plt.subplots(figsize=(0.5 * ny * field.cell + 2, 0.5 * nx * field.cell + 1))
+    shown = np.where(field.visited, d, np.nan)
+    im = ax.imshow(shown, origin="upper", extent=extent, cmap="viridis")
+    ax.imshow(np.where(field.visited, np.nan, 1.0), origin="upper", extent=extent, cmap="Greys", vmin=0, vmax=1.4)
+    ys, xs = y0 + field.cell * np.arange(ny), x0 + field.cell * np.arange(nx)
+    ax.contour(ys, xs, shown, levels=np.arange(0.5, np.nanmax(shown), 0.5), colors="white", linewidths=0.5)
+    if maze is not None:  # wall cell (i, j) spans [i - 0.5 - o, i + 0.5 - o] x [j - 0.5 - o, j + 0.5 - o]
+        from matplotlib.patches import Rectangle
+
+        o = D4RL_QPOS_OFFSET
+        for i, j in np.argwhere(get_maze(maze).walls):
+            ax.add_patch(Rectangle((j - 0.5 - o, i - 0.5 - o), 1, 1, fc=(0.8, 0.2, 0.2, 0.3), ec="red", lw=0.6))
+    ax.scatter([goal[1]], [goal[0]], s=80, marker="*", c="red", zorder=5)
+    fig.colorbar(im, ax=ax, label="shortest path through the data to the goal")
+    ax.set_xlabel("y (column)")
+    ax.set_ylabel("x (row)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -81,7 +81,9 @@ class GeodesicField:
                 a = node[max(0, -di): nx - max(0, di), max(0, -dj): ny - max(0, dj)]
                 b = node[max(0, di): nx - max(0, -di), max(0, dj): ny - max(0, -dj)]
                 ok = (a >= 0) & (b >= 0)
-                rows.append(a[ok]), cols.append(b[ok]), w.append(np.full(int(ok.sum()), self.cell * np.hypot(di, dj)))
+                rows.append(a[ok])
+                cols.append(b[ok])
+                w.append(np.full(int(ok.sum()), self.cell * np.hypot(di, dj)))
             m = int(self.visited.sum())
             graph = coo_matrix((np.concatenate(w), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)).tocsr()
             self._cache["graph"] = (graph, node)
@@ -99,7 +101,7 @@ class GeodesicField:
 
     def _solve(self, goals: np.ndarray) -> np.ndarray:
         from scipy.ndimage import distance_transform_edt
-        from scipy.sparse import csr_matrix, vstack, hstack
+        from scipy.sparse import csr_matrix, hstack, vstack
         from scipy.sparse.csgraph import dijkstra
 
         graph, node = self._graph()
@@ -113,7 +115,8 @@ class GeodesicField:
             for i in range(i0 - 1, i0 + 3):
                 for j in range(j0 - 1, j0 + 3):
                     if 0 <= i < self.shape[0] and 0 <= j < self.shape[1] and node[i, j] >= 0:
-                        src_rows.append(k), src_cols.append(node[i, j])
+                        src_rows.append(k)
+                        src_cols.append(node[i, j])
                         src_w.append(self.cell * np.hypot(i - x, j - y))
             if not src_rows or src_rows[-1] != k:
                 raise DataError(f"goal {goals[k].tolist()} is not next to any position of the dataset "
@@ -136,17 +139,20 @@ class GeodesicField:
         bilinear interpolation of :meth:`distances` (differentiable in ``p``; clamped at the grid's edge)."""
         fields = torch.as_tensor(self.distances(goals), device=device)  # (G, nx, ny)
         G, nx, ny = fields.shape
-        flat = fields.reshape(G, nx * ny)
+        flat = fields.reshape(-1)  # (G·nx·ny,): goal g's field starts at g·nx·ny
         origin = torch.as_tensor(self.origin, dtype=torch.float32, device=device)
         top = torch.tensor([nx - 1, ny - 1], dtype=torch.float32, device=device)
 
         def f(p: torch.Tensor) -> torch.Tensor:
             R = p.shape[0]
+            if R % G:
+                raise ValueError(f"positions have {R} rows, not a multiple of the {G} goals")
             u = ((p - origin.to(p)) / self.cell).clamp(min=torch.zeros_like(top).to(p), max=top.to(p))  # (R, L, 2)
             i0 = u.detach().floor().clamp(max=top.to(p) - 1).long()  # lower grid point
             w = u - i0.to(p)  # (R, L, 2) in [0, 1], carries the gradient
-            rows = flat.to(p).repeat_interleave(R // G, 0)  # (R, nx·ny)
-            at = lambda di, dj: rows.gather(1, ((i0[..., 0] + di) * ny + i0[..., 1] + dj))  # noqa: E731
+            base = (torch.arange(R, device=p.device) // (R // G) * (nx * ny)).unsqueeze(1)  # (R, 1): the row's goal
+            values = flat.to(p)
+            at = lambda di, dj: values[base + (i0[..., 0] + di) * ny + i0[..., 1] + dj]  # noqa: E731
             wx, wy = w[..., 0], w[..., 1]
             return ((1 - wx) * (1 - wy) * at(0, 0) + (1 - wx) * wy * at(0, 1)
                     + wx * (1 - wy) * at(1, 0) + wx * wy * at(1, 1))

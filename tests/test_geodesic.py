@@ -105,3 +105,10 @@ def test_bad_geodesic_inputs_fail_clearly(field):
     with pytest.raises(DataError, match="not next to any position"):
         field.distances(np.array([[40.0, 40.0]]))
     assert dataclasses.replace(ExecConfig(), distance="data_geodesic").distance == "data_geodesic"
+
+
+def test_field_png(field, tmp_path):
+    from dforce.data.maze2d import plot_distance_field
+
+    out = plot_distance_field(field, cell_center(np.array([1, 1])), tmp_path / "field.png", maze="umaze", title="t")
+    assert out.exists() and out.stat().st_size > 1000

@@ -37,12 +37,7 @@ def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray]
         ax.scatter(g[:, 1], g[:, 0], s=80, marker="*", c="red", zorder=5, label="goal")
     if isinstance(paths, Mapping) or goal is not None:
         ax.legend(fontsize=7, loc="best")
-    ax.set_xlabel("y (column)")
-    ax.set_ylabel("x (row)")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)
+    return _finish(fig, ax, path, title)
 
 
 def plot_distance_field(field, goal: np.ndarray, path: str | Path, maze=None, title: str | None = None) -> Path:
@@ -71,6 +66,11 @@ def plot_distance_field(field, goal: np.ndarray, path: str | Path, maze=None, ti
             ax.add_patch(Rectangle((j - 0.5 - o, i - 0.5 - o), 1, 1, fc=(0.8, 0.2, 0.2, 0.3), ec="red", lw=0.6))
     ax.scatter([goal[1]], [goal[0]], s=80, marker="*", c="red", zorder=5)
     fig.colorbar(im, ax=ax, label="shortest path through the data to the goal")
+    return _finish(fig, ax, path, title)
+
+
+def _finish(fig, ax, path: str | Path, title: str | None) -> Path:
+    """Axis labels of the D4RL frame (rows downward), the title, and the PNG."""
     ax.set_xlabel("y (column)")
     ax.set_ylabel("x (row)")
     if title:

@@ -68,6 +68,11 @@ def test_integrated_positions_score_where_the_velocities_lead():
     windowed = goal_distance_guidance(goal_n(goal), NORM, start=start, distance_positions="integrated", window=5)
     expect5 = -sum(np.sqrt(8 * (DT * min(j, 5)) ** 2 + 1e-6) for j in range(1, 21))
     assert float(windowed(x.detach(), 0)) == pytest.approx(expect5, rel=1e-4)
+    # both: each step is as far as the farther of the two (here the integrated one, at every step)
+    both = goal_distance_guidance(goal_n(goal), NORM, start=start, distance_positions="both")
+    assert float(both(x.detach(), 0)) == pytest.approx(expect, rel=1e-4)
+    x_back = plan_at(np.tile(goal[:, None] + [[[0.3, 0.0]]], (1, 20, 1)), velocity=0.0)  # positions 0.3 off, at rest
+    assert float(both(x_back, 0)) == pytest.approx(float(planned(x_back, 0)), rel=1e-4)  # ... here the planned one
     (g,) = torch.autograd.grad(integrated(x, 0).sum(), x)
     vel = NORM.decode((x.detach() + 0.01 * g).flatten(1, 2).double().numpy())[0, :, 4:]
     assert (vel < 2.0).all() and np.allclose(g.flatten(1, 2)[..., 2:4], 0)  # pushes velocities only

@@ -53,7 +53,7 @@ VEL = slice(4, 6)  # planned vx, vy inside a step row
 # env step (s): D4RL point.xml timestep, frame_skip 1. MuJoCo's semi-implicit Euler makes p_{t+1} = p_t + DT·v_{t+1}
 # exact (to 1e-7 in the generated data; tested)
 DT = 0.01
-DISTANCE_POSITIONS = ("planned", "integrated")  # what the guidance's distance term may score (goal_distance_guidance)
+DISTANCE_POSITIONS = ("planned", "integrated", "both")  # what the guidance's distance term may score (goal_distance_guidance)
 REWARD_POSITIONS = ("planned", "integrated", "both")  # ... and its reward term
 DISTANCES = ("euclidean", "data_geodesic")  # what the distance term measures (ExecConfig.distance)
 STATS_FILE = "stats.json"
@@ -108,7 +108,8 @@ class ExecConfig:
     reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
     inpaint_arrival_radius: float = 0.0  # >0: in every x̂0, steps after the first planned one within this distance of the goal become the goal state (g, v=0) (Diffuser-style goal inpainting; 0: off)
     # which positions the distance term scores: planned (the plan's position channels) | integrated (the current
-    # position plus DT × the running sum of the planned velocities: where the plan's velocities lead)
+    # position plus DT × the running sum of the planned velocities: where the plan's velocities lead) | both (the
+    # larger of the two distances: a step is only as close as both say)
     guidance_positions: str = "planned"
     # the same for the reward term, or both (a step counts when both are inside the radius). The presets and the
     # benchmark (every maze) score integrated ones (U-Maze 50 episodes: 41 -> 101 with ρ = 30); without a window
@@ -383,8 +384,8 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
 
     Which p_j each term scores (``distance_positions``, ``reward_positions``): ``planned``, the plan's position
     channels; ``integrated``, ``start + DT · Σ_{i≤j} v_i`` (where the planned velocities lead from the world
-    position ``start: (B, 2)``); ``both`` (reward term only), a step counts when both are inside the radius (the
-    product of the two indicators). ``window`` m > 0 anchors the integration on the plan's own position m steps
+    position ``start: (B, 2)``); ``both``: the distance term takes the larger of the two distances, and in the
+    reward term a step counts when both are inside the radius (the product of the two indicators). ``window`` m > 0 anchors the integration on the plan's own position m steps
     earlier, ``p_{j−m} + DT · Σ_{j−m<i≤j} v_i`` (from ``start`` for j ≤ m): velocities that do not match the
     positions still show, while walls (which only the planned positions respect) bend the sum every m steps.
 
@@ -424,7 +425,10 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
                 return fn(offset(kind) + goal).pow(2)
             return offset(kind).pow(2).sum(-1)
 
-        dd = dist2(distance_positions, distance_fn)
+        if distance_positions == "both":
+            dd = torch.maximum(dist2("planned", distance_fn), dist2("integrated", distance_fn))
+        else:
+            dd = dist2(distance_positions, distance_fn)
         d = (dd + vel_weight**2 * v.pow(2).sum(-1) + 1e-6).sqrt() if vel_weight else (dd + 1e-6).sqrt()
         if reward_weight:
             inside = lambda kind: torch.sigmoid(  # noqa: E731

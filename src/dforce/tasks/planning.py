@@ -385,9 +385,10 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
     Which p_j each term scores (``distance_positions``, ``reward_positions``): ``planned``, the plan's position
     channels; ``integrated``, ``start + DT · Σ_{i≤j} v_i`` (where the planned velocities lead from the world
     position ``start: (B, 2)``); ``both``: the distance term takes the larger of the two distances, and in the
-    reward term a step counts when both are inside the radius (the product of the two indicators). ``window`` m > 0 anchors the integration on the plan's own position m steps
-    earlier, ``p_{j−m} + DT · Σ_{j−m<i≤j} v_i`` (from ``start`` for j ≤ m): velocities that do not match the
-    positions still show, while walls (which only the planned positions respect) bend the sum every m steps.
+    reward term a step counts when both are inside the radius (the product of the two indicators). ``window``
+    m > 0 anchors the integration on the plan's own position m steps earlier, ``p_{j−m} + DT · Σ_{j−m<i≤j} v_i``
+    (from ``start`` for j ≤ m): velocities that do not match the positions still show, while walls (which only
+    the planned positions respect) bend the sum every m steps.
 
     ``distance_fn(p: (B·N, H·k, 2) world) -> (B·N, H·k)`` replaces ‖p_j − g‖ in the first term, and
     ``reward_distance_fn`` in the reward term (e.g. the dataset's shortest-path distance,

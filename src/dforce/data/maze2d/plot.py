@@ -42,7 +42,7 @@ def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray]
 
 def plot_distance_field(field, goal: np.ndarray, path: str | Path, maze=None, title: str | None = None) -> Path:
     """Save a PNG of a :class:`~dforce.data.maze2d.geodesic.GeodesicField`'s distance to ``goal: (2,)`` (D4RL
-    frame): colour and contours every 0.5, the dataset's unvisited grid hatched dark, ``maze``'s walls outlined."""
+    frame): colour and contours every 0.5 on the cells the dataset visits, the others dark, ``maze``'s walls in red."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -548,7 +548,8 @@ class Planner:
         now = torch.as_tensor(obs_hist[-1][:, :2], dtype=torch.float32, device=self.device)  # (N, 2) world
         dist = None
         if pc.distance == "data_geodesic":
-            dist = self.geodesic_field().distance_fn(np.repeat(goals, n, 0), self.device)
+            # one field per episode: its n candidates (and MCG futures) are consecutive rows, which distance_fn maps
+            dist = self.geodesic_field().distance_fn(goals, self.device)
         guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight, pc.reward_weight,
                                        pc.reward_radius, pc.reward_temperature, now.repeat_interleave(n, 0),
                                        pc.guidance_positions, pc.reward_positions, pc.integration_window, dist,

@@ -91,6 +91,8 @@ def test_distance_fn_maps_rows_to_their_goals(field):
     assert f(p).squeeze(1).numpy() == pytest.approx([0, 0, 0, 0], abs=0.1)
     q = torch.tensor(np.repeat(goals[::-1, None], 2, 0).copy(), dtype=torch.float32)  # rows at the other goal
     assert (f(q).numpy() > 4.1).all()
+    with pytest.raises(ValueError, match="not a multiple of the 2 goals"):
+        f(p[:3])
 
 
 def test_bad_geodesic_inputs_fail_clearly(field):

@@ -23,7 +23,8 @@ def free_space_positions(task, n_per_cell: int = 400, seed: int = 0) -> np.ndarr
 
 @pytest.fixture(scope="module")
 def field():
-    return GeodesicField.from_positions(free_space_positions(UMAZE), cell=0.1)
+    """The field of steps 1-4 (``walls="nearest"``); ``entry_side`` (the default) only changes positions in walls."""
+    return GeodesicField.from_positions(free_space_positions(UMAZE), cell=0.1, walls="nearest")
 
 
 def distance(field, goal, points, grad: bool = False):
@@ -68,6 +69,47 @@ def test_field_rises_into_walls_and_keeps_the_far_side_long(field):
     assert d_bottom > 3.5  # the far side keeps its long way round: the wall is no shortcut
 
 
+def test_higher_side_owns_the_wall_between_it_and_the_goal(field):
+    goal = cell_center(np.array([1, 1]))
+    high = GeodesicField.from_positions(free_space_positions(UMAZE), cell=0.1, walls="higher_side")
+    wall = cell_center(np.array([2, 1]))  # between the goal's corridor (row 1) and the far side (row 3)
+    across = wall + np.stack([np.linspace(0.35, -0.35, 8), np.zeros(8)], 1)  # from the far side towards the goal
+    d_near, g_near = distance(field, goal, across, grad=True)
+    d_high, g_high = distance(high, goal, across, grad=True)
+    # "nearest": past the middle the wall belongs to the goal's side, and the descent draws a point through it
+    assert d_near[-1] < d_near[4] and -g_near[-2][0] < 0
+    # "higher_side": the far side owns the whole wall; the field keeps rising across it and the descent leads
+    # back to the side the point came from (+row) everywhere inside
+    assert (np.diff(d_high) > 0).all() and (-g_high[:, 0] > 0).all()
+    # near the far side's edge it starts from that side's level (its owner: a cell near the nearest one)
+    assert d_near[0] - 0.05 < d_high[0] < d_near[0] + 0.4
+    # a wall with one side (the outer wall beside the goal's corridor) belongs to it: the descent leads back out
+    outer = cell_center(np.array([[0, 2], [0, 3]])) + [0.3, 0.0]
+    d_out, g_out = distance(high, goal, outer, grad=True)
+    assert (-g_out[:, 0] > 0.5).all() and (d_out > distance(field, goal, outer) - 0.05).all()
+
+
+def test_entry_side_gives_a_wall_to_the_side_a_path_enters_from(field):
+    goal = cell_center(np.array([1, 1]))
+    entry = GeodesicField.from_positions(free_space_positions(UMAZE), cell=0.1, walls="entry_side")
+    start = cell_center(np.array([3, 1]))
+    path = start + np.stack([np.linspace(0, -1.6, 17), np.zeros(17)], 1)  # straight up through the wall (2, 1)
+    d_near, g_near = distance(field, goal, path, grad=True)
+    d_path, g_path = distance(entry, goal, path, grad=True)
+    in_wall = np.abs(path[:, 0] - cell_center(np.array([2, 1]))[0]) < 0.25  # deeper than wall_depth = 0.2
+    # "nearest" jumps down at the wall's middle (the goal's side owns that half) and draws the path through
+    assert (-g_near[in_wall, 0] < 0).any()
+    # entry_side: the field keeps rising until the path is out on the goal's side, and every position inside the
+    # wall is drawn back the way it came (+row)
+    w = np.flatnonzero(in_wall)
+    assert (np.diff(d_path[w[0] - 1: w[-1] + 1]) > 0).all() and (-g_path[in_wall, 0] > 1.5).all()
+    # in free space it is the field itself; a path that starts inside a wall has no side to take: nearest values
+    free = ~in_wall
+    assert d_path[free] == pytest.approx(d_near[free], abs=1e-5)
+    from_wall = path[in_wall][::-1]  # starts in the wall, heads down to (3, 1)
+    assert distance(entry, goal, from_wall)[0] == pytest.approx(distance(field, goal, from_wall)[0], abs=1e-5)
+
+
 def test_guidance_with_a_euclidean_distance_fn_equals_the_default():
     norm = Normalizer(np.array([0.0, 0.0, 2.0, 2.0, 0.0, 0.0]), np.array([0.7, 0.7, 1.0, 1.0, 2.5, 2.5]))
     goal = np.array([[1.0, 1.0], [2.0, 3.0]])
@@ -102,6 +144,10 @@ def test_bad_geodesic_inputs_fail_clearly(field):
         ExecConfig(geodesic_cell=0.0)
     with pytest.raises(ConfigError, match="geodesic_outside_slope"):
         ExecConfig(geodesic_outside_slope=-1.0)
+    with pytest.raises(ConfigError, match="plan.geodesic_walls"):
+        ExecConfig(geodesic_walls="thick")
+    with pytest.raises(ConfigError, match="plan.geodesic_walls"):
+        GeodesicField.from_positions(free_space_positions(UMAZE, 10), walls="thick")
     with pytest.raises(DataError, match="finite"):
         GeodesicField.from_positions(np.array([[0.0, np.nan]]))
     with pytest.raises(DataError, match="not next to any position"):

@@ -37,7 +37,7 @@ import torch
 from dforce._utils import check_choice
 from dforce.data.maze2d import Maze2DBatchEnv, get_maze, load_or_generate_maze2d, normalized_score
 from dforce.data.maze2d.controller import EvalResult
-from dforce.data.maze2d.geodesic import GeodesicField
+from dforce.data.maze2d.geodesic import WALLS, GeodesicField
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict, from_dict
@@ -132,6 +132,10 @@ class ExecConfig:
     distance: str = "euclidean"
     geodesic_cell: float = 0.1  # grid spacing of the data_geodesic field (world units; a maze cell is 1)
     geodesic_outside_slope: float = 2.0  # the field's rise per unit of distance into space the data never visits
+    # where a wall's value comes from (dforce.data.maze2d.geodesic): entry_side (the side each guided path of positions
+    # entered it from; the Medium/Large benchmark: 14 of 16 cells up against nearest) | nearest (the data cell nearest
+    # to each point of it) | higher_side (the side farther from the goal owns a wall between it and a nearer side)
+    geodesic_walls: str = "entry_side"
     # data_geodesic only: the reward term measures it too (integrated positions that run through a wall into the
     # radius stop counting). False: Euclidean, as the env's reward (Large Multi2D, 50 episodes: 77.2 vs 54.7 with it)
     geodesic_reward: bool = False
@@ -141,6 +145,7 @@ class ExecConfig:
         check_choice("plan.guidance_positions", self.guidance_positions, DISTANCE_POSITIONS)
         check_choice("plan.reward_positions", self.reward_positions, REWARD_POSITIONS)
         check_choice("plan.distance", self.distance, DISTANCES)
+        check_choice("plan.geodesic_walls", self.geodesic_walls, WALLS)
         if self.geodesic_cell <= 0:
             raise ConfigError(f"plan.geodesic_cell must be > 0, got {self.geodesic_cell}")
         if self.geodesic_outside_slope <= 0:
@@ -514,7 +519,8 @@ class Planner:
             d, pc = self.cfg.data, self.cfg.plan
             data = load_or_generate_maze2d(d.maze, d.num_steps, progress=False)
             self.geodesic = GeodesicField.from_positions(data["observations"][:, :2], pc.geodesic_cell,
-                                                          outside_slope=pc.geodesic_outside_slope)
+                                                          outside_slope=pc.geodesic_outside_slope,
+                                                          walls=pc.geodesic_walls)
         return self.geodesic
 
     def context(self, obs_hist: np.ndarray, act_hist: np.ndarray) -> torch.Tensor:

@@ -232,3 +232,24 @@ def test_affine_row_step_equals_general_step(objective, method, eta):
                     generator=torch.Generator().manual_seed(7)).x for clip in (None, 1e6)]
     torch.testing.assert_close(draws[0], draws[1], rtol=1e-5, atol=1e-5)
     assert draws[0].abs().max() > 0.1
+
+
+def test_unguided_rollout_in_inference_mode_hands_back_ordinary_tensors():
+    """Unguided sampling runs under ``torch.inference_mode``; what it returns and what it leaves in the model must
+    still work with autograd: in-place edits of the tokens, a guided continuation from the state, training."""
+    from dforce.guidance import goal_guidance
+    from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
+
+    net = _model("transformer", max_context=8).train(False)  # its RoPE table is first built while sampling
+    out = _draw(net, SamplerConfig(steps=4, schedule="autoregressive", window=4), length=6)
+    tensors = [out.x, *out.state.keys, *out.state.values, out.state.table.ada]
+    assert not any(t.is_inference() for t in tensors) and not net._rot_table.is_inference()
+    out.x[:, 0] = 0.0  # an inference tensor would refuse this outside inference mode
+    goal = torch.zeros(3, 3)
+    guided = sample(net, _schedule(), SamplerConfig(steps=4, window=4, guidance_scale=0.1), length=4, batch=3,
+                    token_shape=(3,), state=out.state, guidance=goal_guidance(goal, [0, 1, 2]),
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(guided.x).all()
+    loss = diffusion_forcing_loss(net.train(), _schedule(), torch.randn(2, 6, 3), ObjectiveConfig()).loss
+    loss.backward()  # saves the RoPE rotations for backward: fails if they were inference tensors
+    assert all(p.grad is not None for p in net.blocks[0].parameters())

@@ -17,7 +17,9 @@ step (:meth:`NoiseSchedule.step`). What makes it cheap:
       once per chunk shape on the CPU, so the row loop does no host-device syncs; without guidance or x̂0
       clipping the reverse step of every row is an affine map of (x, prediction, noise) whose per-token
       coefficients (:func:`row_coefficients`) are computed once per chunk shape too;
-    * ``precision="bf16"`` runs the model calls under autocast (the diffusion update stays fp32).
+    * ``precision="bf16"`` runs the model calls under autocast (the diffusion update stays fp32);
+    * without guidance the whole rollout runs under ``torch.inference_mode`` (no autograd bookkeeping on the many
+      small views of a call); the returned tokens and state are copied out of it, so callers get ordinary tensors.
 
 Stabilization (paper §3.4): generated context is shown to the model re-noised to a small level
 ``stabilization_level`` (with noise drawn once per token), so the model does not trust its own outputs
@@ -30,6 +32,7 @@ in :class:`StatelessDenoiser`, which re-reads the kept context every call (the r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -157,6 +160,22 @@ def _check_inputs(context, cond, batch, length, token_shape):
     return C
 
 
+def _outside_inference(obj):
+    """``obj`` with every inference-mode tensor in it (nested in tuples, lists, dicts and dataclasses) cloned into an
+    ordinary one, which later autograd and in-place writes accept."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone() if obj.is_inference() else obj
+    if isinstance(obj, (list, tuple)):
+        items = [_outside_inference(o) for o in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # NamedTuple or plain
+    if isinstance(obj, dict):
+        return {k: _outside_inference(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _outside_inference(getattr(obj, f.name))
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -199,6 +218,13 @@ def sample(
     Returns:
         :class:`SampleOutput` with ``x: (B, C + L, *D)``.
     """
+    if (guidance is None or cfg.guidance_scale == 0.0) and not torch.is_inference_mode_enabled():
+        # nothing needs gradients: run the rollout in inference mode, hand back ordinary tensors
+        with torch.inference_mode():
+            out = sample(model, schedule, cfg, length=length, batch=batch, token_shape=token_shape, context=context,
+                         cond=cond, guidance=guidance, matrix=matrix, state=state, generator=generator, device=device,
+                         progress=progress, keep_last=keep_last, on_chunk=on_chunk)
+        return out._replace(x=_outside_inference(out.x), state=_outside_inference(out.state))
     if context is not None:
         batch, token_shape = context.shape[0], tuple(context.shape[2:])
         device = context.device

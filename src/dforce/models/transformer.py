@@ -268,8 +268,9 @@ class CausalTransformer(nn.Module):
         table of the first positions (grown by doubling; elementwise, so the same values as computing them)."""
         table = self._rot_table
         if table is None or table.shape[0] < offset + T or table.device != torch.device(device):
-            pos = torch.arange(max(2 * (offset + T), ROPE_TABLE_MIN), device=device)
-            table = torch.complex(*rope_tables(pos, self.width // self.heads))
+            with torch.inference_mode(False):  # an ordinary tensor even when built while sampling (training reuses it)
+                pos = torch.arange(max(2 * (offset + T), ROPE_TABLE_MIN), device=device)
+                table = torch.complex(*rope_tables(pos, self.width // self.heads))
             self._rot_table = table
         return table[offset : offset + T]
 

@@ -274,6 +274,38 @@ def precision_study(bc: BenchConfig, model) -> dict:
     return res
 
 
+def inference_mode_study(bc: BenchConfig, length: int = 256, repeats: int = 8) -> dict:
+    """The transformer's rollouts with ``sampler.inference_mode`` on and off, timed alternately in this process
+    (paired: the machine's drift hits both alike), with the CPU time over the dense FLOP floor of each."""
+    model = make(bc, "transformer")
+    schedule = NoiseSchedule(NoiseScheduleConfig(num_levels=bc.num_levels))
+    flops = flops_per_token(bc, model)["per_generated_column"]
+    gflops_cpu = [matmul_gflops(clock=time.process_time)]
+    res = {}
+    for sched in ("autoregressive", "pyramid"):
+        def run(mode: bool, n: int):
+            cfg = SamplerConfig(steps=bc.steps, schedule=sched, window=bc.window, inference_mode=mode)
+            return sample(model, schedule, cfg, length=n, batch=bc.batch, token_shape=(bc.token_dim,),
+                          generator=torch.Generator().manual_seed(0))
+        secs = {True: [], False: []}
+        run(True, 2 * bc.window), run(False, 2 * bc.window)  # warm-up
+        for _ in range(repeats):
+            for mode in secs:
+                c = time.process_time()
+                run(mode, length)
+                secs[mode].append(time.process_time() - c)
+        gflops_cpu.append(matmul_gflops(clock=time.process_time))
+        med = {m: statistics.median(v) for m, v in secs.items()}
+        res[sched] = {"cpu_seconds": {"inference_mode": secs[True], "no_grad": secs[False]},
+                      "speedup": med[False] / med[True], "median_cpu_s": {"inference_mode": med[True],
+                                                                           "no_grad": med[False]}}
+    g = statistics.median(gflops_cpu)
+    for r in res.values():  # floor: FLOPs per generated column × length / CPU-time matmul throughput
+        r["cpu_time_over_floor"] = {k: v / (length * flops / (g * 1e9)) for k, v in r["median_cpu_s"].items()}
+    return {"batch": bc.batch, "length": length, "repeats": repeats, "matmul_gflops_cpu_time": gflops_cpu,
+            "loadavg": os.getloadavg(), "by_schedule": res}
+
+
 # ---------------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------------
@@ -311,6 +343,8 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "sampling"), help="output path without suffix")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--from-json", action="store_true", help="only redo summary/markdown from the --out json")
+    p.add_argument("--inference-mode-ab", action="store_true",
+                   help="only time sampler.inference_mode on vs off (transformer, --batch, 256 tokens) to <out>_inference_mode.json")
     args = p.parse_args()
     if args.from_json:
         report = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -327,6 +361,15 @@ def main() -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch)
+    if args.inference_mode_ab:
+        torch.set_num_threads(bc.threads)
+        study = inference_mode_study(bc, length=16 if args.quick else 256, repeats=1 if args.quick else 8)
+        path = Path(f"{args.out}_inference_mode.json")
+        path.write_text(json.dumps(study, indent=2))
+        for sched, r in study["by_schedule"].items():
+            print(f"{sched:14s} batch {bc.batch}: inference_mode {r['speedup']:.3f}x faster; CPU time / floor "
+                  f"{r['cpu_time_over_floor']['inference_mode']:.2f} (no_grad {r['cpu_time_over_floor']['no_grad']:.2f})")
+        return
     if args.quick:
         bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch, lengths=(16, 32, 48),
                          repeats=(1, 1, 1), ref_lengths=(8, 16), floor_batches=(16, 32), floor_len=16,

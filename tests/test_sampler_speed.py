@@ -244,6 +244,8 @@ def test_unguided_rollout_in_inference_mode_hands_back_ordinary_tensors():
     out = _draw(net, SamplerConfig(steps=4, schedule="autoregressive", window=4), length=6)
     tensors = [out.x, *out.state.keys, *out.state.values, out.state.table.ada]
     assert not any(t.is_inference() for t in tensors) and not net._rot_table.is_inference()
+    plain = _draw(net, SamplerConfig(steps=4, schedule="autoregressive", window=4, inference_mode=False), length=6)
+    assert torch.equal(plain.x, out.x)  # the same tokens under no_grad
     out.x[:, 0] = 0.0  # an inference tensor would refuse this outside inference mode
     goal = torch.zeros(3, 3)
     guided = sample(net, _schedule(), SamplerConfig(steps=4, window=4, guidance_scale=0.1), length=4, batch=3,

@@ -63,6 +63,7 @@ class SamplerConfig:
     mcg_samples: int = 1  # Monte Carlo Guidance futures N (1 = no MCG)
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
+    inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
 
     def __post_init__(self):
         check_choice("sampler.schedule", self.schedule, SCHEDULES)
@@ -218,7 +219,7 @@ def sample(
     Returns:
         :class:`SampleOutput` with ``x: (B, C + L, *D)``.
     """
-    if (guidance is None or cfg.guidance_scale == 0.0) and not torch.is_inference_mode_enabled():
+    if cfg.inference_mode and (guidance is None or cfg.guidance_scale == 0.0) and not torch.is_inference_mode_enabled():
         # nothing needs gradients: run the rollout in inference mode, hand back ordinary tensors
         with torch.inference_mode():
             out = sample(model, schedule, cfg, length=length, batch=batch, token_shape=token_shape, context=context,

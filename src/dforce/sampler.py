@@ -215,7 +215,9 @@ def sample(
         keep_last: keep only the last N generated tokens (bounded output memory for endless rollouts);
             ``x`` is then ``(B, C + min(N, L), *D)``. None keeps all.
         on_chunk: ``on_chunk(t0, x_chunk (B, h, *D))`` called with each finished chunk of clean generated
-            tokens (``t0``: index of its first token among the generated ones), e.g. to stream to disk.
+            tokens (``t0``: index of its first token among the generated ones), e.g. to stream to disk. In an
+            unguided rollout it runs inside ``torch.inference_mode``: ``.clone()`` a chunk you keep and will later
+            write into or use with autograd.
     Returns:
         :class:`SampleOutput` with ``x: (B, C + L, *D)``.
     """

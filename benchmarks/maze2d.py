@@ -52,6 +52,10 @@ PAPER_NO_MCG = {  # REFERENCE.md §3, paper Table 1 (DF without MCG): compare wi
 # as raw returns, and the paper's DF converted to normalized scores under that reading (docs/planning.md).
 # planned tokens per maze (× frame_stack steps): enough for the longest oracle path of the maze
 HORIZON = {"umaze": 20, "medium": 30, "large": 40}
+# training steps per maze (None: the preset's 2500). Large: 10 000 steps (~17 min DF, ~37 min Diffuser-style on one
+# thread; the issue allows 60 min per maze) lifted the DF planner 75.5 -> 109.3 single, 94.9 -> 112.4 Multi2D
+# (docs/planning.md "Longer training"); Medium at 12 000 steps did not score better
+TRAIN_STEPS = {"umaze": None, "medium": None, "large": 10000}
 # guidance per maze, at training (saved in config.yaml) and evaluation (also for runs trained earlier with other
 # settings). Every maze: the reward term on positions integrated over 50-step windows, ρ = 30 (the U-Maze preset).
 # On Large it lowers plain DF in the single task (53.8 -> 29.3) and raises every DF cell of Multi2D (DF + MCG
@@ -74,6 +78,8 @@ def get_run(maze: str, kind: str, args) -> tuple[Path, float]:
     if (run / "ema.safetensors").exists() and (run / "train_time.json").exists() and not args.retrain:
         return run, json.loads((run / "train_time.json").read_text())["seconds"]
     ov = [f"data.maze={maze}", f"data.horizon={HORIZON[maze]}", f"sampler.window={HORIZON[maze]}", *GUIDANCE[maze]]
+    if TRAIN_STEPS[maze]:
+        ov.append(f"train.steps={TRAIN_STEPS[maze]}")  # before args.overrides: a command-line value wins
     if kind == "diffuser":
         ov += ["objective.level_strategy=full_sequence", "sampler.schedule=full_sequence", "plan.inpaint_goal=true"]
     if args.quick:
@@ -192,14 +198,25 @@ def write(results: dict, args) -> None:
 def merge(args) -> int:
     """Combine partial runs (e.g. single and multi run as two processes) into one JSON + table."""
     results: dict = {"summary": {}, "training": {}, "command": [], "settings": []}
-    for folder in args.merge:
-        part = json.loads((Path(folder) / "maze2d.json").read_text())
+    for spec in args.merge:
+        folder, _, only = spec.partition("=")  # FOLDER=umaze,medium: only those mazes of that folder
+        mazes = set(only.split(",")) if only else None
+        keep = lambda maze: mazes is None or maze in mazes  # noqa: E731
+        path = Path(folder) / "maze2d.json"
+        if not path.exists():
+            raise SystemExit(f"--merge: {path} does not exist")
+        part = json.loads(path.read_text())
         for key, row in part["summary"].items():
-            results["summary"].setdefault(key, {}).update(row)
-        results["training"].update(part.get("training", {}))
-        results["command"] += part["command"].split(" ; ")
+            if keep(key.split("/")[1]):
+                results["summary"].setdefault(key, {}).update(row)
+        results["training"].update({m: t for m, t in part.get("training", {}).items() if keep(m)})
+        commands = [c for c in part["command"].split(" ; ")
+                    if mazes is None or any(f"--mazes {m} " in c + " " for m in mazes)]
+        results["command"] += commands
+        # a filtered folder: only the settings its kept commands ran with (told apart by episodes per cell)
+        episodes = {int(c.split("--episodes ")[1].split()[0]) if "--episodes " in c else 100 for c in commands}
         for st in part["settings"] if isinstance(part["settings"], list) else [part["settings"]]:
-            if st not in results["settings"]:
+            if (mazes is None or st["episodes"] in episodes) and st not in results["settings"]:
                 results["settings"].append(st)  # one entry per distinct setting (e.g. episodes per maze)
     results["command"] = " ; ".join(dict.fromkeys(results["command"]))
     if len(results["settings"]) == 1:
@@ -226,7 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--eval-overrides", nargs="*", default=[], help="sampler/plan overrides at evaluation, e.g. sampler.steps=10")
     p.add_argument("overrides", nargs="*", help="config overrides for training, e.g. train.steps=5000")
-    p.add_argument("--merge", nargs="+", default=None, help="merge the maze2d.json of these folders into --out and exit")
+    p.add_argument("--train-only", nargs="*", choices=("df", "diffuser"), default=None,
+                   help="train (or reuse) these planners of --mazes and exit (e.g. one process per planner)")
+    p.add_argument("--merge", nargs="+", default=None, help="merge the maze2d.json of these folders into --out and exit (FOLDER=umaze,medium: only those mazes)")
     args = p.parse_args(argv)
     if args.merge:
         return merge(args)
@@ -237,12 +256,19 @@ def main(argv=None) -> int:
         args.out = args.out if args.out != str(ROOT / "results") else str(ROOT / "results" / "quick")
     if args.threads:
         torch.set_num_threads(args.threads)  # 1 on a shared CPU: oversubscribed OpenMP threads spin
+    if args.train_only is not None:
+        for maze in args.mazes:
+            for kind in args.train_only or ("df", "diffuser"):
+                run, seconds = get_run(maze, kind, args)
+                print(f"{maze} {kind}: {run} ({seconds:.0f} s of training)")
+        return 0
     path = Path(args.out) / "maze2d.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.setdefault("summary", {})
     results["command"] = "python benchmarks/maze2d.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["settings"] = {"episodes": args.episodes, "mcg": args.mcg, "config": Path(args.config).name,
-                           "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides), "horizon_tokens": HORIZON, "guidance": GUIDANCE, "quick": args.quick}
+                           "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides),
+                           "horizon_tokens": HORIZON, "train_steps": TRAIN_STEPS, "guidance": GUIDANCE, "quick": args.quick}
     for maze in args.mazes:
         run_maze(maze, args, results)
     write(results, args)

@@ -1,6 +1,8 @@
 """Maze2D environment, controller and dataset generator (fast: a few seconds in total)."""
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +33,15 @@ from dforce.data.maze2d import (  # noqa: E402
 )
 from dforce.errors import ConfigError, DataError  # noqa: E402
 
+
+def _script(name: str):
+    """A script of ``benchmarks/`` imported as a module (they are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 def test_d4rl_goal_cells_and_episode_lengths():
     # D4RL maze_model.py 'G' tiles and pointmaze/__init__.py max_episode_steps for maze2d-*-v1
@@ -201,13 +212,7 @@ def test_batch_env_api_and_plot(tmp_path):
 
 def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
     """benchmarks/maze2d.py --merge renders the raw-return table from the normalized summary (exact linear map)."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("maze2d_bench", Path(__file__).parents[1] / "benchmarks" / "maze2d.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("maze2d")
     part = tmp_path / "part"
     part.mkdir()
     summary = {"single/medium": {"df": {"score_mean": 50.0, "score_se": 10.0, "episodes": 4}}}
@@ -221,19 +226,39 @@ def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
     assert "145.3 ± 26.4" in raw_rows[1] and raw_rows[1].rstrip(" |").endswith("51.6")
 
 
+def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
+    """--merge FOLDER=umaze keeps that folder's U-Maze rows, commands and settings, and drops its other mazes."""
+    bench = _script("maze2d")
+    row = lambda score, n: {"df": {"score_mean": score, "score_se": 1.0, "episodes": n}}  # noqa: E731
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, summary, command, settings in (
+        (old, {"single/umaze": row(120.0, 100), "single/medium": row(90.0, 50)},
+         "python benchmarks/maze2d.py --mazes umaze --quiet ; python benchmarks/maze2d.py --mazes medium --episodes 50",
+         [{"episodes": 100}, {"episodes": 50}]),
+        (new, {"single/medium": row(140.0, 100)}, "python benchmarks/maze2d.py --mazes medium", {"episodes": 100}),
+    ):
+        folder.mkdir()
+        (folder / "maze2d.json").write_text(json.dumps({"summary": summary, "command": command, "settings": settings,
+                                                        "training": {k.split("/")[1]: {} for k in summary}}))
+    assert bench.main(["--merge", f"{old}=umaze", str(new), "--out", str(tmp_path / "out")]) == 0
+    merged = json.loads((tmp_path / "out" / "maze2d.json").read_text())
+    assert merged["summary"]["single/umaze"]["df"]["score_mean"] == 120.0
+    assert merged["summary"]["single/medium"]["df"]["episodes"] == 100  # the new run's, not the old 50
+    assert "--episodes 50" not in merged["command"] and "--mazes umaze" in merged["command"]
+    assert merged["settings"] == {"episodes": 100}
+    assert sorted(merged["training"]) == ["medium", "umaze"]
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+
+
 def test_benchmark_guidance_per_maze_is_a_valid_config():
     """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; every maze counts integrated positions."""
-    import importlib.util
-    from pathlib import Path
-
     from dforce.engine.config import load_config
     from dforce.tasks.planning import PlanningConfig
 
     root = Path(__file__).parents[1]
-    spec = importlib.util.spec_from_file_location("maze2d_bench", root / "benchmarks" / "maze2d.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert sorted(bench.GUIDANCE) == ["large", "medium", "umaze"]
+    bench = _script("maze2d")
+    assert sorted(bench.GUIDANCE) == sorted(bench.TRAIN_STEPS) == ["large", "medium", "umaze"]
     for maze, overrides in bench.GUIDANCE.items():
         # on top of a run trained with the earlier guidance (planned positions, ρ = 10), as the benchmark loads it
         base = ["plan.reward_positions=planned", "plan.reward_weight=10", "plan.integration_window=0"]
@@ -245,12 +270,7 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
 
 def test_diagnose_goal_behind_wall():
     """maze2d_diagnose.py's local-optimum check: is there a wall on the straight line from a position to its goal?"""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("maze2d_diagnose", Path(__file__).parents[1] / "benchmarks" / "maze2d_diagnose.py")
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
+    diag = _script("maze2d_diagnose")
     # U-Maze: goal cell (1, 1); cell centres are at (i - 0.2, j - 0.2) in the D4RL frame
     goal = np.array([[0.8, 0.8], [0.8, 0.8], [0.8, 0.8]])
     pos = np.array([[2.8, 0.8],   # cell (3, 1): straight below the goal, wall cell (2, 1) in between

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -210,6 +211,10 @@ def merge(args) -> int:
             if keep(key.split("/")[1]):
                 results["summary"].setdefault(key, {}).update(row)
         results["training"].update({m: t for m, t in part.get("training", {}).items() if keep(m)})
+        for png in Path(folder).glob("maze2d_*.png"):  # the planned-vs-executed paths of the kept mazes
+            if keep(png.stem.split("_")[1]) and png.resolve().parent != Path(args.out).resolve():
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(png, Path(args.out) / png.name)
         commands = [c for c in part["command"].split(" ; ")
                     if mazes is None or any(f"--mazes {m} " in c + " " for m in mazes)]
         results["command"] += commands

@@ -238,6 +238,8 @@ def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
         (new, {"single/medium": row(140.0, 100)}, "python benchmarks/maze2d.py --mazes medium", {"episodes": 100}),
     ):
         folder.mkdir()
+        for maze in {k.split("/")[1] for k in summary}:
+            (folder / f"maze2d_{maze}.png").write_bytes(f"{folder.name} {maze}".encode())
         (folder / "maze2d.json").write_text(json.dumps({"summary": summary, "command": command, "settings": settings,
                                                         "training": {k.split("/")[1]: {} for k in summary}}))
     assert bench.main(["--merge", f"{old}=umaze", str(new), "--out", str(tmp_path / "out")]) == 0
@@ -247,6 +249,7 @@ def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
     assert "--episodes 50" not in merged["command"] and "--mazes umaze" in merged["command"]
     assert merged["settings"] == {"episodes": 100}
     assert sorted(merged["training"]) == ["medium", "umaze"]
+    assert [(tmp_path / "out" / f"maze2d_{m}.png").read_text() for m in ("umaze", "medium")] == ["old umaze", "new medium"]
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
 

@@ -53,9 +53,9 @@ PAPER_NO_MCG = {  # REFERENCE.md §3, paper Table 1 (DF without MCG): compare wi
 # as raw returns, and the paper's DF converted to normalized scores under that reading (docs/planning.md).
 # planned tokens per maze (× frame_stack steps): enough for the longest oracle path of the maze
 HORIZON = {"umaze": 20, "medium": 30, "large": 40}
-# training steps per maze (None: the preset's 2500). Large: 10 000 steps (~17 min DF, ~37 min Diffuser-style on one
-# thread; the issue allows 60 min per maze) lifted the DF planner 75.5 -> 109.3 single, 94.9 -> 112.4 Multi2D
-# (docs/planning.md "Longer training"); Medium at 12 000 steps did not score better
+# training steps per maze (None: the preset's 2500). Large: 10 000 steps (~20 min per planner on one thread; the issue
+# allows 60 min per maze) lifted DF + MCG 75.5 -> 121.5 single, 94.9 -> 111.8 Multi2D, not the Diffuser-style planner
+# (docs/planning.md "Benchmark", "Longer training"); Medium at 12 000 steps did not score better
 TRAIN_STEPS = {"umaze": None, "medium": None, "large": 10000}
 # guidance per maze, at training (saved in config.yaml) and evaluation (also for runs trained earlier with other
 # settings). Every maze: the reward term on positions integrated over 50-step windows, ρ = 30 (the U-Maze preset).
@@ -202,6 +202,8 @@ def merge(args) -> int:
     for spec in args.merge:
         folder, _, only = spec.partition("=")  # FOLDER=umaze,medium: only those mazes of that folder
         mazes = set(only.split(",")) if only else None
+        for m in mazes or ():
+            get_maze(m)  # clear error on a bad name
         keep = lambda maze: mazes is None or maze in mazes  # noqa: E731
         path = Path(folder) / "maze2d.json"
         if not path.exists():
@@ -250,7 +252,8 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides for training, e.g. train.steps=5000")
     p.add_argument("--train-only", nargs="*", choices=("df", "diffuser"), default=None,
                    help="train (or reuse) these planners of --mazes and exit (e.g. one process per planner)")
-    p.add_argument("--merge", nargs="+", default=None, help="merge the maze2d.json of these folders into --out and exit (FOLDER=umaze,medium: only those mazes)")
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="merge the maze2d.json of these folders into --out and exit (FOLDER=umaze,medium: only those mazes)")
     args = p.parse_args(argv)
     if args.merge:
         return merge(args)

@@ -252,6 +252,21 @@ def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
     assert [(tmp_path / "out" / f"maze2d_{m}.png").read_text() for m in ("umaze", "medium")] == ["old umaze", "new medium"]
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    with pytest.raises(ConfigError, match="mediun"):
+        bench.main(["--merge", f"{old}=mediun", "--out", str(tmp_path / "out")])
+
+
+def test_benchmark_train_only_reuses_trained_planners(tmp_path, capsys):
+    """--train-only stops after the planners (a finished run is reused, not retrained) and evaluates nothing."""
+    bench = _script("maze2d")
+    for kind in ("df", "diffuser"):
+        run = tmp_path / f"umaze_{kind}"
+        run.mkdir()
+        (run / "ema.safetensors").write_bytes(b"")
+        (run / "train_time.json").write_text(json.dumps({"seconds": 12.0, "steps": 2500}))
+    out = tmp_path / "out"
+    assert bench.main(["--mazes", "umaze", "--train-only", "--runs", str(tmp_path), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("(12 s of training)") == 2 and not out.exists()
 
 
 def test_benchmark_guidance_per_maze_is_a_valid_config():

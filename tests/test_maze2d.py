@@ -43,6 +43,7 @@ def _script(name: str):
     spec.loader.exec_module(module)
     return module
 
+
 def test_d4rl_goal_cells_and_episode_lengths():
     # D4RL maze_model.py 'G' tiles and pointmaze/__init__.py max_episode_steps for maze2d-*-v1
     expected = {"umaze": ((1, 1), 300, (5, 5)), "medium": ((6, 6), 600, (8, 8)), "large": ((7, 9), 800, (9, 12))}

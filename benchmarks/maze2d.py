@@ -253,7 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-only", nargs="*", choices=("df", "diffuser"), default=None,
                    help="train (or reuse) these planners of --mazes and exit (e.g. one process per planner)")
     p.add_argument("--merge", nargs="+", default=None,
-                   help="merge the maze2d.json of these folders into --out and exit (FOLDER=umaze,medium: only those mazes)")
+                   help="merge the maze2d.json of these folders into --out and exit "
+                        "(FOLDER=umaze,medium: only those mazes)")
     args = p.parse_args(argv)
     if args.merge:
         return merge(args)
@@ -276,7 +277,8 @@ def main(argv=None) -> int:
     results["command"] = "python benchmarks/maze2d.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["settings"] = {"episodes": args.episodes, "mcg": args.mcg, "config": Path(args.config).name,
                            "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides),
-                           "horizon_tokens": HORIZON, "train_steps": TRAIN_STEPS, "guidance": GUIDANCE, "quick": args.quick}
+                           "horizon_tokens": HORIZON, "train_steps": TRAIN_STEPS, "guidance": GUIDANCE,
+                           "quick": args.quick}
     for maze in args.mazes:
         run_maze(maze, args, results)
     write(results, args)

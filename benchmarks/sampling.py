@@ -344,7 +344,8 @@ def main() -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--from-json", action="store_true", help="only redo summary/markdown from the --out json")
     p.add_argument("--inference-mode-ab", action="store_true",
-                   help="only time sampler.inference_mode on vs off (transformer, --batch, 256 tokens) to <out>_inference_mode.json")
+                   help="only time sampler.inference_mode on vs off (transformer, --batch, 256 tokens) "
+                        "to <out>_inference_mode.json")
     args = p.parse_args()
     if args.from_json:
         report = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -367,8 +368,9 @@ def main() -> None:
         path = Path(f"{args.out}_inference_mode.json")
         path.write_text(json.dumps(study, indent=2))
         for sched, r in study["by_schedule"].items():
+            ratio = r["cpu_time_over_floor"]
             print(f"{sched:14s} batch {bc.batch}: inference_mode {r['speedup']:.3f}x faster; CPU time / floor "
-                  f"{r['cpu_time_over_floor']['inference_mode']:.2f} (no_grad {r['cpu_time_over_floor']['no_grad']:.2f})")
+                  f"{ratio['inference_mode']:.2f} (no_grad {ratio['no_grad']:.2f})")
         return
     if args.quick:
         bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch, lengths=(16, 32, 48),

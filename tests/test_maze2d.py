@@ -38,7 +38,8 @@ def _script(name: str):
     """A script of ``benchmarks/`` imported as a module (they are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -250,7 +251,8 @@ def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
     assert "--episodes 50" not in merged["command"] and "--mazes umaze" in merged["command"]
     assert merged["settings"] == {"episodes": 100}
     assert sorted(merged["training"]) == ["medium", "umaze"]
-    assert [(tmp_path / "out" / f"maze2d_{m}.png").read_text() for m in ("umaze", "medium")] == ["old umaze", "new medium"]
+    pngs = [(tmp_path / "out" / f"maze2d_{m}.png").read_text() for m in ("umaze", "medium")]
+    assert pngs == ["old umaze", "new medium"]
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main(["--merge", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
     with pytest.raises(ConfigError, match="mediun"):

@@ -110,18 +110,17 @@ def entry(res, seconds=None) -> dict:
 
 
 def run_maze(maze: str, args, results: dict) -> None:
-    runs = {k: get_run(maze, k, args) for k in ("df", "diffuser")}
+    # method -> (planner kind, MCG samples, executor); only the planners the chosen methods use are trained
+    kinds = {"df_mcg": ("df", args.mcg, "actions"), "df": ("df", 1, "actions"),
+             "diffuser_actions": ("diffuser", 1, "actions"), "diffuser_pd": ("diffuser", 1, "pd")}
+    needed = [k for k in ("df", "diffuser") if any(kinds[m][0] == k for m in args.methods if m in kinds)]
+    runs = {k: get_run(maze, k, args) for k in needed}
     results.setdefault("training", {})[maze] = {k: {"run_dir": str(r), "seconds": round(s, 1)} for k, (r, s) in runs.items()}
     for setting in args.settings:
         multi = setting == "multi"
         key = f"{setting}/{maze}"
         summary, paths = {}, {}
-        specs = {
-            "df_mcg": (runs["df"][0], args.mcg, "actions"),
-            "df": (runs["df"][0], 1, "actions"),
-            "diffuser_actions": (runs["diffuser"][0], 1, "actions"),
-            "diffuser_pd": (runs["diffuser"][0], 1, "pd"),
-        }
+        specs = {m: (runs[kind][0], mcg, executor) for m, (kind, mcg, executor) in kinds.items() if kind in runs}
         for method in args.methods:
             t0 = time.time()
             if method in specs:

@@ -272,6 +272,34 @@ def test_benchmark_train_only_reuses_trained_planners(tmp_path, capsys):
     assert capsys.readouterr().out.count("(12 s of training)") == 2 and not out.exists()
 
 
+def test_benchmark_trains_only_the_planners_its_methods_use(tmp_path, monkeypatch):
+    """--methods df_mcg df trains no Diffuser-style planner; random / oracle alone train none."""
+    bench = _script("maze2d")
+    trained = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_get_run(maze, kind, args):
+        trained.append(kind)
+        return tmp_path / f"{maze}_{kind}", 1.0
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(bench, "get_run", fake_get_run)
+    monkeypatch.setattr(bench, "planner_for", stop)
+    with pytest.raises(Stop):
+        bench.main(["--mazes", "umaze", "--settings", "single", "--methods", "df_mcg", "df", "--out", str(tmp_path / "a")])
+    assert trained == ["df"]
+    trained.clear()
+    assert bench.main(["--mazes", "umaze", "--settings", "single", "--methods", "random", "oracle", "--episodes", "4",
+                       "--quiet", "--out", str(tmp_path / "b")]) == 0
+    assert trained == []
+    results = json.loads((tmp_path / "b" / "maze2d.json").read_text())
+    assert results["training"] == {"umaze": {}} and set(results["summary"]["single/umaze"]) == {"random", "oracle"}
+
+
 def test_benchmark_guidance_per_maze_is_a_valid_config():
     """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; every maze counts integrated positions."""
     from dforce.engine.config import load_config

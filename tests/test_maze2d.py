@@ -259,6 +259,21 @@ def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
         bench.main(["--merge", f"{old}=mediun", "--out", str(tmp_path / "out")])
 
 
+def test_benchmark_merge_combines_one_mazes_methods_from_two_folders(tmp_path):
+    """The DF rows of a maze from one run and its Diffuser-style rows from another merge per method and planner."""
+    bench = _script("maze2d")
+    for name, method, kind in (("a", "df", "df"), ("b", "diffuser_actions", "diffuser")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "maze2d.json").write_text(json.dumps({
+            "summary": {"single/large": {method: {"score_mean": 100.0, "score_se": 1.0, "episodes": 100}}},
+            "command": f"python benchmarks/maze2d.py --mazes large --methods {method}", "settings": {"episodes": 100},
+            "training": {"large": {kind: {"run_dir": f"runs/large_{kind}", "seconds": 1.0}}}}))
+    assert bench.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 0
+    merged = json.loads((tmp_path / "out" / "maze2d.json").read_text())
+    assert sorted(merged["summary"]["single/large"]) == ["df", "diffuser_actions"]
+    assert sorted(merged["training"]["large"]) == ["df", "diffuser"]
+
+
 def test_benchmark_train_only_reuses_trained_planners(tmp_path, capsys):
     """--train-only stops after the planners (a finished run is reused, not retrained) and evaluates nothing."""
     bench = _script("maze2d")
@@ -307,11 +322,13 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
 
     root = Path(__file__).parents[1]
     bench = _script("maze2d")
-    assert sorted(bench.GUIDANCE) == sorted(bench.TRAIN_STEPS) == ["large", "medium", "umaze"]
+    assert sorted(bench.GUIDANCE) == sorted(bench.TRAIN_STEPS) == sorted(bench.SAMPLER) == ["large", "medium", "umaze"]
     for maze, overrides in bench.GUIDANCE.items():
         # on top of a run trained with the earlier guidance (planned positions, ρ = 10), as the benchmark loads it
         base = ["plan.reward_positions=planned", "plan.reward_weight=10", "plan.integration_window=0"]
-        cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml", [f"data.maze={maze}", *base, *overrides])
+        cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml",
+                          [f"data.maze={maze}", *base, *overrides, *bench.SAMPLER[maze]])
+        assert cfg.sampler.schedule == "pyramid" and cfg.sampler.uncertainty_scale == (1.0 if maze == "umaze" else 0.25)
         assert cfg.plan.reward_positions == "integrated"
         assert cfg.plan.reward_weight == 30.0
         assert cfg.plan.integration_window == 50

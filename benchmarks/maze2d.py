@@ -118,8 +118,7 @@ def run_maze(maze: str, args, results: dict) -> None:
     # method -> (planner kind, MCG samples, executor); only the planners the chosen methods use are trained
     kinds = {"df_mcg": ("df", args.mcg, "actions"), "df": ("df", 1, "actions"),
              "diffuser_actions": ("diffuser", 1, "actions"), "diffuser_pd": ("diffuser", 1, "pd")}
-    needed = [k for k in ("df", "diffuser") if any(kinds[m][0] == k for m in args.methods if m in kinds)]
-    runs = {k: get_run(maze, k, args) for k in needed}
+    runs = {k: get_run(maze, k, args) for k in sorted({kinds[m][0] for m in args.methods if m in kinds})}
     results.setdefault("training", {})[maze] = {k: {"run_dir": str(r), "seconds": round(s, 1)} for k, (r, s) in runs.items()}
     for setting in args.settings:
         multi = setting == "multi"

@@ -113,9 +113,10 @@ def state_bytes(state) -> int:
         return 0
     if isinstance(state, torch.Tensor):
         return state.numel() * state.element_size()
-    if isinstance(state, KVCache):  # keys/values + the memoized per-level modulation table, if any
+    if isinstance(state, KVCache):  # keys/values (or the buffers they are views of) + the per-level table, if any
         table = [] if state.table is None else [state.table.ada, state.table.out]
-        return sum(state_bytes(t) for t in state.keys + state.values + table)
+        kv = state.keys + state.values if state.store is None else state.store.keys + state.store.values
+        return sum(state_bytes(t) for t in kv + table)
     if isinstance(state, (tuple, list)):
         return sum(state_bytes(s) for s in state)
     return 0
@@ -274,35 +275,49 @@ def precision_study(bc: BenchConfig, model) -> dict:
     return res
 
 
-def inference_mode_study(bc: BenchConfig, length: int = 256, repeats: int = 8) -> dict:
-    """The transformer's rollouts with ``sampler.inference_mode`` on and off, timed alternately in this process
-    (paired: the machine's drift hits both alike), with the CPU time over the dense FLOP floor of each."""
+AB_STUDIES = {  # paired timings: name -> (labels of the "on" and "off" runs, help)
+    "inference_mode": (("inference_mode", "no_grad"), "sampler.inference_mode on vs off"),
+    "kv_store": (("kv_store", "concatenate"), "the transformer's preallocated KV buffers (KV_STORE) vs concatenation"),
+}
+
+
+def paired_study(bc: BenchConfig, name: str, length: int = 256, repeats: int = 8) -> dict:
+    """The transformer's rollouts with one of ``AB_STUDIES`` on and off, timed alternately in this process (paired:
+    the machine's drift hits both alike), with the CPU time over the dense FLOP floor of each."""
+    from dforce.models import transformer
+
     model = make(bc, "transformer")
     schedule = NoiseSchedule(NoiseScheduleConfig(num_levels=bc.num_levels))
     flops = flops_per_token(bc, model)["per_generated_column"]
     gflops_cpu = [matmul_gflops(clock=time.process_time)]
-    res = {}
+    labels = AB_STUDIES[name][0]
+    res, tokens = {}, {}
     for sched in ("autoregressive", "pyramid"):
-        def run(mode: bool, n: int):
-            cfg = SamplerConfig(steps=bc.steps, schedule=sched, window=bc.window, inference_mode=mode)
-            return sample(model, schedule, cfg, length=n, batch=bc.batch, token_shape=(bc.token_dim,),
-                          generator=torch.Generator().manual_seed(0))
+        def run(on: bool, n: int):
+            transformer.KV_STORE = on if name == "kv_store" else True
+            cfg = SamplerConfig(steps=bc.steps, schedule=sched, window=bc.window,
+                                inference_mode=on if name == "inference_mode" else True)
+            try:
+                return sample(model, schedule, cfg, length=n, batch=bc.batch, token_shape=(bc.token_dim,),
+                              generator=torch.Generator().manual_seed(0)).x
+            finally:
+                transformer.KV_STORE = True
         secs = {True: [], False: []}
         run(True, 2 * bc.window), run(False, 2 * bc.window)  # warm-up
         for _ in range(repeats):
-            for mode in secs:
+            for on in secs:
                 c = time.process_time()
-                run(mode, length)
-                secs[mode].append(time.process_time() - c)
+                tokens[on] = run(on, length)
+                secs[on].append(time.process_time() - c)
         gflops_cpu.append(matmul_gflops(clock=time.process_time))
-        med = {m: statistics.median(v) for m, v in secs.items()}
-        res[sched] = {"cpu_seconds": {"inference_mode": secs[True], "no_grad": secs[False]},
-                      "speedup": med[False] / med[True], "median_cpu_s": {"inference_mode": med[True],
-                                                                           "no_grad": med[False]}}
+        med = {on: statistics.median(v) for on, v in secs.items()}
+        res[sched] = {"cpu_seconds": {labels[0]: secs[True], labels[1]: secs[False]},
+                      "speedup": med[False] / med[True], "median_cpu_s": {labels[0]: med[True], labels[1]: med[False]},
+                      "max_abs_token_diff": float((tokens[True] - tokens[False]).abs().max())}
     g = statistics.median(gflops_cpu)
     for r in res.values():  # floor: FLOPs per generated column × length / CPU-time matmul throughput
         r["cpu_time_over_floor"] = {k: v / (length * flops / (g * 1e9)) for k, v in r["median_cpu_s"].items()}
-    return {"batch": bc.batch, "length": length, "repeats": repeats, "matmul_gflops_cpu_time": gflops_cpu,
+    return {"study": name, "batch": bc.batch, "length": length, "repeats": repeats, "matmul_gflops_cpu_time": gflops_cpu,
             "loadavg": os.getloadavg(), "by_schedule": res}
 
 
@@ -343,9 +358,9 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "sampling"), help="output path without suffix")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--from-json", action="store_true", help="only redo summary/markdown from the --out json")
-    p.add_argument("--inference-mode-ab", action="store_true",
-                   help="only time sampler.inference_mode on vs off (transformer, --batch, 256 tokens) "
-                        "to <out>_inference_mode.json")
+    for name, (_, what) in AB_STUDIES.items():
+        p.add_argument(f"--{name.replace('_', '-')}-ab", action="store_true",
+                       help=f"only time {what} (transformer, --batch, 256 tokens, paired) to <out>_{name}.json")
     args = p.parse_args()
     if args.from_json:
         report = json.loads(Path(args.out).with_suffix(".json").read_text())
@@ -362,16 +377,16 @@ def main() -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch)
-    if args.inference_mode_ab:
-        torch.set_num_threads(bc.threads)
-        study = inference_mode_study(bc, length=16 if args.quick else 256, repeats=1 if args.quick else 8)
-        path = Path(f"{args.out}_inference_mode.json")
-        path.write_text(json.dumps(study, indent=2))
-        for sched, r in study["by_schedule"].items():
-            ratio = r["cpu_time_over_floor"]
-            print(f"{sched:14s} batch {bc.batch}: inference_mode {r['speedup']:.3f}x faster; CPU time / floor "
-                  f"{ratio['inference_mode']:.2f} (no_grad {ratio['no_grad']:.2f})")
-        return
+    for name, ((on, off), _) in AB_STUDIES.items():
+        if getattr(args, f"{name}_ab"):
+            torch.set_num_threads(bc.threads)
+            study = paired_study(bc, name, length=16 if args.quick else 256, repeats=1 if args.quick else 8)
+            Path(f"{args.out}_{name}.json").write_text(json.dumps(study, indent=2))
+            for sched, r in study["by_schedule"].items():
+                ratio = r["cpu_time_over_floor"]
+                print(f"{sched:14s} batch {bc.batch}: {on} {r['speedup']:.3f}x faster; CPU time / floor "
+                      f"{ratio[on]:.2f} ({off} {ratio[off]:.2f}); tokens differ by {r['max_abs_token_diff']:.1e}")
+            return
     if args.quick:
         bc = BenchConfig(threads=args.threads, steps=args.steps, batch=args.batch, lengths=(16, 32, 48),
                          repeats=(1, 1, 1), ref_lengths=(8, 16), floor_batches=(16, 32), floor_len=16,

@@ -189,6 +189,43 @@ def test_forward_absorb_equals_absorb_then_forward(n_commit):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
+def test_kv_store_states_do_not_see_each_others_writes():
+    """In inference the cache is a view of preallocated buffers that later passes write into. Reusing an older
+    state after a newer commit, or branching two states off one, must not change what any of them predicts:
+    every prediction equals the one made with grad enabled (plain concatenation, no store), tolerance 1e-5.
+    With ``max_context`` the store stays bounded over many commits (it is replaced when full, not grown)."""
+    model = _model("transformer", max_context=5)
+    g = torch.Generator().manual_seed(6)
+    ctx, y = torch.randn(2, 4, 3, generator=g), torch.randn(2, 2, 3, generator=g)
+    pieces = [torch.randn(2, n, 3, generator=g) for n in (1, 2, 3)]
+    lv = torch.randint(0, K + 1, (2, 2), generator=g)
+    zeros = lambda x: torch.zeros(x.shape[:2], dtype=torch.long)  # noqa: E731
+
+    def run(grad: bool):
+        with torch.set_grad_enabled(grad):
+            s0 = model.absorb(ctx, zeros(ctx))
+            s1 = model.absorb(pieces[0], zeros(pieces[0]), None, s0)
+            first = model(y, lv, None, s1)
+            s2 = model.absorb(pieces[1], zeros(pieces[1]), None, s0)  # a branch off the older state
+            s3 = model.absorb(pieces[2], zeros(pieces[2]), None, s1)  # s1 again, after the branch wrote
+            preds = [first, model(y, lv, None, s1), model(y, lv, None, s2), model(y, lv, None, s3),
+                     model(y, lv, None, s0)]
+        return [p.detach() for p in preds], (s0, s1, s2, s3)
+
+    (stored, states), (plain, _) = run(False), run(True)
+    assert all(s.store is not None for s in states)
+    for a, b in zip(stored, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(stored[0], stored[1], rtol=0, atol=0)
+    assert (stored[2] - stored[3]).abs().max() > 1e-3  # the branches differ: the check could fail
+    state, capacities = states[3], set()
+    with torch.no_grad():
+        for _ in range(40):
+            state = model.absorb(pieces[0], zeros(pieces[0]), None, state)
+            capacities.add(state.store.capacity)
+    assert state.length == 5 and max(capacities) <= 5 + 1 + 8
+
+
 def test_level_table_matches_computed_modulation_and_follows_weight_changes():
     """In inference the state memoizes the per-level modulation; it equals computing it per call (as with
     grad enabled), and it is rebuilt when a weight changes in place (an optimizer step, a load)."""

@@ -9,7 +9,9 @@ can drop old tokens without re-indexing.
 ``absorb`` appends tokens' keys/values to a :class:`KVCache`; ``forward`` predicts new tokens attending
 to the cache and causally to each other without changing it. Already-clean tokens are never recomputed.
 ``forward_absorb`` does both in one pass (commit the first tokens, predict the rest): one read of the
-weights instead of two, which is what a call costs at small batch.
+weights instead of two, which is what a call costs at small batch. In inference the cache lives in
+preallocated buffers (:class:`KVStore`): a pass writes its tokens' keys/values after the cache instead of
+concatenating cache and tokens, and a commit moves a view.
 
 Without ``cond``, a block's adaLN modulation depends only on the token's level: in inference, the state
 memoizes it for every level (:class:`LevelTable`, built once per rollout), so a call gathers rows of a
@@ -30,6 +32,10 @@ from dforce.models.layers import FlatTokenDecoder, FlatTokenEncoder, LevelEmbedd
 LEVEL_TABLE_MAX_BYTES = 64 * 2**20
 LN_EPS = 1e-6  # LayerNorm epsilon (DiT's adaLN-zero blocks)
 ROPE_TABLE_MIN = 1024  # positions whose RoPE rotations are tabulated at first use (doubled when exceeded)
+# inference passes write keys/values into preallocated buffers (KVStore); False: concatenate cache and tokens every
+# pass, as before (`python benchmarks/sampling.py --kv-store-ab` times the two)
+KV_STORE = True
+KV_STORE_MIN_SLACK = 8  # free slots of a new KVStore past its cache, at least (else the cache's length: see KVStore)
 
 
 @dataclass
@@ -46,14 +52,40 @@ class LevelTable:
 
 
 @dataclass
+class KVStore:
+    """Preallocated per-layer key/value buffers ``(B, heads, capacity, head_dim)`` that the caches of a rollout are
+    views of (inference only: no autograd through the in-place writes).
+
+    A pass writes its new tokens' keys/values into the slots after the cache and attends to one view of cache +
+    tokens (no concatenation); a commit only moves the view. ``end``: one past the newest committed slot. Only a
+    state whose cache ends there writes into the store (its slots after ``end`` hold nothing committed); any
+    other state (an older one reused, a branch) copies its cache into a fresh store, so states never see each
+    other's writes. A store has as many free slots as its cache is long (at least ``KV_STORE_MIN_SLACK``): a
+    full store is replaced by a fresh one, one cache copy per that many committed tokens.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    end: int
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+
+@dataclass
 class KVCache:
     """Per-layer keys/values ``(B, heads, L, head_dim)`` of committed tokens; ``offset`` = tokens seen;
-    ``table``: the memoized :class:`LevelTable` (inference only; shared by the states of one rollout)."""
+    ``table``: the memoized :class:`LevelTable` (inference only; shared by the states of one rollout);
+    ``store``, ``start``: the :class:`KVStore` that ``keys``/``values`` are views of, from slot ``start``
+    (inference), or None."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     offset: int = 0
     table: LevelTable | None = None
+    store: KVStore | None = None
+    start: int = 0
 
     @property
     def length(self) -> int:
@@ -105,12 +137,12 @@ class Block(nn.Module):
         self.register_buffer("scale_offset", scale_offset(width, 6, (1, 4)), persistent=False)
         self.dropout = dropout
 
-    def forward(self, h, mod, rot, past_kv=None, mask=None):
+    def forward(self, h, mod, rot, past_kv=None, mask=None, slot=None):
         """``h: (B, T, W)``; ``mod: (B or 1, T, 6W)`` the adaLN modulation (:meth:`modulation`; 1: shared by
         the batch); ``rot: (T, hd/2)`` complex; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``;
-        ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal". Returns (h, (k, v)
-        of cache + the T tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second
-        concatenation.
+        ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal"; ``slot``: ``(keys, values, start, L)``, the layer's :class:`KVStore` buffers with the
+        cache at ``[start, start + L)`` (the T tokens are written after it; ``past_kv`` is not read). Returns (h, (k, v) of cache + the T
+        tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second concatenation.
 
         Written with ``F.*`` calls on the layers' weights (not the submodules' ``__call__``): at the batch
         sizes of a rollout a call costs about as much in per-op overhead as in arithmetic."""
@@ -121,10 +153,17 @@ class Block(nn.Module):
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
         q, k = apply_rope(qkv[:2], rot).unbind(0)  # q and k rotated together
         v = qkv[2]
-        if past_kv is not None and past_kv[0].shape[2] > 0:
+        L = 0
+        if slot is not None:
+            bk, bv, start, L = slot
+            bk[:, :, start + L : start + L + T] = k  # after the cache: no concatenation
+            bv[:, :, start + L : start + L + T] = v
+            k, v = bk[:, :, start : start + L + T], bv[:, :, start : start + L + T]
+        elif past_kv is not None and past_kv[0].shape[2] > 0:
             L = past_kv[0].shape[2]
             pk, pv = past_kv if past_kv[0].dtype == k.dtype else (t.to(k.dtype) for t in past_kv)
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        if L > 0:
             # new token i sees every cached token and new tokens j <= i (a single new token sees all: no mask)
             if mask is None and T > 1:
                 mask = torch.ones(T, L + T, dtype=torch.bool, device=h.device).tril(diagonal=L)
@@ -287,10 +326,28 @@ class CausalTransformer(nn.Module):
         mask[n_commit:, :drop] = False
         return mask
 
+    def _writable_store(self, state: KVCache | None, T: int, like: torch.Tensor) -> tuple[KVStore, int] | None:
+        """``(store, start)``: a :class:`KVStore` with the state's cache at ``[start, start + L)`` and room for T
+        more tokens after it, of ``like``'s dtype / device (the state's own store where it may write there, else
+        a fresh one with the cache copied in), or None with grad enabled (training, guidance: concatenation) or
+        without ``KV_STORE``."""
+        if state is None or torch.is_grad_enabled() or not KV_STORE:
+            return None
+        L, st = state.length, state.store
+        if (st is not None and st.end == state.start + L and state.start + L + T <= st.capacity
+                and st.keys[0].dtype == like.dtype and st.keys[0].device == like.device):
+            return st, state.start
+        shape = (like.shape[0], self.heads, L + T + max(L, T, KV_STORE_MIN_SLACK), self.width // self.heads)
+        new = KVStore([like.new_empty(shape) for _ in self.blocks], [like.new_empty(shape) for _ in self.blocks], L)
+        for buf, cached in zip(new.keys + new.values, state.keys + state.values):
+            buf[:, :, :L] = cached
+        return new, 0
+
     def _run(self, x, levels, cond, state: KVCache | None, n_commit: int, want_out: bool):
         """One pass over ``x: (B, T, *D)`` after the cached tokens; its first ``n_commit`` tokens are the ones
         being committed. Returns (prediction of tokens ``[n_commit, T)``: ``(B, T - n_commit, *D)``, or None
-        without ``want_out``; per block the ``(k, v)`` of the cache + the T tokens, ``(B, H, L + T, hd)``)."""
+        without ``want_out``; per block the ``(k, v)`` of the cache + the T tokens, ``(B, H, L + T, hd)``; the
+        ``(store, start)`` they are views of, or None)."""
         B, T = x.shape[:2]
         mods, out_mod, cc = self._conditioning(levels, cond, state, want_out)
         h = self.encoder(x)
@@ -301,25 +358,37 @@ class CausalTransformer(nn.Module):
         offset, L = (0, 0) if state is None else (state.offset, state.length)
         rot = self._rotation(offset, T, x.device)  # (T, hd/2)
         mask = self._commit_mask(T, L, n_commit, x.device)
+        if mask is None and L > 0 and T > 1:  # every cached token + causal, built once for all blocks
+            mask = torch.ones(T, L + T, dtype=torch.bool, device=x.device).tril(diagonal=L)
+        store = self._writable_store(state, T, h)
         all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):
-            past = None if state is None or not state.keys else (state.keys[i], state.values[i])
-            h, kv = blk(h, mods[i], rot, past, mask)
+            if store is not None:
+                h, kv = blk(h, mods[i], rot, None, mask, (store[0].keys[i], store[0].values[i], store[1], L))
+            else:
+                past = None if state is None or not state.keys else (state.keys[i], state.values[i])
+                h, kv = blk(h, mods[i], rot, past, mask)
             all_kv.append(kv)
         out = None
         if want_out:
             shift, scale = out_mod[:, n_commit:].to(h.dtype).chunk(2, dim=-1)
             out = self.decoder(modulate(self.norm_out(h[:, n_commit:]), shift, scale))  # (B, T - n_commit, *D)
-        return out, all_kv
+        return out, all_kv, store
 
-    def _commit(self, state: KVCache, all_kv, n: int) -> KVCache:
-        """The new cache: ``state`` plus the first ``n`` new tokens of ``all_kv``, the last ``max_context`` kept."""
+    def _commit(self, state: KVCache, all_kv, n: int, store: tuple[KVStore, int] | None = None) -> KVCache:
+        """The new cache: ``state`` plus the first ``n`` new tokens of ``all_kv``, the last ``max_context`` kept
+        (with a ``(store, start)``: views of the store, which now ends after the n tokens)."""
         keep = state.length + n
+        drop = 0 if self.max_context is None else max(keep - self.max_context, 0)
+        if store is not None:
+            st, start = store
+            st.end = start + keep
+            a, b = start + drop, start + keep
+            return KVCache([k[:, :, a:b] for k in st.keys], [v[:, :, a:b] for v in st.values], state.offset + n,
+                           state.table, st, a)
         keys, values = [], []
         for k, v in all_kv:
-            k, v = k[:, :, :keep], v[:, :, :keep]
-            if self.max_context is not None and keep > self.max_context:
-                k, v = k[:, :, -self.max_context :], v[:, :, -self.max_context :]
+            k, v = k[:, :, drop:keep], v[:, :, drop:keep]
             # contiguous: the next calls concatenate these several times, and torch.cat copies a strided view
             # about twice as slowly (one copy here per commit instead)
             keys.append(k.detach().contiguous())
@@ -333,8 +402,8 @@ class CausalTransformer(nn.Module):
     def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None) -> KVCache:
         """Commit tokens: append their keys/values (computed at their levels) to the cache."""
         state = state if state is not None else self.init_state(x.shape[0])
-        _, all_kv = self._run(x, levels, cond, state, x.shape[1], False)  # cache + new tokens, concatenated once
-        return self._commit(state, all_kv, x.shape[1])
+        _, all_kv, store = self._run(x, levels, cond, state, x.shape[1], False)  # cache + new tokens at once
+        return self._commit(state, all_kv, x.shape[1], store)
 
     def forward_absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None,
                        n_commit: int = 0) -> tuple[torch.Tensor, KVCache]:
@@ -345,5 +414,5 @@ class CausalTransformer(nn.Module):
         Returns (prediction ``(B, T - n_commit, *D)``, the state with the committed tokens).
         """
         state = state if state is not None else self.init_state(x.shape[0])
-        out, all_kv = self._run(x, levels, cond, state, n_commit, True)
-        return out, self._commit(state, all_kv, n_commit)
+        out, all_kv, store = self._run(x, levels, cond, state, n_commit, True)
+        return out, self._commit(state, all_kv, n_commit, store)

@@ -10,6 +10,8 @@ import pytest
 pytest.importorskip("mujoco")
 pytest.importorskip("gymnasium_robotics")
 
+from benchutil import load_benchmark  # noqa: E402
+
 from dforce.data.maze2d import (  # noqa: E402
     GOAL_RADIUS,
     Maze2DBatchEnv,
@@ -32,17 +34,6 @@ from dforce.data.maze2d import (  # noqa: E402
     q_iteration,
 )
 from dforce.errors import ConfigError, DataError  # noqa: E402
-
-
-def _script(name: str):
-    """A script of ``benchmarks/`` imported as a module (they are not a package)."""
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_d4rl_goal_cells_and_episode_lengths():
@@ -214,7 +205,7 @@ def test_batch_env_api_and_plot(tmp_path):
 
 def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
     """benchmarks/maze2d.py --merge renders the raw-return table from the normalized summary (exact linear map)."""
-    bench = _script("maze2d")
+    bench = load_benchmark("maze2d")
     part = tmp_path / "part"
     part.mkdir()
     summary = {"single/medium": {"df": {"score_mean": 50.0, "score_se": 10.0, "episodes": 4}}}
@@ -230,7 +221,7 @@ def test_benchmark_table_repeats_scores_as_raw_returns(tmp_path):
 
 def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
     """--merge FOLDER=umaze keeps that folder's U-Maze rows, commands and settings, and drops its other mazes."""
-    bench = _script("maze2d")
+    bench = load_benchmark("maze2d")
     row = lambda score, n: {"df": {"score_mean": score, "score_se": 1.0, "episodes": n}}  # noqa: E731
     old, new = tmp_path / "old", tmp_path / "new"
     for folder, summary, command, settings in (
@@ -261,7 +252,7 @@ def test_benchmark_merge_takes_only_the_named_mazes_of_a_folder(tmp_path):
 
 def test_benchmark_merge_combines_one_mazes_methods_from_two_folders(tmp_path):
     """The DF rows of a maze from one run and its Diffuser-style rows from another merge per method and planner."""
-    bench = _script("maze2d")
+    bench = load_benchmark("maze2d")
     for name, method, kind in (("a", "df", "df"), ("b", "diffuser_actions", "diffuser")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "maze2d.json").write_text(json.dumps({
@@ -276,7 +267,7 @@ def test_benchmark_merge_combines_one_mazes_methods_from_two_folders(tmp_path):
 
 def test_benchmark_train_only_reuses_trained_planners(tmp_path, capsys):
     """--train-only stops after the planners (a finished run is reused, not retrained) and evaluates nothing."""
-    bench = _script("maze2d")
+    bench = load_benchmark("maze2d")
     for kind in ("df", "diffuser"):
         run = tmp_path / f"umaze_{kind}"
         run.mkdir()
@@ -289,7 +280,7 @@ def test_benchmark_train_only_reuses_trained_planners(tmp_path, capsys):
 
 def test_benchmark_trains_only_the_planners_its_methods_use(tmp_path, monkeypatch):
     """--methods df_mcg df trains no Diffuser-style planner; random / oracle alone train none."""
-    bench = _script("maze2d")
+    bench = load_benchmark("maze2d")
     trained = []
 
     class Stop(Exception):
@@ -321,7 +312,7 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
     from dforce.tasks.planning import PlanningConfig
 
     root = Path(__file__).parents[1]
-    bench = _script("maze2d")
+    bench = load_benchmark("maze2d")
     assert sorted(bench.GUIDANCE) == sorted(bench.TRAIN_STEPS) == sorted(bench.SAMPLER) == ["large", "medium", "umaze"]
     for maze, overrides in bench.GUIDANCE.items():
         # on top of a run trained with the earlier guidance (planned positions, ρ = 10), as the benchmark loads it
@@ -336,7 +327,7 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
 
 def test_diagnose_goal_behind_wall():
     """maze2d_diagnose.py's local-optimum check: is there a wall on the straight line from a position to its goal?"""
-    diag = _script("maze2d_diagnose")
+    diag = load_benchmark("maze2d_diagnose")
     # U-Maze: goal cell (1, 1); cell centres are at (i - 0.2, j - 0.2) in the D4RL frame
     goal = np.array([[0.8, 0.8], [0.8, 0.8], [0.8, 0.8]])
     pos = np.array([[2.8, 0.8],   # cell (3, 1): straight below the goal, wall cell (2, 1) in between

@@ -292,3 +292,18 @@ def test_unguided_rollout_in_inference_mode_hands_back_ordinary_tensors():
     loss = diffusion_forcing_loss(net.train(), _schedule(), torch.randn(2, 6, 3), ObjectiveConfig()).loss
     loss.backward()  # saves the RoPE rotations for backward: fails if they were inference tensors
     assert all(p.grad is not None for p in net.blocks[0].parameters())
+
+
+def test_sampling_benchmark_kv_store_ab_gives_the_same_tokens():
+    """``benchmarks/sampling.py --kv-store-ab``: the paired timing runs the transformer with and without its KV
+    buffers on the same noise; the tokens agree (the switch changes where keys/values live, not their values)
+    and the switch is back on afterwards."""
+    from benchutil import load_benchmark
+
+    from dforce.models import transformer
+
+    bench = load_benchmark("sampling")
+    study = bench.paired_study(bench.BenchConfig(batch=4), "kv_store", length=20, repeats=1)
+    assert transformer.KV_STORE
+    for r in study["by_schedule"].values():
+        assert r["max_abs_token_diff"] < 1e-5 and set(r["median_cpu_s"]) == {"kv_store", "concatenate"}

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from benchutil import load_benchmark
 
 from dforce.data.synthetic_video import MovingDigitsConfig, generate_moving_digits
 from dforce.data.video_common import to_model_frames
@@ -227,15 +228,11 @@ def test_feature_net_short_training_runs_and_too_short_fails_clearly():
 def test_video_benchmark_train_reports_are_checked(tmp_path):
     """``benchmarks/video.py --eval-only --train-report``: training figures are carried over per method, and a
     report of another config, an eval-only report or a method reported twice is refused with a ConfigError."""
-    import importlib.util
     import json
-    from pathlib import Path
 
     from dforce.errors import ConfigError
 
-    spec = importlib.util.spec_from_file_location("video_bench", Path(__file__).parents[1] / "benchmarks" / "video.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("video")
     horizons = [{"multiple": 1, "start": 0, "end": 8, "psnr": 12.0, "ssim": 0.2, "frechet": 1.0}]
 
     def report(name, methods, config="c.yaml", overrides=(), eval_only=False):
@@ -298,7 +295,6 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
 def test_video_seeds_aggregates_and_checks_reports(tmp_path):
     """``benchmarks/video_seeds.py``: per-seed ratios and target counts from the combined results of several
     training seeds; reports of another benchmark (other overrides) or repeated seeds are refused."""
-    import importlib.util
     import json
     import os
     import subprocess
@@ -308,9 +304,7 @@ def test_video_seeds_aggregates_and_checks_reports(tmp_path):
     from dforce.errors import ConfigError
 
     root = Path(__file__).parents[1]
-    spec = importlib.util.spec_from_file_location("video_seeds", root / "benchmarks" / "video_seeds.py")
-    vs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vs)
+    vs = load_benchmark("video_seeds")
 
     def report(name, seed, frechet, overrides=()):
         hs = ("1x", "5x", "10x", "30x")

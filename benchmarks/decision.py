@@ -209,4 +209,6 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dforce.errors import exit_on_user_error
+
+    raise SystemExit(exit_on_user_error(main, "benchmarks/decision.py"))  # user errors: one line, exit code 2

@@ -154,4 +154,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dforce.errors import exit_on_user_error
+
+    exit_on_user_error(main, "benchmarks/forecast_exchange.py")  # user errors: one line, exit code 2

@@ -83,4 +83,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dforce.errors import exit_on_user_error
+
+    raise SystemExit(exit_on_user_error(main, "benchmarks/imitation_diagnose.py"))  # user errors: one line, exit code 2

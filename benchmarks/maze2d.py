@@ -294,4 +294,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from dforce.errors import exit_on_user_error
+
+    raise SystemExit(exit_on_user_error(main, "benchmarks/maze2d.py"))  # user errors: one line, exit code 2

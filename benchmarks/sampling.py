@@ -676,4 +676,6 @@ def markdown(bc: BenchConfig, report: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from dforce.errors import exit_on_user_error
+
+    exit_on_user_error(main, "benchmarks/sampling.py")  # user errors: one line, exit code 2

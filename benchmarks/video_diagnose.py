@@ -51,4 +51,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dforce.errors import exit_on_user_error
+
+    exit_on_user_error(main, "benchmarks/video_diagnose.py")  # user errors: one line, exit code 2

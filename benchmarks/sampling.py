@@ -46,6 +46,7 @@ import torch
 
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine.checkpoint import load_weights, save_weights
+from dforce.errors import DataError
 from dforce.models import KVCache, ModelConfig, build_model
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.sampler import SamplerConfig, StatelessDenoiser, sample
@@ -363,7 +364,10 @@ def main() -> None:
                        help=f"only time {what} (transformer, --batch, 256 tokens, paired) to <out>_{name}.json")
     args = p.parse_args()
     if args.from_json:
-        report = json.loads(Path(args.out).with_suffix(".json").read_text())
+        src = Path(args.out).with_suffix(".json")
+        if not src.is_file():
+            raise DataError(f"--from-json: {src} does not exist (run the benchmark with --out {args.out} first)")
+        report = json.loads(src.read_text())
         for entry in report["backbones"].values():  # json turned the length keys into strings
             entry["rollouts"] = {s: {int(L): r for L, r in rows.items()} for s, rows in entry["rollouts"].items()}
             for ref in entry["reference"].values():

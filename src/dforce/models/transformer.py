@@ -140,9 +140,10 @@ class Block(nn.Module):
     def forward(self, h, mod, rot, past_kv=None, mask=None, slot=None):
         """``h: (B, T, W)``; ``mod: (B or 1, T, 6W)`` the adaLN modulation (:meth:`modulation`; 1: shared by
         the batch); ``rot: (T, hd/2)`` complex; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``;
-        ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal"; ``slot``: ``(keys, values, start, L)``, the layer's :class:`KVStore` buffers with the
-        cache at ``[start, start + L)`` (the T tokens are written after it; ``past_kv`` is not read). Returns (h, (k, v) of cache + the T
-        tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second concatenation.
+        ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal"; ``slot``: ``(keys,
+        values, start, L)``, the layer's :class:`KVStore` buffers with the cache at ``[start, start + L)`` (the T
+        tokens are written after it; ``past_kv`` is not read). Returns (h, (k, v) of cache + the T tokens, each
+        ``(B, H, L + T, hd)``), so that committing them needs no second concatenation.
 
         Written with ``F.*`` calls on the layers' weights (not the submodules' ``__call__``): at the batch
         sizes of a rollout a call costs about as much in per-op overhead as in arithmetic."""

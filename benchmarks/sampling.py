@@ -318,8 +318,8 @@ def paired_study(bc: BenchConfig, name: str, length: int = 256, repeats: int = 8
     g = statistics.median(gflops_cpu)
     for r in res.values():  # floor: FLOPs per generated column × length / CPU-time matmul throughput
         r["cpu_time_over_floor"] = {k: v / (length * flops / (g * 1e9)) for k, v in r["median_cpu_s"].items()}
-    return {"study": name, "batch": bc.batch, "length": length, "repeats": repeats, "matmul_gflops_cpu_time": gflops_cpu,
-            "loadavg": os.getloadavg(), "by_schedule": res}
+    return {"study": name, "batch": bc.batch, "length": length, "repeats": repeats,
+            "matmul_gflops_cpu_time": gflops_cpu, "loadavg": os.getloadavg(), "by_schedule": res}
 
 
 # ---------------------------------------------------------------------------------------------------

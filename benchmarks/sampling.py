@@ -279,7 +279,10 @@ def precision_study(bc: BenchConfig, model) -> dict:
 AB_STUDIES = {  # paired timings: name -> (labels of the "on" and "off" runs, help)
     "inference_mode": (("inference_mode", "no_grad"), "sampler.inference_mode on vs off"),
     "kv_store": (("kv_store", "concatenate"), "the transformer's preallocated KV buffers (KV_STORE) vs concatenation"),
+    "transposed_weights": (("transposed_weights", "linear"),
+                           "the transformer's transposed weight copies (TRANSPOSED_WEIGHTS) vs F.linear"),
 }
+SWITCHES = {"kv_store": "KV_STORE", "transposed_weights": "TRANSPOSED_WEIGHTS"}  # study -> flag in models.transformer
 
 
 def paired_study(bc: BenchConfig, name: str, length: int = 256, repeats: int = 8) -> dict:
@@ -295,14 +298,16 @@ def paired_study(bc: BenchConfig, name: str, length: int = 256, repeats: int = 8
     res, tokens = {}, {}
     for sched in ("autoregressive", "pyramid"):
         def run(on: bool, n: int):
-            transformer.KV_STORE = on if name == "kv_store" else True
+            if name in SWITCHES:
+                setattr(transformer, SWITCHES[name], on)
             cfg = SamplerConfig(steps=bc.steps, schedule=sched, window=bc.window,
                                 inference_mode=on if name == "inference_mode" else True)
             try:
                 return sample(model, schedule, cfg, length=n, batch=bc.batch, token_shape=(bc.token_dim,),
                               generator=torch.Generator().manual_seed(0)).x
             finally:
-                transformer.KV_STORE = True
+                if name in SWITCHES:
+                    setattr(transformer, SWITCHES[name], True)
         secs = {True: [], False: []}
         run(True, 2 * bc.window), run(False, 2 * bc.window)  # warm-up
         for _ in range(repeats):

@@ -294,16 +294,52 @@ def test_unguided_rollout_in_inference_mode_hands_back_ordinary_tensors():
     assert all(p.grad is not None for p in net.blocks[0].parameters())
 
 
-def test_sampling_benchmark_kv_store_ab_gives_the_same_tokens():
-    """``benchmarks/sampling.py --kv-store-ab``: the paired timing runs the transformer with and without its KV
-    buffers on the same noise; the tokens agree (the switch changes where keys/values live, not their values)
-    and the switch is back on afterwards."""
+@pytest.mark.parametrize("study, labels", [("kv_store", {"kv_store", "concatenate"}),
+                                           ("transposed_weights", {"transposed_weights", "linear"})])
+def test_sampling_benchmark_ab_studies_give_the_same_tokens(study, labels):
+    """``benchmarks/sampling.py --kv-store-ab`` / ``--transposed-weights-ab``: the paired timing runs the transformer
+    with and without the switch on the same noise; the tokens agree (the KV buffers change where keys/values live,
+    the transposed weights the memory layout of a product, not the values) and the switch is back on afterwards."""
     from benchutil import load_benchmark
 
     from dforce.models import transformer
 
     bench = load_benchmark("sampling")
-    study = bench.paired_study(bench.BenchConfig(batch=4), "kv_store", length=20, repeats=1)
-    assert transformer.KV_STORE
-    for r in study["by_schedule"].values():
-        assert r["max_abs_token_diff"] < 1e-5 and set(r["median_cpu_s"]) == {"kv_store", "concatenate"}
+    study_result = bench.paired_study(bench.BenchConfig(batch=4), study, length=20, repeats=1)
+    assert transformer.KV_STORE and transformer.TRANSPOSED_WEIGHTS
+    for r in study_result["by_schedule"].values():
+        assert r["max_abs_token_diff"] < 1e-5 and set(r["median_cpu_s"]) == labels
+
+
+def test_transposed_weights_follow_weight_updates():
+    """The inference path multiplies by memoized transposed weights: after an optimizer step or a
+    ``load_state_dict`` it must predict what ``F.linear`` on the current weights predicts, and with grad enabled
+    it is not used (gradients reach the weights)."""
+    from dforce.models import transformer
+
+    torch.manual_seed(0)
+    net = _model("transformer")
+    x, lv = torch.randn(3, 5, 3), torch.randint(0, K, (3, 5))
+
+    def both():
+        with torch.no_grad():
+            fast = net(x, lv)
+            transformer.TRANSPOSED_WEIGHTS = False
+            try:
+                plain = net(x, lv)
+            finally:
+                transformer.TRANSPOSED_WEIGHTS = True
+        return fast, plain
+
+    fast, plain = both()
+    assert net._weights_t_memo is not None and torch.allclose(fast, plain, atol=1e-5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    net(x, lv).pow(2).mean().backward()  # grad enabled: F.linear, gradients reach the block weights
+    assert net.blocks[0].mlp[2].weight.grad is not None
+    opt.step()
+    fast2, plain2 = both()
+    assert torch.allclose(fast2, plain2, atol=1e-5) and not torch.allclose(fast2, fast, atol=1e-3)
+    other = _model("transformer")
+    net.load_state_dict(other.state_dict())
+    fast3, plain3 = both()
+    assert torch.allclose(fast3, plain3, atol=1e-5) and not torch.allclose(fast3, fast2, atol=1e-3)

@@ -11,7 +11,8 @@ to the cache and causally to each other without changing it. Already-clean token
 ``forward_absorb`` does both in one pass (commit the first tokens, predict the rest): one read of the
 weights instead of two, which is what a call costs at small batch. In inference the cache lives in
 preallocated buffers (:class:`KVStore`): a pass writes its tokens' keys/values after the cache instead of
-concatenating cache and tokens, and a commit moves a view.
+concatenating cache and tokens, and a commit moves a view; and the blocks multiply by memoized transposed copies of
+their weights (:func:`linear`), which small products run faster on.
 
 Without ``cond``, a block's adaLN modulation depends only on the token's level: in inference, the state
 memoizes it for every level (:class:`LevelTable`, built once per rollout), so a call gathers rows of a
@@ -36,6 +37,10 @@ ROPE_TABLE_MIN = 1024  # positions whose RoPE rotations are tabulated at first u
 # pass, as before (`python benchmarks/sampling.py --kv-store-ab` times the two)
 KV_STORE = True
 KV_STORE_MIN_SLACK = 8  # free slots of a new KVStore past its cache, at least (else the cache's length: see KVStore)
+# inference passes multiply by transposed, contiguous copies of the blocks' weights (addmm without a transposed operand:
+# 1.3-2.7x faster at a rollout's 16-64 rows on AVX-512); False: F.linear on the weights as stored
+# (`python benchmarks/sampling.py --transposed-weights-ab` times the two)
+TRANSPOSED_WEIGHTS = True
 
 
 @dataclass
@@ -110,6 +115,14 @@ def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return out if fp32 else out.to(x.dtype)
 
 
+def linear(x: torch.Tensor, layer: nn.Linear, weight_t: torch.Tensor | None) -> torch.Tensor:
+    """``layer(x)`` for ``x: (..., in)``; with ``weight_t`` (the layer's weight transposed, contiguous ``(in, out)``;
+    inference only) one addmm over the rows of ``x`` instead of ``F.linear``'s product with a transposed view."""
+    if weight_t is None:
+        return F.linear(x, layer.weight, layer.bias)
+    return torch.addmm(layer.bias, x.reshape(-1, x.shape[-1]), weight_t).view(*x.shape[:-1], weight_t.shape[1])
+
+
 def modulate(x, shift, scale_plus_one):
     return torch.addcmul(shift, x, scale_plus_one)  # x * (1 + scale) + shift in one op
 
@@ -137,20 +150,23 @@ class Block(nn.Module):
         self.register_buffer("scale_offset", scale_offset(width, 6, (1, 4)), persistent=False)
         self.dropout = dropout
 
-    def forward(self, h, mod, rot, past_kv=None, mask=None, slot=None):
+    def forward(self, h, mod, rot, past_kv=None, mask=None, slot=None, weights_t=None):
         """``h: (B, T, W)``; ``mod: (B or 1, T, 6W)`` the adaLN modulation (:meth:`modulation`; 1: shared by
         the batch); ``rot: (T, hd/2)`` complex; ``past_kv``: cached ``(k, v)`` each ``(B, H, L, hd)``;
         ``mask: (T, L + T)`` bool (True = attend) or None for "every cached token + causal"; ``slot``: ``(keys,
         values, start, L)``, the layer's :class:`KVStore` buffers with the cache at ``[start, start + L)`` (the T
-        tokens are written after it; ``past_kv`` is not read). Returns (h, (k, v) of cache + the T tokens, each
-        ``(B, H, L + T, hd)``), so that committing them needs no second concatenation.
+        tokens are written after it; ``past_kv`` is not read); ``weights_t``: the transposed weights of ``qkv``,
+        ``proj`` and the MLP's two layers (:meth:`CausalTransformer._weights_t`; inference) or None. Returns (h,
+        (k, v) of cache + the T tokens, each ``(B, H, L + T, hd)``), so that committing them needs no second
+        concatenation.
 
         Written with ``F.*`` calls on the layers' weights (not the submodules' ``__call__``): at the batch
         sizes of a rollout a call costs about as much in per-op overhead as in arithmetic."""
         B, T, W = h.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B or 1, T, W) each; scales + 1
         x = modulate(F.layer_norm(h, (W,), eps=LN_EPS), shift1, scale1)
-        qkv = F.linear(x, self.qkv.weight, self.qkv.bias).view(B, T, 3, self.heads, W // self.heads)
+        wq, wp, w1, w2 = weights_t or (None,) * 4
+        qkv = linear(x, self.qkv, wq).view(B, T, 3, self.heads, W // self.heads)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
         q, k = apply_rope(qkv[:2], rot).unbind(0)  # q and k rotated together
         v = qkv[2]
@@ -173,11 +189,11 @@ class Block(nn.Module):
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         att = att.transpose(1, 2).reshape(B, T, W)
         drop = self.dropout if self.training else 0.0
-        out = F.linear(att, self.proj.weight, self.proj.bias)
+        out = linear(att, self.proj, wp)
         h = torch.addcmul(h, gate1, F.dropout(out, drop) if drop else out)
         x = modulate(F.layer_norm(h, (W,), eps=LN_EPS), shift2, scale2)
         fc1, _, fc2 = self.mlp  # unpacking: cheaper than two Sequential lookups
-        out = F.linear(F.gelu(F.linear(x, fc1.weight, fc1.bias), approximate="tanh"), fc2.weight, fc2.bias)
+        out = linear(F.gelu(linear(x, fc1, w1), approximate="tanh"), fc2, w2)
         h = torch.addcmul(h, gate2, F.dropout(out, drop) if drop else out)
         return h, (k, v)  # (B, H, L + T, hd) each
 
@@ -230,6 +246,7 @@ class CausalTransformer(nn.Module):
         self.register_buffer("out_scale_offset", scale_offset(width, 2, (1,)), persistent=False)  # (shift, scale)
         self.decoder = decoder or FlatTokenDecoder(self.token_shape, width)
         self._rot_table = None  # RoPE rotations of the first positions (see _rotation)
+        self._weights_t_memo = None  # (key, per-block transposed weights): see _weights_t
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -303,6 +320,29 @@ class CausalTransformer(nn.Module):
         """Output layer's adaLN modulation ``(..., 2W)``: (shift, 1 + scale) of ``c: (..., W)``."""
         return self.ada_out(c) + self.out_scale_offset
 
+    # -- inference weights ---------------------------------------------------------------------------
+
+    def _weights_t(self) -> list[tuple[torch.Tensor, ...]] | None:
+        """Per block, the weights of ``qkv``, ``proj`` and the MLP's two layers transposed and contiguous, ``(in,
+        out)`` each (:func:`linear`), or None with grad enabled (training, guidance: gradients reach the weights
+        through ``F.linear``) or without ``TRANSPOSED_WEIGHTS``. Memoized (0.8 MB at width 128, depth 4) and rebuilt
+        when a weight changes: its storage (``.to``, ``load_state_dict`` of other tensors) or its version counter
+        (optimizer steps, in-place copies)."""
+        if torch.is_grad_enabled() or not TRANSPOSED_WEIGHTS:
+            return None
+        weights = self.__dict__.get("_weights_t_params")  # gathered once (module attribute lookups cost)
+        if weights is None:
+            weights = [lin.weight for b in self.blocks for lin in (b.qkv, b.proj, b.mlp[0], b.mlp[2])]
+            self.__dict__["_weights_t_params"] = weights
+        key = tuple((w.data_ptr(), w._version) for w in weights)
+        memo = self._weights_t_memo
+        if memo is None or memo[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, also when built while sampling
+                wt = [w.t().contiguous() for w in weights]
+            memo = (key, [tuple(wt[4 * i : 4 * i + 4]) for i in range(self.depth)])
+            self._weights_t_memo = memo
+        return memo[1]
+
     # -- core ----------------------------------------------------------------------------------------
 
     def _rotation(self, offset: int, T: int, device) -> torch.Tensor:
@@ -362,13 +402,15 @@ class CausalTransformer(nn.Module):
         if mask is None and L > 0 and T > 1:  # every cached token + causal, built once for all blocks
             mask = torch.ones(T, L + T, dtype=torch.bool, device=x.device).tril(diagonal=L)
         store = self._writable_store(state, T, h)
+        weights_t = self._weights_t() or [None] * self.depth
         all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):
             if store is not None:
-                h, kv = blk(h, mods[i], rot, None, mask, (store[0].keys[i], store[0].values[i], store[1], L))
+                slot = (store[0].keys[i], store[0].values[i], store[1], L)
+                h, kv = blk(h, mods[i], rot, None, mask, slot, weights_t[i])
             else:
                 past = None if state is None or not state.keys else (state.keys[i], state.values[i])
-                h, kv = blk(h, mods[i], rot, past, mask)
+                h, kv = blk(h, mods[i], rot, past, mask, None, weights_t[i])
             all_kv.append(kv)
         out = None
         if want_out:

@@ -67,9 +67,11 @@ WINDOWED = ["plan.reward_positions=integrated", "plan.integration_window=50", "p
 # no map), on the positions the planned velocities lead to. 50 probe episodes (docs/planning.md), single / Multi2D:
 # Medium 92.3 / 97.7 -> 118.1 / 113.6, Large 75.3 / 72.1 -> 81.0 / 77.2 (plain DF). A wall belongs to the side each
 # guided path entered it from (entry_side; against nearest, 14 of the benchmark's 16 Medium/Large cells rose).
-# U-Maze keeps the Euclidean distance
-GEODESIC = WINDOWED + ["plan.distance=data_geodesic", "plan.guidance_positions=integrated",
-                       "plan.geodesic_walls=entry_side"]
+# U-Maze keeps the Euclidean distance. Both terms score the positions the plan's *forces* lead to (the channels that
+# are executed; ActionDynamics fitted to the data) instead of its velocities: 50 probe episodes, plain DF, Large
+# Multi2D 124.2 -> 186.9, single 120.2 -> 194.4 (docs/planning.md, "Guidance on where the forces lead")
+GEODESIC = ["plan.reward_positions=actions", "plan.integration_window=50", "plan.reward_weight=30",
+            "plan.distance=data_geodesic", "plan.guidance_positions=actions", "plan.geodesic_walls=entry_side"]
 GUIDANCE = {"umaze": WINDOWED, "medium": GEODESIC, "large": GEODESIC}
 # sampler per maze, at evaluation. Medium and Large: the pyramid's slope u = 0.25 (the near tokens lead the far ones by
 # a quarter of a DDIM step per token; u = 1 before). 50 probe episodes, seed 2, plain DF (docs/planning.md), u = 1 ->

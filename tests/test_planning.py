@@ -173,6 +173,30 @@ def test_plan_with_reward_guidance_and_arrival_inpainting(tiny):
     assert np.allclose(p.states[:, -1, :2], goal, atol=0.05) and np.allclose(p.states[:, -1, 2:], 0, atol=0.05)
 
 
+def test_plan_guided_on_where_the_forces_lead(tiny):
+    """``plan.guidance_positions=actions``: the planner fits the data's velocity response once, and the guidance
+    brings the positions the plan's forces lead to closer to the goal than guidance on the planned positions does."""
+    from dforce.tasks.planning import action_positions
+
+    cfg, model, schedule, norm, _ = tiny
+    N = 8
+    goal = np.tile([1.0, 1.0], (N, 1))
+    obs = np.tile([[3.0, 1.0, 0.0, 0.0]], (1, N, 1))  # 2 cells right of the goal, at rest
+    far = {}
+    for kind in ("planned", "actions"):
+        planner = Planner(dataclasses.replace(cfg, plan=dataclasses.replace(cfg.plan, guidance_positions=kind)),
+                          model, schedule, norm)
+        p = planner.plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(0))
+        assert p.actions.shape == (N, cfg.data.horizon * cfg.data.frame_stack, 2) and np.isfinite(p.actions).all()
+        if kind == "actions":
+            assert planner.dynamics is not None and all(0.98 < a < 1 for a in planner.dynamics.alpha)
+        dyn = planner.action_dynamics()
+        led = action_positions(dyn, torch.tensor(obs[-1, :, :2]), torch.tensor(obs[-1, :, 2:]),
+                               torch.tensor(p.actions), torch.tensor(p.states))  # (N, H·k, 2)
+        far[kind] = float((led - torch.tensor(goal)[:, None]).norm(dim=-1).mean())
+    assert far["actions"] < far["planned"], far
+
+
 def test_markovian_windows_and_context(tiny):
     # data.markovian: every window opens with the start token of the observation before its first row, and a
     # plan sees only the current observation, so it may start at any step (replan_every need not be a multiple)

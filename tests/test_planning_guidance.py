@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dforce.errors import ConfigError
+from dforce.errors import ConfigError, DataError
 from dforce.data.maze2d import load_or_generate_maze2d
-from dforce.tasks.planning import DT, ExecConfig, Normalizer, ROW, goal_distance_guidance, inpaint_after_arrival
+from dforce.tasks.planning import (DT, ActionDynamics, ExecConfig, Normalizer, ROW, action_positions,
+                                   goal_distance_guidance, inpaint_after_arrival)
 
 NORM = Normalizer(np.array([0.0, 0.0, 2.0, 2.0, 0.0, 0.0]), np.array([0.7, 0.7, 1.0, 1.0, 2.5, 2.5]))
 
@@ -86,6 +87,69 @@ def test_integrated_positions_score_where_the_velocities_lead():
     assert float(on_both(x.detach(), 0) - integrated(x.detach(), 0)) == pytest.approx(17.0, abs=1e-3)  # both inside
     with pytest.raises(ConfigError, match="start position"):
         goal_distance_guidance(goal_n(goal), NORM, reward_weight=1.0, reward_positions="both")
+
+
+DYN = ActionDynamics(alpha=(0.99, 0.98), beta=(0.25, 0.2), bias=(0.001, -0.002))
+
+
+@pytest.mark.parametrize("window", [0, 7])
+def test_action_positions_match_stepping_the_dynamics(window):
+    """The closed form equals stepping v' = α v + β a + c, p' = p + DT v' row by row from each row's anchor state
+    (the current state, or the plan's own state ``window`` rows earlier)."""
+    g = torch.Generator().manual_seed(0)
+    B, L = 3, 37
+    p0, v0, forces = torch.randn(B, 2, generator=g), torch.randn(B, 2, generator=g), torch.rand(B, L, 2, generator=g)
+    planned = torch.randn(B, L, 4, generator=g)
+    out = action_positions(DYN, p0, v0, forces * 2 - 1, planned, window)
+    al, be, c = (torch.tensor(t, dtype=torch.float64) for t in (DYN.alpha, DYN.beta, DYN.bias))
+    for j in range(L):
+        s = max(j + 1 - window, 0) if window else 0
+        p, v = (p0, v0) if s == 0 else (planned[:, s - 1, :2], planned[:, s - 1, 2:])
+        p, v = p.double(), v.double()
+        for i in range(s, j + 1):
+            v = al * v + be * (forces[:, i].double() * 2 - 1) + c
+            p = p + DT * v
+        assert torch.allclose(out[:, j].double(), p, atol=1e-5), j
+
+
+def test_action_dynamics_fitted_to_the_data_predict_where_the_forces_lead():
+    """Fitted to a generated dataset, the velocity response predicts the data's own positions 50 steps on from its
+    forces alone (a damped point mass: only wall contacts break it)."""
+    data = load_or_generate_maze2d("umaze", 20000, progress=False)
+    dyn = ActionDynamics.fit(data)
+    assert all(0.98 < a < 1 for a in dyn.alpha) and all(0.1 < b < 0.5 for b in dyn.beta)
+    obs, act = (torch.tensor(data[k], dtype=torch.float64) for k in ("observations", "actions"))
+    starts = torch.arange(100, 19000, 97)
+    rows = starts[:, None] + torch.arange(50)  # (S, 50)
+    pos = action_positions(dyn, obs[starts, :2], obs[starts, 2:], act[rows], obs[rows + 1], 0)
+    err = (pos[:, -1] - obs[starts + 50, :2]).norm(dim=-1)
+    assert err.median() < 0.1  # 50 steps travel ~1.2 on average
+    with pytest.raises(DataError, match="alpha"):
+        ActionDynamics.fit({"observations": obs.numpy() * 0, "actions": act.numpy()})
+
+
+def test_action_guidance_scores_where_the_forces_lead_and_pushes_the_forces():
+    """A plan whose states sit at rest on the goal while its forces push away: scored on the planned (or
+    velocity-integrated) positions it is perfect, on the positions its forces lead to it is not, and the gradient
+    moves the force channels only."""
+    goal, start = np.array([[1.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+    x = plan_at(np.tile(goal[:, None], (1, 20, 1)))
+    rows = x.detach().flatten(1, 2).clone()
+    rows[..., :2] = torch.tensor((1.0 - NORM.mean[:2]) / NORM.std[:2], dtype=torch.float32)  # force (1, 1)
+    x = rows.view_as(x).requires_grad_(True)
+    kw = dict(start=start, velocity=torch.zeros(1, 2), dynamics=DYN)
+    integrated = goal_distance_guidance(goal_n(goal), NORM, distance_positions="integrated", **kw)
+    actions = goal_distance_guidance(goal_n(goal), NORM, distance_positions="actions", **kw)
+    assert float(integrated(x.detach(), 0)) == pytest.approx(-20 * 1e-3, abs=1e-4)
+    world = torch.tensor(NORM.decode(rows.double().numpy()))
+    expect = action_positions(DYN, start, torch.zeros(1, 2), world[..., :2].float(), world[..., 2:].float())
+    assert float(actions(x.detach(), 0)) == pytest.approx(
+        -float(((expect - torch.tensor(goal)).pow(2).sum(-1) + 1e-6).sqrt().sum()), rel=1e-4)
+    (g,) = torch.autograd.grad(actions(x, 0).sum(), x)
+    assert (g.flatten(1, 2)[..., :2] < 0).all()  # lower forces: the plan stays closer to the goal
+    assert np.allclose(g.flatten(1, 2)[..., 2:4], 0)  # (planned positions are not read; a window reads them)
+    with pytest.raises(ConfigError, match="velocity"):
+        goal_distance_guidance(goal_n(goal), NORM, start=start, reward_weight=1.0, reward_positions="actions")
 
 
 def test_inpaint_after_arrival_sets_the_goal_state_from_the_first_arrival():

@@ -287,7 +287,7 @@ def action_positions(dyn: ActionDynamics, p0: torch.Tensor, v0: torch.Tensor, fo
     (``window`` 0, or within the first ``window`` rows), else the plan's own state ``window`` rows earlier. In closed
     form (prefix sums, no loop over rows): with ``u_i = β a_i + c`` and ``n`` rows from anchor state ``(p_s, v_s)``,
     ``p = p_s + DT·(v_s·α(1−αⁿ)/(1−α) + Σ_{i=s}^{j} u_i (1 − α^{j+1−i})/(1−α))``, in float64."""
-    dt = forces.dtype
+    dtype = forces.dtype
     f = forces.double()
     alpha, beta, bias = (torch.tensor(v, dtype=torch.float64, device=f.device) for v in
                          (dyn.alpha, dyn.beta, dyn.bias))  # (2,) each
@@ -304,7 +304,7 @@ def action_positions(dyn: ActionDynamics, p0: torch.Tensor, v0: torch.Tensor, fo
     steps = (n - anchor).unsqueeze(1).double()  # (L, 1)
     free = vs * alpha * (1 - alpha**steps) / (1 - alpha)  # Σ of the anchor velocity's decay over the rows
     driven = (U[:, n] - U[:, anchor] - alpha ** n.unsqueeze(1).double() * (E[:, n] - E[:, anchor])) / (1 - alpha)
-    return (ps + DT * (free + driven)).to(dt)
+    return (ps + DT * (free + driven)).to(dtype)
 
 
 def split_segments(data: dict[str, np.ndarray], how: str = "streams") -> list[tuple[int, int]]:

@@ -483,7 +483,14 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
 
         goal = g * std[POS].to(s) + mean[POS].to(s)  # (B·N, 1, 2) world
 
+        offsets: dict[str, torch.Tensor] = {}  # per kind, once per call (both terms may score the same positions)
+
         def offset(kind: str) -> torch.Tensor:  # world position − goal (B·N, H·k, 2)
+            if kind not in offsets:
+                offsets[kind] = positions_minus_goal(kind)
+            return offsets[kind]
+
+        def positions_minus_goal(kind: str) -> torch.Tensor:
             if kind == "planned":
                 return (s[..., POS] - g) * std[POS].to(s)
             if kind == "actions":

@@ -38,7 +38,7 @@ ROPE_TABLE_MIN = 1024  # positions whose RoPE rotations are tabulated at first u
 KV_STORE = True
 KV_STORE_MIN_SLACK = 8  # free slots of a new KVStore past its cache, at least (else the cache's length: see KVStore)
 # inference passes multiply by transposed, contiguous copies of the blocks' weights (addmm without a transposed operand:
-# 1.3-2.7x faster at a rollout's 16-64 rows on AVX-512); False: F.linear on the weights as stored
+# faster at a rollout's few rows); False: F.linear on the weights as stored
 # (`python benchmarks/sampling.py --transposed-weights-ab` times the two)
 TRANSPOSED_WEIGHTS = True
 

@@ -254,8 +254,8 @@ class Normalizer:
 class ActionDynamics:
     """The point mass's velocity response to the force, per axis (x, y): ``v_{t+1} = alpha·v_t + beta·a_t + bias``,
     fitted by least squares to a dataset's steps (:meth:`fit`). D4RL's point mass is damped and driven by the
-    force, so away from walls this is nearly exact (the Large dataset: α 0.9956, β 0.2375, residual rms 0.03
-    against a speed rms of 2.5; wall contacts make the 1-2 % of steps it misses)."""
+    force, so away from walls this is nearly exact (the Large dataset: α 0.9957, β 0.2375; wall contacts are what it
+    misses)."""
 
     alpha: tuple[float, float]
     beta: tuple[float, float]

@@ -59,25 +59,30 @@ HORIZON = {"umaze": 20, "medium": 30, "large": 40}
 # (DF + MCG 96.2 single, 110.5 Multi2D: benchmarks/results/maze2d_large_20k_steps.json)
 TRAIN_STEPS = {"umaze": None, "medium": None, "large": 10000}
 # guidance per maze, at training (saved in config.yaml) and evaluation (also for runs trained earlier with other
-# settings). Every maze: the reward term on positions integrated over 50-step windows, ρ = 30 (the U-Maze preset).
-# On Large it lowers plain DF in the single task (53.8 -> 29.3) and raises every DF cell of Multi2D (DF + MCG
-# 33.1 -> 88.4), against planned positions with ρ = 10 (docs/planning.md)
-WINDOWED = ["plan.reward_positions=integrated", "plan.integration_window=50", "plan.reward_weight=30"]
+# settings). Every maze: the reward term over 50-step windows, ρ = 30 (the U-Maze preset); on Large it lowered plain DF
+# in the single task (53.8 -> 29.3) and raised every DF cell of Multi2D (DF + MCG 33.1 -> 88.4), against planned
+# positions with ρ = 10 (docs/planning.md). Both terms score the positions the plan's *forces* lead to (the channels
+# that are executed; ActionDynamics fitted to the data) instead of those its velocities lead to: 50 probe episodes,
+# plain DF, Large Multi2D 124.2 -> 186.9, single 120.2 -> 194.4; U-Maze single 113.2 -> 126.1, Multi2D 131.8 -> 144.6
+# (docs/planning.md, "Guidance on where the forces lead").
+FORCES = ["plan.reward_positions=actions", "plan.integration_window=50", "plan.reward_weight=30",
+          "plan.guidance_positions=actions"]
 # Medium and Large: the distance term measures the shortest path through the dataset's positions (data_geodesic,
-# no map), on the positions the planned velocities lead to. 50 probe episodes (docs/planning.md), single / Multi2D:
-# Medium 92.3 / 97.7 -> 118.1 / 113.6, Large 75.3 / 72.1 -> 81.0 / 77.2 (plain DF). A wall belongs to the side each
-# guided path entered it from (entry_side; against nearest, 14 of the benchmark's 16 Medium/Large cells rose).
-# U-Maze keeps the Euclidean distance. Both terms score the positions the plan's *forces* lead to (the channels that
-# are executed; ActionDynamics fitted to the data) instead of its velocities: 50 probe episodes, plain DF, Large
-# Multi2D 124.2 -> 186.9, single 120.2 -> 194.4 (docs/planning.md, "Guidance on where the forces lead")
-GEODESIC = ["plan.reward_positions=actions", "plan.integration_window=50", "plan.reward_weight=30",
-            "plan.distance=data_geodesic", "plan.guidance_positions=actions", "plan.geodesic_walls=entry_side"]
-GUIDANCE = {"umaze": WINDOWED, "medium": GEODESIC, "large": GEODESIC}
+# no map). 50 probe episodes (docs/planning.md), single / Multi2D, on the velocities' positions: Medium 92.3 / 97.7 ->
+# 118.1 / 113.6, Large 75.3 / 72.1 -> 81.0 / 77.2 (plain DF). A wall belongs to the side each guided path entered it
+# from (entry_side; against nearest, 14 of the benchmark's 16 Medium/Large cells rose). U-Maze: Euclidean distance.
+GEODESIC = FORCES + ["plan.distance=data_geodesic", "plan.geodesic_walls=entry_side"]
+GUIDANCE = {"umaze": FORCES, "medium": GEODESIC, "large": GEODESIC}
 # sampler per maze, at evaluation. Medium and Large: the pyramid's slope u = 0.25 (the near tokens lead the far ones by
 # a quarter of a DDIM step per token; u = 1 before). 50 probe episodes, seed 2, plain DF (docs/planning.md), u = 1 ->
 # 0.25: Large Multi2D 92.3 -> 124.2, single 109.6 -> 120.2, Medium Multi2D 117.7 -> 126.4, single 134.5 -> 134.6;
 # half the rows per plan on Large. U-Maze keeps u = 1 (single 113.2 -> 109.9, Multi2D 131.8 -> 141.8: within the error).
 # The Diffuser-style planner samples full_sequence
+# MCG redraws only the tokens above 0.9 K in its N - 1 extra futures (the part of the plan not yet started), not every
+# noisy token: the near tokens the guidance moves keep their values, and their gradient is averaged over futures of
+# them (the paper's "futures given the current token"). Redrawing every noisy token put MCG 8.7-26.0 points below plain
+# DF in the four Medium/Large cells of the benchmark before (docs/planning.md, "Which tokens MCG redraws").
+MCG = ["sampler.mcg_redraw_above=0.9"]
 SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": ["sampler.uncertainty_scale=0.25"]}
 ROOT = Path(__file__).resolve().parent
 
@@ -101,7 +106,7 @@ def get_run(maze: str, kind: str, args) -> tuple[Path, float]:
 
 def planner_for(run: Path, args, mcg: int, maze: str) -> Planner:
     cfg, model, schedule, norm = load_planner(run, args.device)
-    overrides = GUIDANCE[maze] + SAMPLER[maze] + list(args.eval_overrides)
+    overrides = GUIDANCE[maze] + SAMPLER[maze] + MCG + list(args.eval_overrides)
     if overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), overrides, PlanningConfig))
     return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg_samples=mcg))
@@ -287,7 +292,7 @@ def main(argv=None) -> int:
     results["settings"] = {"episodes": args.episodes, "mcg": args.mcg, "config": Path(args.config).name,
                            "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides),
                            "horizon_tokens": HORIZON, "train_steps": TRAIN_STEPS, "guidance": GUIDANCE,
-                           "sampler": SAMPLER,
+                           "sampler": SAMPLER, "mcg_overrides": MCG,
                            "quick": args.quick}
     for maze in args.mazes:
         run_maze(maze, args, results)

@@ -307,8 +307,8 @@ def test_benchmark_trains_only_the_planners_its_methods_use(tmp_path, monkeypatc
 
 
 def test_benchmark_guidance_per_maze_is_a_valid_config():
-    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; U-Maze counts the positions the
-    velocities lead to, Medium and Large those the forces lead to."""
+    """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; every maze scores the positions the
+    forces lead to, Medium and Large with the data-geodesic distance, U-Maze with the Euclidean one."""
     from dforce.engine.config import load_config
     from dforce.tasks.planning import PlanningConfig
 
@@ -321,8 +321,8 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
         cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml",
                           [f"data.maze={maze}", *base, *overrides, *bench.SAMPLER[maze]])
         assert cfg.sampler.schedule == "pyramid" and cfg.sampler.uncertainty_scale == (1.0 if maze == "umaze" else 0.25)
-        assert cfg.plan.reward_positions == ("integrated" if maze == "umaze" else "actions")
-        assert cfg.plan.guidance_positions == ("planned" if maze == "umaze" else "actions")
+        assert cfg.plan.reward_positions == cfg.plan.guidance_positions == "actions"
+        assert cfg.plan.distance == ("euclidean" if maze == "umaze" else "data_geodesic")
         assert cfg.plan.reward_weight == 30.0
         assert cfg.plan.integration_window == 50
 

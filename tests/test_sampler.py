@@ -5,7 +5,7 @@ import torch
 
 from dforce.diffusion import NoiseSchedule
 from dforce.errors import ConfigError, DataError, ScheduleError
-from dforce.guidance import goal_guidance
+from dforce.guidance import goal_guidance, guided_prediction
 from dforce.models import ModelConfig, build_model
 from dforce.sampler import SamplerConfig, StatelessDenoiser, sample
 from dforce.scheduling import full_sequence
@@ -115,6 +115,41 @@ def test_guidance_moves_endpoint_toward_goal_and_mcg_batches():
                  guidance=goal_guidance(goal, [0, 1]), generator=torch.Generator().manual_seed(0), **kw)
     assert set(spy_batches) == {12}  # one forward per row with the N futures batched
     assert d(mcg) < 0.5 * d(plain)
+
+
+def test_mcg_redraws_only_tokens_above_the_threshold():
+    sch = NoiseSchedule(num_levels=K, objective="v")
+    model = build_model(ModelConfig(width=16, depth=1), (2,), K).eval()
+    x, x0_prev = torch.randn(2, 4, 2), torch.randn(2, 4, 2)
+    levels = torch.tensor([[0, K // 4, 3 * K // 4, K]] * 2)  # clean, nearly clean, far, pure noise
+    seen = []
+
+    def fn(xr, kr, n):
+        seen.append(xr.detach().view(2, n, 4, 2))
+        return model(xr, kr)
+
+    log_c = goal_guidance(torch.zeros(2, 2), [0, 1])
+    for above in (0.0, 0.5):
+        _, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3,
+                                    generator=torch.Generator().manual_seed(0), mcg_redraw_above=above)
+        xr = seen[-1]
+        same = (xr[:, 1:] == xr[:, :1]).all(-1).all(1).all(0)  # (T,): token equal to replica 0 in every replica
+        assert same.tolist() == ([True, False, False, False] if above == 0.0 else [True, True, False, False])
+        assert grad.shape == x.shape and torch.isfinite(grad).all() and grad[:, -1].abs().sum() > 0
+    # sampled futures: two more no-grad calls on replicas 1..N-1 only; the present keeps its values
+    seen.clear()
+    scores = []
+    log_c2 = lambda x0, t0: scores.append(x0.detach()) or log_c(x0, t0)  # noqa: E731
+    _, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c2, 0, mcg_samples=3,
+                                generator=torch.Generator().manual_seed(0), mcg_redraw_above=0.5, mcg_future_steps=2)
+    assert [s.shape[1] for s in seen] == [3, 2, 2] and torch.isfinite(grad).all()
+    assert all((s[:, :, :2] == seen[0][:, :1, :2]).all() for s in seen)  # clean and nearly clean: never redrawn
+    x0 = scores[-1].view(2, 3, 4, 2)
+    assert not torch.allclose(x0[:, 1:, 2:], x0[:, :1, 2:].expand(-1, 2, -1, -1))  # futures differ per replica
+    with pytest.raises(ConfigError, match="mcg_redraw_above"):
+        SamplerConfig(mcg_redraw_above=1.0)
+    with pytest.raises(ConfigError, match="mcg_future_steps"):
+        SamplerConfig(mcg_future_steps=-1)
 
 
 def test_bad_inputs_raise_clear_errors():

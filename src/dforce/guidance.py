@@ -10,6 +10,13 @@ averages the gradient over N futures: replica 0 is the current sequence, replica
 noisy token from q(x_k | x̂0) with fresh noise (tokens at level K become independent samples of the
 future). All N replicas go through the model as one batch (one forward per row, batch N×), and a
 straight-through construction makes each replica's gradient land on the shared tokens.
+
+Which tokens are "the future" is ``mcg_redraw_above`` (a fraction of K): only tokens whose level is above it are
+redrawn. 0 redraws every noisy token, including the nearly clean ones being guided, so their gradient is taken at
+other values of themselves; a high threshold keeps the partly denoised present and averages over futures of it
+(closer to the paper's "sample the future given the current token"). From pure noise a one-step x̂0 is close to the
+*mean* future, so ``mcg_future_steps`` > 0 runs that many more (no-grad) DDIM steps on the redrawn tokens and scores
+the resulting *samples* of the future (the gradient still flows through the first x̂0, straight-through).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ def guided_prediction(
     mcg_samples: int = 1,
     clip_x0: float | None = None,
     generator: torch.Generator | None = None,
+    mcg_redraw_above: float = 0.0,
+    mcg_future_steps: int = 0,
 ):
     """One guided model evaluation.
 
@@ -44,6 +53,9 @@ def guided_prediction(
         x0_prev: ``(B, T, *D)`` the previous row's x̂0 (zeros before the first row), used to redraw futures.
         log_c: guidance function; t0: index of the first token.
         mcg_samples: N (1 = plain guidance on the current sample).
+        mcg_redraw_above: replicas 1..N-1 redraw the tokens whose level is above this fraction of K.
+        mcg_future_steps: extra (no-grad) DDIM steps that take each redrawn future to level 0, so the guidance
+            scores a sample of it rather than its one-step x̂0 (which, from pure noise, is the mean future).
     Returns:
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
@@ -54,24 +66,54 @@ def guided_prediction(
         leaf = x.detach().requires_grad_(True)
         xr = leaf.unsqueeze(1).expand(B, N, *x.shape[1:])  # (B, N, T, *D)
         lr = levels.unsqueeze(1).expand(B, N, *levels.shape[1:])
+        redrawn = None
         if N > 1:
             fresh = torch.randn(xr.shape, device=x.device, dtype=x.dtype, generator=generator)
             redraw = schedule.add_noise(
                 x0_prev.unsqueeze(1).expand_as(xr).flatten(0, 1), lr.flatten(0, 1), fresh.flatten(0, 1)
             ).view_as(xr)
-            keep = torch.zeros(B, N, *levels.shape[1:], dtype=torch.bool, device=x.device)
-            keep[:, 0] = True  # replica 0 is the sequence itself
-            keep = keep | (lr == 0)  # clean tokens are not redrawn
-            keep = keep.reshape(*keep.shape, *((1,) * (xr.ndim - keep.ndim)))
-            xr = torch.where(keep, xr, xr + (redraw - xr).detach())  # value = redraw, gradient → leaf
+            redrawn = (lr > mcg_redraw_above * schedule.num_levels) & (lr > 0)  # (B, N, T): the future
+            redrawn[:, 0] = False  # replica 0 is the sequence itself
+            mask = redrawn.reshape(*redrawn.shape, *((1,) * (xr.ndim - redrawn.ndim)))
+            xr = torch.where(mask, xr + (redraw - xr).detach(), xr)  # value = redraw, gradient → leaf
         xr, lr = xr.flatten(0, 1), lr.flatten(0, 1)
         pred = model_fn(xr, lr, N).float()
-        x0_hat, _ = schedule.to_x0_eps(xr, lr, pred, clip_x0)
+        x0_hat, eps_hat = schedule.to_x0_eps(xr, lr, pred, clip_x0)
+        if redrawn is not None and mcg_future_steps > 0:
+            sampled = _sample_futures(model_fn, schedule, xr, lr, x0_hat, eps_hat, redrawn, mcg_future_steps, clip_x0)
+            x0_hat = x0_hat + (sampled - x0_hat).detach()  # value = the sampled futures, gradient through x̂0
         score = log_c(x0_hat, t0)
         if score.shape != (B * N,):
             raise ValueError(f"guidance function must return one log c per sample, shape ({B * N},), got {tuple(score.shape)}")
         (grad,) = torch.autograd.grad(score.sum() / N, leaf)
     return pred.view(B, N, *pred.shape[1:])[:, 0].detach(), grad
+
+
+def _sample_futures(model_fn, schedule: NoiseSchedule, x: torch.Tensor, levels: torch.Tensor, x0_hat: torch.Tensor,
+                    eps_hat: torch.Tensor, redrawn: torch.Tensor, steps: int, clip_x0: float | None) -> torch.Tensor:
+    """Denoise the redrawn tokens of replicas 1..N-1 to level 0 in ``steps + 1`` DDIM steps (eta 0, no grad).
+
+    Args:
+        x, levels, x0_hat, eps_hat: ``(B·N, T, *D)`` / ``(B·N, T)`` the replicas, their levels and first predictions.
+        redrawn: ``(B, N, T)`` bool, which tokens are redrawn futures (all False in replica 0).
+    Returns:
+        ``(B·N, T, *D)``: ``x0_hat`` with every redrawn token replaced by its sample (detached).
+    """
+    B, N = redrawn.shape[:2]
+    sub = lambda t: t.detach().view(B, N, *t.shape[1:])[:, 1:].flatten(0, 1)  # noqa: E731  replicas 1..N-1
+    with torch.no_grad():
+        xs, k0, x0, eps, fut = sub(x), sub(levels), sub(x0_hat), sub(eps_hat), redrawn[:, 1:].flatten(0, 1)
+        k_from = k0
+        for j in range(1, steps + 2):
+            if j > 1:
+                x0, eps = schedule.to_x0_eps(xs, k_from, model_fn(xs, k_from, N - 1).float(), clip_x0)
+            k_to = torch.where(fut, k0 * (steps + 1 - j) // (steps + 1), k0)  # the present stays where it is
+            xs = schedule.step(xs, k_from, k_to, x0, eps)
+            k_from = k_to
+        out = x0_hat.detach().clone().view(B, N, *x0_hat.shape[1:])
+        f = fut.reshape(*fut.shape, *((1,) * (xs.ndim - fut.ndim)))
+        out[:, 1:] = torch.where(f, xs, out[:, 1:].flatten(0, 1)).view(B, N - 1, *xs.shape[1:])
+    return out.flatten(0, 1)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class SamplerConfig:
     clip_x0: float | None = None  # clamp x̂0 to [-c, c] (None: off)
     guidance_scale: float = 0.0  # step size of ∇ log c added to moving tokens (reference planning: 8-12)
     mcg_samples: int = 1  # Monte Carlo Guidance futures N (1 = no MCG)
+    mcg_redraw_above: float = 0.0  # MCG redraws tokens above this fraction of K (0: every noisy token; dforce's choice)
+    mcg_future_steps: int = 0  # MCG: extra no-grad DDIM steps turning each redrawn future into a sample (0: its x̂0)
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
     inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
@@ -79,6 +81,10 @@ class SamplerConfig:
             raise ConfigError(f"sampler.stabilization_level must be >= 0, got {self.stabilization_level}")
         if self.mcg_samples < 1:
             raise ConfigError(f"sampler.mcg_samples must be >= 1, got {self.mcg_samples}")
+        if self.mcg_future_steps < 0:
+            raise ConfigError(f"sampler.mcg_future_steps must be >= 0, got {self.mcg_future_steps}")
+        if not 0.0 <= self.mcg_redraw_above < 1.0:
+            raise ConfigError(f"sampler.mcg_redraw_above must be in [0, 1), got {self.mcg_redraw_above}")
         if self.uncertainty_scale < 0:
             raise ConfigError(f"sampler.uncertainty_scale must be >= 0, got {self.uncertainty_scale}")
 
@@ -311,7 +317,8 @@ def sample(
                     net.repeat_state(state, n),
                 )
                 pred, grad = guided_prediction(
-                    fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg_samples, cfg.clip_x0, generator
+                    fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg_samples, cfg.clip_x0, generator,
+                    cfg.mcg_redraw_above, cfg.mcg_future_steps,
                 )
             else:
                 with autocast:

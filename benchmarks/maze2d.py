@@ -78,12 +78,12 @@ GUIDANCE = {"umaze": FORCES, "medium": GEODESIC, "large": GEODESIC}
 # 0.25: Large Multi2D 92.3 -> 124.2, single 109.6 -> 120.2, Medium Multi2D 117.7 -> 126.4, single 134.5 -> 134.6;
 # half the rows per plan on Large. U-Maze keeps u = 1 (single 113.2 -> 109.9, Multi2D 131.8 -> 141.8: within the error).
 # The Diffuser-style planner samples full_sequence
+SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": ["sampler.uncertainty_scale=0.25"]}
 # MCG redraws only the tokens above 0.9 K in its N - 1 extra futures (the part of the plan not yet started), not every
 # noisy token: the near tokens the guidance moves keep their values, and their gradient is averaged over futures of
 # them (the paper's "futures given the current token"). Redrawing every noisy token put MCG 8.7-26.0 points below plain
 # DF in the four Medium/Large cells of the benchmark before (docs/planning.md, "Which tokens MCG redraws").
 MCG = ["sampler.mcg_redraw_above=0.9"]
-SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": ["sampler.uncertainty_scale=0.25"]}
 ROOT = Path(__file__).resolve().parent
 
 

@@ -79,7 +79,7 @@ def guided_prediction(
         xr, lr = xr.flatten(0, 1), lr.flatten(0, 1)
         pred = model_fn(xr, lr, N).float()
         x0_hat, eps_hat = schedule.to_x0_eps(xr, lr, pred, clip_x0)
-        if redrawn is not None and mcg_future_steps > 0:
+        if redrawn is not None and mcg_future_steps > 0 and bool(redrawn.any()):  # nothing redrawn: nothing to sample
             sampled = _sample_futures(model_fn, schedule, xr, lr, x0_hat, eps_hat, redrawn, mcg_future_steps, clip_x0)
             x0_hat = x0_hat + (sampled - x0_hat).detach()  # value = the sampled futures, gradient through x̂0
         score = log_c(x0_hat, t0)

@@ -6,8 +6,8 @@ respect to the *noisy* tokens flows back through the model, so a cost on far-fut
 near tokens that cause it (Diffusion Forcing, Algorithm 2, line 10).
 
 Monte Carlo Guidance: far-future tokens are noisy, so one draw of them is one possible future. MCG
-averages the gradient over N futures: replica 0 is the current sequence, replicas 1..N-1 redraw every
-noisy token from q(x_k | x̂0) with fresh noise (tokens at level K become independent samples of the
+averages the gradient over N futures: replica 0 is the current sequence, replicas 1..N-1 redraw the
+future's noisy tokens (which ones: below) from q(x_k | x̂0) with fresh noise (tokens at level K become independent samples of the
 future). All N replicas go through the model as one batch (one forward per row, batch N×), and a
 straight-through construction makes each replica's gradient land on the shared tokens.
 

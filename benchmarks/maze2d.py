@@ -82,8 +82,12 @@ SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": [
 # MCG redraws only the tokens above 0.9 K in its N - 1 extra futures (the part of the plan not yet started), not every
 # noisy token: the near tokens the guidance moves keep their values, and their gradient is averaged over futures of
 # them (the paper's "futures given the current token"). Redrawing every noisy token put MCG 8.7-26.0 points below plain
-# DF in the four Medium/Large cells of the benchmark before (docs/planning.md, "Which tokens MCG redraws").
-MCG = ["sampler.mcg_redraw_above=0.9"]
+# DF in the four Medium/Large cells of the benchmark before (docs/planning.md, "Which tokens MCG redraws"). A redrawn
+# token's own gradient is replica 0's, at its own value (mcg_future_grad=own), not the average at the values the other
+# replicas drew for it: single-task Large 176.2 -> 185.2, Multi2D Large 206.6 -> 199.4, the other four cells within 2.5
+# (docs/planning.md, "What gradient a redrawn token gets"); chosen for never taking a token's gradient at a value it does
+# not have, not for the scores.
+MCG = ["sampler.mcg_redraw_above=0.9", "sampler.mcg_future_grad=own"]
 ROOT = Path(__file__).resolve().parent
 
 
@@ -115,7 +119,9 @@ def planner_for(run: Path, args, mcg: int, maze: str) -> Planner:
 def entry(res, seconds=None) -> dict:
     e = {"score_mean": round(res.mean, 2), "score_se": round(res.sem, 2), "episodes": int(len(res.scores)),
          "return_mean": round(float(res.returns.mean()), 2),  # raw episode return (the unit the reference logs)
-         "success": round(float(res.success.mean()), 3)}
+         "success": round(float(res.success.mean()), 3),
+         # per episode, in episode order (the same starts and goals for every method at one seed: paired comparisons)
+         "episode_scores": [round(float(v), 2) for v in res.scores]}
     if seconds:
         e["plan_seconds_per_call"] = round(float(np.mean(seconds)), 3)
         e["plan_calls"] = len(seconds)
@@ -195,6 +201,14 @@ def write(results: dict, args) -> None:
         as_score = f"{float(normalized_score(maze, paper)):.1f}" if paper is not None else "—"
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {paper if paper is not None else '—'} | "
                      f"{PAPER_NO_MCG.get(key, '—')} | {as_score} |")
+    paired = [(key, d) for key in sorted(results["summary"]) if (d := paired_difference(results["summary"][key]))]
+    if paired:
+        lines += ["", "## MCG vs no MCG, paired by episode", "",
+                  "df_mcg − df per episode (the same start and goal: one seed), mean ± standard error of the "
+                  "differences, and the episodes where each is ahead.", "",
+                  "| setting | df_mcg − df | df_mcg ahead | df ahead | n |", "|---|---|---|---|---|"]
+        lines += [f"| {key} | {d['mean']:+.1f} ± {d['se']:.1f} | {d['ahead']} | {d['behind']} | {d['n']} |"
+                  for key, d in paired]
     lines += ["", "## Training and planning cost", "", "| maze | planner | train s | s per planning call (all episodes batched) |",
               "|---|---|---|---|"]
     for maze, tr in results.get("training", {}).items():
@@ -206,6 +220,17 @@ def write(results: dict, args) -> None:
             lines.append(f"| {maze} | {kind} | {info['seconds']} | {per_s} |")
     lines += ["", f"Settings: {json.dumps(results['settings'])}"]
     (out / "maze2d.md").write_text("\n".join(lines) + "\n")
+
+
+def paired_difference(row: dict, a: str = "df_mcg", b: str = "df") -> dict | None:
+    """Per-episode ``a − b`` of one cell (episodes paired by index: the same seed gives every method the same
+    starts and goals): mean, standard error, episodes each is ahead; None without both methods' episode scores."""
+    sa, sb = row.get(a, {}).get("episode_scores"), row.get(b, {}).get("episode_scores")
+    if not sa or not sb or len(sa) != len(sb) or len(sa) < 2:
+        return None
+    d = np.asarray(sa) - np.asarray(sb)
+    return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "ahead": int((d > 0).sum()),
+            "behind": int((d < 0).sum()), "n": len(d)}
 
 
 def merge(args) -> int:

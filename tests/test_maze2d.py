@@ -304,6 +304,25 @@ def test_benchmark_trains_only_the_planners_its_methods_use(tmp_path, monkeypatc
     assert trained == []
     results = json.loads((tmp_path / "b" / "maze2d.json").read_text())
     assert results["training"] == {"umaze": {}} and set(results["summary"]["single/umaze"]) == {"random", "oracle"}
+    oracle = results["summary"]["single/umaze"]["oracle"]
+    assert len(oracle["episode_scores"]) == 4 and np.mean(oracle["episode_scores"]) == pytest.approx(oracle["score_mean"], abs=0.01)
+
+
+def test_benchmark_pairs_mcg_and_plain_df_by_episode(tmp_path):
+    """The paired table: per-episode differences of df_mcg and df (same starts and goals), only with both."""
+    bench = load_benchmark("maze2d")
+    row = {"df_mcg": {"episode_scores": [10.0, 20.0, 30.0, 5.0]}, "df": {"episode_scores": [8.0, 20.0, 25.0, 9.0]}}
+    d = bench.paired_difference(row)
+    diffs = np.array([2.0, 0.0, 5.0, -4.0])
+    assert d["mean"] == pytest.approx(diffs.mean()) and d["se"] == pytest.approx(diffs.std(ddof=1) / 2)
+    assert (d["ahead"], d["behind"], d["n"]) == (2, 1, 4)
+    assert bench.paired_difference({"df": row["df"]}) is None
+    assert bench.paired_difference({"df_mcg": row["df_mcg"], "df": {"episode_scores": [1.0]}}) is None
+    for m in row:
+        row[m].update(score_mean=float(np.mean(row[m]["episode_scores"])), score_se=1.0, episodes=4)
+    results = {"summary": {"single/umaze": row}, "training": {}, "command": "x", "settings": {}}
+    bench.write(results, bench.argparse.Namespace(out=str(tmp_path)))
+    assert "| single/umaze | +0.8 ± 1.9 | 2 | 1 | 4 |" in (tmp_path / "maze2d.md").read_text()
 
 
 def test_benchmark_guidance_per_maze_is_a_valid_config():

@@ -146,6 +146,20 @@ def test_mcg_redraws_only_tokens_above_the_threshold():
     assert all((s[:, :, :2] == seen[0][:, :1, :2]).all() for s in seen)  # clean and nearly clean: never redrawn
     x0 = scores[-1].view(2, 3, 4, 2)
     assert not torch.allclose(x0[:, 1:, 2:], x0[:, :1, 2:].expand(-1, 2, -1, -1))  # futures differ per replica
+    # "own": the redrawn tokens' gradient is replica 0's alone (= plain guidance's there); the kept ones' is averaged
+    for p in model.parameters():  # the zero-initialized output layers: let the future depend on the present
+        if p.abs().max() == 0:
+            p.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    kw = dict(generator=torch.Generator().manual_seed(0), mcg_redraw_above=0.5)
+    _, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=1)
+    _, avg = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3, **kw)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    _, own = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3, mcg_future_grad="own", **kw)
+    torch.testing.assert_close(own[:, 2:], plain[:, 2:], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(own[:, :2], avg[:, :2])  # the same draws: the kept tokens' average is unchanged
+    assert not torch.allclose(own[:, :2], plain[:, :2]) and not torch.allclose(avg[:, 2:], plain[:, 2:])
+    with pytest.raises(ConfigError, match="mcg_future_grad"):
+        SamplerConfig(mcg_future_grad="mine")
     with pytest.raises(ConfigError, match="mcg_redraw_above"):
         SamplerConfig(mcg_redraw_above=1.0)
     with pytest.raises(ConfigError, match="mcg_future_steps"):

@@ -17,6 +17,10 @@ other values of themselves; a high threshold keeps the partly denoised present a
 (closer to the paper's "sample the future given the current token"). From pure noise a one-step x̂0 is close to the
 *mean* future, so ``mcg_future_steps`` > 0 runs that many more (no-grad) DDIM steps on the redrawn tokens and scores
 the resulting *samples* of the future (the gradient still flows through the first x̂0, straight-through).
+
+What gradient a redrawn token itself gets is ``mcg_future_grad``: ``"replicas"`` averages it over the N replicas, taken
+at the values they drew for it (straight-through); ``"own"`` takes it from replica 0 alone, at the token's own value
+(never at a value it does not have), so MCG's average applies only to the tokens every replica keeps.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def guided_prediction(
     generator: torch.Generator | None = None,
     mcg_redraw_above: float = 0.0,
     mcg_future_steps: int = 0,
+    mcg_future_grad: str = "replicas",
 ):
     """One guided model evaluation.
 
@@ -56,10 +61,14 @@ def guided_prediction(
         mcg_redraw_above: replicas 1..N-1 redraw the tokens whose level is above this fraction of K.
         mcg_future_steps: extra (no-grad) DDIM steps that take each redrawn future to level 0, so the guidance
             scores a sample of it rather than its one-step x̂0 (which, from pure noise, is the mean future).
+        mcg_future_grad: a redrawn token's gradient: ``"replicas"`` (averaged over the N replicas, at their values)
+            or ``"own"`` (replica 0's, at its own value).
     Returns:
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
     """
+    if mcg_future_grad not in ("replicas", "own"):
+        raise ValueError(f"mcg_future_grad must be 'replicas' or 'own', got {mcg_future_grad!r}")
     B = x.shape[0]
     N = max(1, int(mcg_samples))
     with torch.enable_grad():
@@ -75,7 +84,10 @@ def guided_prediction(
             redrawn = (lr > mcg_redraw_above * schedule.num_levels) & (lr > 0)  # (B, N, T): the future
             redrawn[:, 0] = False  # replica 0 is the sequence itself
             mask = redrawn.reshape(*redrawn.shape, *((1,) * (xr.ndim - redrawn.ndim)))
-            xr = torch.where(mask, xr + (redraw - xr).detach(), xr)  # value = redraw, gradient → leaf
+            if mcg_future_grad == "own":  # a redrawn value passes no gradient: replica 0 alone grads the future
+                xr = torch.where(mask, redraw.detach(), xr)
+            else:
+                xr = torch.where(mask, xr + (redraw - xr).detach(), xr)  # value = redraw, gradient → leaf
         xr, lr = xr.flatten(0, 1), lr.flatten(0, 1)
         pred = model_fn(xr, lr, N).float()
         x0_hat, eps_hat = schedule.to_x0_eps(xr, lr, pred, clip_x0)
@@ -86,6 +98,9 @@ def guided_prediction(
         if score.shape != (B * N,):
             raise ValueError(f"guidance function must return one log c per sample, shape ({B * N},), got {tuple(score.shape)}")
         (grad,) = torch.autograd.grad(score.sum() / N, leaf)
+    if redrawn is not None and mcg_future_grad == "own":  # the future's gradient came from one replica: undo the 1/N
+        grad = torch.where(redrawn[:, 1].reshape(*redrawn.shape[:1], *redrawn.shape[2:], *((1,) * (x.ndim - 2))),
+                           grad * N, grad)
     return pred.view(B, N, *pred.shape[1:])[:, 0].detach(), grad
 
 

@@ -63,6 +63,7 @@ class SamplerConfig:
     mcg_samples: int = 1  # Monte Carlo Guidance futures N (1 = no MCG)
     mcg_redraw_above: float = 0.0  # MCG redraws tokens above this fraction of K (0: every noisy token; dforce's choice)
     mcg_future_steps: int = 0  # MCG: extra no-grad DDIM steps turning each redrawn future into a sample (0: its x̂0)
+    mcg_future_grad: str = "replicas"  # MCG: a redrawn token's gradient, replicas (averaged) | own (replica 0's)
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
     inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
@@ -71,6 +72,7 @@ class SamplerConfig:
         check_choice("sampler.schedule", self.schedule, SCHEDULES)
         check_choice("sampler.method", self.method, ("ddim", "ddpm"))
         check_choice("sampler.precision", self.precision, PRECISIONS)
+        check_choice("sampler.mcg_future_grad", self.mcg_future_grad, ("replicas", "own"))
         if self.steps < 1:
             raise ConfigError(f"sampler.steps must be >= 1, got {self.steps}")
         if self.window < 1:
@@ -318,7 +320,7 @@ def sample(
                 )
                 pred, grad = guided_prediction(
                     fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg_samples, cfg.clip_x0, generator,
-                    cfg.mcg_redraw_above, cfg.mcg_future_steps,
+                    cfg.mcg_redraw_above, cfg.mcg_future_steps, cfg.mcg_future_grad,
                 )
             else:
                 with autocast:

@@ -6,6 +6,8 @@ freshly built transformer ignore its context, and such a test could not fail).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -343,3 +345,21 @@ def test_transposed_weights_follow_weight_updates():
     net.load_state_dict(other.state_dict())
     fast3, plain3 = both()
     assert torch.allclose(fast3, plain3, atol=1e-5) and not torch.allclose(fast3, fast2, atol=1e-3)
+
+
+def test_sampling_overhead_benchmark_splits_a_call(tmp_path):
+    """``benchmarks/sampling_overhead.py``: CPU ms per call and the floor at each batch (the floor grows with the
+    batch, the fixed cost does not vanish), operators per call, and the table; bad values exit with one line."""
+    from benchutil import load_benchmark
+
+    bench = load_benchmark("sampling_overhead")
+    out = tmp_path / "so"
+    assert bench.main(["--batches", "1", "4", "--repeats", "1", "--length", "32", "--out", str(out)]) == 0
+    r = json.loads(out.with_suffix(".json").read_text())
+    one, four = r["rows"]["1"], r["rows"]["4"]
+    assert four["floor_ms_per_call"] == pytest.approx(4 * one["floor_ms_per_call"], rel=0.05)
+    assert one["cpu_ms_per_call"] > one["floor_ms_per_call"] > 0 and one["calls"] == four["calls"] > 0
+    assert r["ops_per_call_batch16"] > 20 and r["addcmul_us"] > 0 and "compiled_batch16" not in r
+    assert "| 4 |" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        bench.main(["--batches", "0"])

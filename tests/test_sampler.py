@@ -160,6 +160,8 @@ def test_mcg_redraws_only_tokens_above_the_threshold():
     assert not torch.allclose(own[:, :2], plain[:, :2]) and not torch.allclose(avg[:, 2:], plain[:, 2:])
     with pytest.raises(ConfigError, match="mcg_future_grad"):
         SamplerConfig(mcg_future_grad="mine")
+    with pytest.raises(ConfigError, match="mcg_future_grad"):
+        guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3, mcg_future_grad="mine")
     with pytest.raises(ConfigError, match="mcg_redraw_above"):
         SamplerConfig(mcg_redraw_above=1.0)
     with pytest.raises(ConfigError, match="mcg_future_steps"):

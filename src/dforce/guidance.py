@@ -29,9 +29,11 @@ from typing import Callable
 
 import torch
 
+from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule
 
 GuidanceFn = Callable[[torch.Tensor, int], torch.Tensor]
+MCG_FUTURE_GRADS = ("replicas", "own")  # what gradient a redrawn token gets (see the module docstring)
 
 
 def guided_prediction(
@@ -67,15 +69,14 @@ def guided_prediction(
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
     """
-    if mcg_future_grad not in ("replicas", "own"):
-        raise ValueError(f"mcg_future_grad must be 'replicas' or 'own', got {mcg_future_grad!r}")
+    check_choice("mcg_future_grad", mcg_future_grad, MCG_FUTURE_GRADS)
     B = x.shape[0]
     N = max(1, int(mcg_samples))
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
         xr = leaf.unsqueeze(1).expand(B, N, *x.shape[1:])  # (B, N, T, *D)
         lr = levels.unsqueeze(1).expand(B, N, *levels.shape[1:])
-        redrawn = None
+        redrawn = mask = None
         if N > 1:
             fresh = torch.randn(xr.shape, device=x.device, dtype=x.dtype, generator=generator)
             redraw = schedule.add_noise(
@@ -98,9 +99,8 @@ def guided_prediction(
         if score.shape != (B * N,):
             raise ValueError(f"guidance function must return one log c per sample, shape ({B * N},), got {tuple(score.shape)}")
         (grad,) = torch.autograd.grad(score.sum() / N, leaf)
-    if redrawn is not None and mcg_future_grad == "own":  # the future's gradient came from one replica: undo the 1/N
-        grad = torch.where(redrawn[:, 1].reshape(*redrawn.shape[:1], *redrawn.shape[2:], *((1,) * (x.ndim - 2))),
-                           grad * N, grad)
+    if mask is not None and mcg_future_grad == "own":  # the future's gradient came from one replica: undo the 1/N
+        grad = torch.where(mask[:, 1], grad * N, grad)  # (B, T, 1...): the tokens replica 1 (as every other) redrew
     return pred.view(B, N, *pred.shape[1:])[:, 0].detach(), grad
 
 

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule, sampling_levels
 from dforce.errors import ConfigError, DataError
-from dforce.guidance import GuidanceFn, guided_prediction
+from dforce.guidance import MCG_FUTURE_GRADS, GuidanceFn, guided_prediction
 from dforce.scheduling import SCHEDULES, make_schedule, validate_schedule
 
 
@@ -72,7 +72,7 @@ class SamplerConfig:
         check_choice("sampler.schedule", self.schedule, SCHEDULES)
         check_choice("sampler.method", self.method, ("ddim", "ddpm"))
         check_choice("sampler.precision", self.precision, PRECISIONS)
-        check_choice("sampler.mcg_future_grad", self.mcg_future_grad, ("replicas", "own"))
+        check_choice("sampler.mcg_future_grad", self.mcg_future_grad, MCG_FUTURE_GRADS)
         if self.steps < 1:
             raise ConfigError(f"sampler.steps must be >= 1, got {self.steps}")
         if self.window < 1:

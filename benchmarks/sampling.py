@@ -16,7 +16,8 @@ in one run on the same (random-init, seed 0) weights, saved once and loaded by e
       embedding / adaLN modulation (the model's FLOPs per token); *executed* FLOPs what our sampler runs
       (those once per level, shared by the batch) — time / floor is reported against both;
     * a batch sweep of the transformer (``floor_batches``) shows how time / floor falls with the batch
-      (fixed per-call overheads amortized), and a width sweep at batch ``width_batch`` (``floor_widths``)
+      (fixed per-call overheads amortized), with the Python blocks and with ``sampler.fused_kernel`` (the
+      transformer's passes in dforce's C++ kernel, :mod:`dforce.models.fused`), and a width sweep at batch ``width_batch`` (``floor_widths``)
       how it falls with the model size (the per-call overhead is fixed, the arithmetic grows as width²).
 
 Each rollout runs in a fresh subprocess (same weights, same thread count): its wall time (median of
@@ -47,7 +48,7 @@ import torch
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine.checkpoint import load_weights, save_weights
 from dforce.errors import DataError
-from dforce.models import KVCache, ModelConfig, build_model
+from dforce.models import KVCache, ModelConfig, build_model, fused
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.sampler import SamplerConfig, StatelessDenoiser, sample
 
@@ -124,10 +125,13 @@ def state_bytes(state) -> int:
 
 
 def rollout(bc: BenchConfig, model, kind: str, schedule_name: str, length: int, precision: str = "fp32", seed=0):
+    """One timed rollout. ``kind``: ``ours`` (the sampler), ``fused`` (the sampler with ``sampler.fused_kernel``:
+    the transformer's passes in dforce's C++ kernel) or ``reference`` (full-window recompute per row)."""
     schedule = NoiseSchedule(NoiseScheduleConfig(num_levels=bc.num_levels))
+    ours = kind in ("ours", "fused")
     cfg = SamplerConfig(steps=bc.steps, schedule=schedule_name, window=bc.window, precision=precision,
-                        skip_inactive=kind == "ours")
-    net = model if kind == "ours" else StatelessDenoiser(lambda x, k, c: model(x, k, c), max_context=bc.window)
+                        skip_inactive=ours, fused_kernel=kind == "fused")
+    net = model if ours else StatelessDenoiser(lambda x, k, c: model(x, k, c), max_context=bc.window)
     g = torch.Generator().manual_seed(seed)
     return sample(net, schedule, cfg, length=length, batch=bc.batch, token_shape=(bc.token_dim,), generator=g)
 
@@ -281,8 +285,13 @@ AB_STUDIES = {  # paired timings: name -> (labels of the "on" and "off" runs, he
     "kv_store": (("kv_store", "concatenate"), "the transformer's preallocated KV buffers (KV_STORE) vs concatenation"),
     "transposed_weights": (("transposed_weights", "linear"),
                            "the transformer's transposed weight copies (TRANSPOSED_WEIGHTS) vs F.linear"),
+    "lean_pass": (("lean_pass", "training_blocks"),
+                  "the transformer's lean inference blocks (LEAN_PASS) vs the training blocks' forward"),
+    "fused_kernel": (("fused_kernel", "python_blocks"),
+                     "sampler.fused_kernel (the transformer's passes in dforce's C++ kernel) vs the lean Python blocks"),
 }
-SWITCHES = {"kv_store": "KV_STORE", "transposed_weights": "TRANSPOSED_WEIGHTS"}  # study -> flag in models.transformer
+SWITCHES = {"kv_store": "KV_STORE", "transposed_weights": "TRANSPOSED_WEIGHTS",  # study -> flag in models.transformer
+            "lean_pass": "LEAN_PASS"}
 
 
 def paired_study(bc: BenchConfig, name: str, length: int = 256, repeats: int = 8) -> dict:
@@ -301,7 +310,8 @@ def paired_study(bc: BenchConfig, name: str, length: int = 256, repeats: int = 8
             if name in SWITCHES:
                 setattr(transformer, SWITCHES[name], on)
             cfg = SamplerConfig(steps=bc.steps, schedule=sched, window=bc.window,
-                                inference_mode=on if name == "inference_mode" else True)
+                                inference_mode=on if name == "inference_mode" else True,
+                                fused_kernel=on and name == "fused_kernel")
             try:
                 return sample(model, schedule, cfg, length=n, batch=bc.batch, token_shape=(bc.token_dim,),
                               generator=torch.Generator().manual_seed(0)).x
@@ -444,18 +454,21 @@ def main() -> None:
             out.with_suffix(".partial.json").write_text(json.dumps(report, indent=2))  # in case the run dies
         # time / floor of the transformer vs batch size (same weights)
         log(t_start, "transformer batch sweep")
+        fused.load()  # build the C++ kernel once here (cached), not in the first worker that uses it
         sweep = {}
         for B in bc.floor_batches:
             bcb = replace(bc, batch=B)
             tf = make(bcb, "transformer", Path(tmp) / "transformer.safetensors")
             row = {"flops": flops_per_token(bcb, tf), "flops_executed": flops_per_token(bcb, tf, shared_levels=True)}
-            for sched in ("autoregressive", "pyramid"):
-                r = run_worker({"bench": asdict(bcb), "backbone": "transformer", "kind": "ours", "schedule": sched,
-                                "weights": str(Path(tmp) / "transformer.safetensors"), "length": bc.floor_len,
-                                "repeats": bc.sweep_repeats})
-                r["tokens_per_s"] = B * bc.floor_len / r["median_s"]
-                row[sched] = r
-                log(t_start, f"  batch {B:4d} {sched:14s} {r['tokens_per_s']:9.0f} tok/s")
+            row["fused"] = {}
+            for kind in ("ours", "fused"):
+                for sched in ("autoregressive", "pyramid"):
+                    r = run_worker({"bench": asdict(bcb), "backbone": "transformer", "kind": kind, "schedule": sched,
+                                    "weights": str(Path(tmp) / "transformer.safetensors"), "length": bc.floor_len,
+                                    "repeats": bc.sweep_repeats})
+                    r["tokens_per_s"] = B * bc.floor_len / r["median_s"]
+                    (row if kind == "ours" else row["fused"])[sched] = r
+                    log(t_start, f"  batch {B:4d} {sched:14s} {kind:5s} {r['tokens_per_s']:9.0f} tok/s")
             sweep[B] = row
         report["batch_sweep"] = sweep
         # time / floor of the transformer vs width at batch width_batch (random init seed 0 per width)
@@ -509,8 +522,7 @@ def finish(bc: BenchConfig, report: dict, out: Path) -> None:
                 # CPU time of the rollout over the floor at the CPU-time matmul throughput (load-independent)
                 row["time_over_floor_cpu_time"] = row["ours"]["median_cpu_s"] / floor(L, entry["flops"], gc)
     for B, row in report["batch_sweep"].items():
-        for sched in ("autoregressive", "pyramid"):
-            r = row[sched]
+        for sched, r in [(s, row[s]) for s in ("autoregressive", "pyramid")] + list(row.get("fused", {}).items()):
             r["time_over_floor"] = r["median_s"] / floor(bc.floor_len, row["flops"])
             r["time_over_floor_executed_flops"] = r["median_s"] / floor(bc.floor_len, row["flops_executed"])
             r["time_over_floor_cpu_time"] = r["median_cpu_s"] / floor(bc.floor_len, row["flops"], gc)
@@ -525,8 +537,8 @@ def finish(bc: BenchConfig, report: dict, out: Path) -> None:
             r["time_over_floor_cpu_time_executed_flops"] = r["median_cpu_s"] / floor(bc.width_len,
                                                                                      row["flops_executed"], gc)
     for row in report["batch_sweep"].values():
-        for sched in ("autoregressive", "pyramid"):
-            row[sched]["ms_per_call"] = 1e3 * row[sched]["median_cpu_s"] / row[sched]["model_calls"]
+        for r in [row["autoregressive"], row["pyramid"], *row.get("fused", {}).values()]:
+            r["ms_per_call"] = 1e3 * r["median_cpu_s"] / r["model_calls"]
     report["summary"] = summarize(bc, report)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(markdown(bc, report))
@@ -574,6 +586,13 @@ def summarize(bc: BenchConfig, report: dict) -> dict:
         # CPU ms per model call (one row of the schedule; finished tokens are committed inside it) vs batch
         "ms_per_call_cpu_time_by_batch": {B: {s: row[s]["ms_per_call"] for s in (ar, "pyramid")}
                                           for B, row in sweep.items()},
+        # the same with sampler.fused_kernel (the transformer's passes in dforce's C++ kernel)
+        "time_over_floor_cpu_time_by_batch_fused": {B: {s: r["time_over_floor_cpu_time"] for s, r in row["fused"].items()}
+                                                    for B, row in sweep.items() if "fused" in row},
+        "time_over_floor_by_batch_fused": {B: {s: r["time_over_floor"] for s, r in row["fused"].items()}
+                                           for B, row in sweep.items() if "fused" in row},
+        "ms_per_call_cpu_time_by_batch_fused": {B: {s: r["ms_per_call"] for s, r in row["fused"].items()}
+                                                for B, row in sweep.items() if "fused" in row},
         # the same model shape at larger widths, batch width_batch: the fixed per-call overhead vs the arithmetic
         "time_over_floor_cpu_time_by_width": {W: {s: row[s]["time_over_floor_cpu_time"] for s in (ar, "pyramid")}
                                               for W, row in report.get("width_sweep", {}).items()},
@@ -596,6 +615,14 @@ def summarize(bc: BenchConfig, report: dict) -> dict:
                 kind: {s: min((B for B, row in sweep.items() if row[s][key] <= 3), default=None) for s in (ar, "pyramid")}
                 for kind, key in (("wall_dense", "time_over_floor"), ("cpu_time_dense", "time_over_floor_cpu_time"),
                                   ("cpu_time_executed", "time_over_floor_cpu_time_executed_flops"))},
+            "smallest_batch_within_3x_fused": {
+                kind: {s: min((B for B, row in sweep.items() if "fused" in row and row["fused"][s][key] <= 3),
+                              default=None) for s in (ar, "pyramid")}
+                for kind, key in (("wall_dense", "time_over_floor"), ("cpu_time_dense", "time_over_floor_cpu_time"),
+                                  ("cpu_time_executed", "time_over_floor_cpu_time_executed_flops"))},
+            "every_batch_within_3x_fused_cpu_time": {
+                s: all(row["fused"][s]["time_over_floor_cpu_time"] <= 3 for row in sweep.values() if "fused" in row)
+                for s in (ar, "pyramid")} if any("fused" in row for row in sweep.values()) else None,
             "memory_flat_10pct": abs(mem - 1) <= 0.10,
         },
         "memory_ratio_10000_vs_1000": mem,  # worst backbone/schedule, peak RSS
@@ -659,6 +686,16 @@ def markdown(bc: BenchConfig, report: dict) -> str:
             lines.append(f"| {B} | {sched} | {r['tokens_per_s']:.0f} | {r['ms_per_call']:.2f} | {r['time_over_floor']:.2f} | "
                          f"{r['time_over_floor_executed_flops']:.2f} | {r['time_over_floor_cpu_time']:.2f} | "
                          f"{r['time_over_floor_cpu_time_executed_flops']:.2f} |")
+    if any("fused" in row for row in report["batch_sweep"].values()):
+        lines += ["", f"The same with `sampler.fused_kernel=true` (the transformer's fp32 CPU passes in dforce's C++ "
+                  f"kernel, `src/dforce/models/fused_pass.cpp`; same weights, same tokens within 1e-6):", "",
+                  "| batch | schedule | tok/s | CPU ms / call | time / floor (dense) | time / floor (executed) | "
+                  "CPU time / floor (dense) | CPU time / floor (executed) |", "|---|---|---|---|---|---|---|---|"]
+        for B, row in report["batch_sweep"].items():
+            for sched, r in row.get("fused", {}).items():
+                lines.append(f"| {B} | {sched} | {r['tokens_per_s']:.0f} | {r['ms_per_call']:.2f} | "
+                             f"{r['time_over_floor']:.2f} | {r['time_over_floor_executed_flops']:.2f} | "
+                             f"{r['time_over_floor_cpu_time']:.2f} | {r['time_over_floor_cpu_time_executed_flops']:.2f} |")
     lines += ["", f"Transformer time / floor vs width (batch {bc.width_batch}, {bc.width_len}-token rollouts, ours; "
               f"depth {bc.tf_depth}, heads {bc.tf_heads}, random init seed 0 per width):", "",
               "| width | params | schedule | tok/s | CPU ms / call | time / floor (dense) | CPU time / floor (dense) | "

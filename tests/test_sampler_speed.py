@@ -6,7 +6,12 @@ freshly built transformer ignore its context, and such a test could not fail).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import os
+import shutil
+import time
 
 import pytest
 import torch
@@ -297,7 +302,8 @@ def test_unguided_rollout_in_inference_mode_hands_back_ordinary_tensors():
 
 
 @pytest.mark.parametrize("study, labels", [("kv_store", {"kv_store", "concatenate"}),
-                                           ("transposed_weights", {"transposed_weights", "linear"})])
+                                           ("transposed_weights", {"transposed_weights", "linear"}),
+                                           ("lean_pass", {"lean_pass", "training_blocks"})])
 def test_sampling_benchmark_ab_studies_give_the_same_tokens(study, labels):
     """``benchmarks/sampling.py --kv-store-ab`` / ``--transposed-weights-ab``: the paired timing runs the transformer
     with and without the switch on the same noise; the tokens agree (the KV buffers change where keys/values live,
@@ -308,9 +314,158 @@ def test_sampling_benchmark_ab_studies_give_the_same_tokens(study, labels):
 
     bench = load_benchmark("sampling")
     study_result = bench.paired_study(bench.BenchConfig(batch=4), study, length=20, repeats=1)
-    assert transformer.KV_STORE and transformer.TRANSPOSED_WEIGHTS
+    assert transformer.KV_STORE and transformer.TRANSPOSED_WEIGHTS and transformer.LEAN_PASS
     for r in study_result["by_schedule"].values():
         assert r["max_abs_token_diff"] < 1e-5 and set(r["median_cpu_s"]) == labels
+
+
+def _inference_passes(net, cond_dim: int):
+    """Every kind of inference pass on a transformer, in order: a first pass without cache (causal), one new token,
+    a commit riding along with predicted tokens, several new tokens after a cache, an absorb and a forward.
+    Returns (predictions, final state)."""
+    B = 3
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(B, T, 3, generator=gen) for T in (4, 1, 3, 2)]
+    lvs = [torch.randint(0, K, (B, x.shape[1]), generator=gen) for x in xs]
+    conds = [torch.randn(B, x.shape[1], 2, generator=gen) if cond_dim else None for x in xs]
+    outs, state = [], None
+    with torch.inference_mode():
+        for x, lv, c, n in zip(xs, lvs, conds, (0, 0, 2, 1)):
+            out, state = net.forward_absorb(x, lv, c, state, n_commit=n)
+            outs.append(out)
+        state = net.absorb(xs[0], lvs[0], conds[0], state)
+        outs.append(net(xs[1], lvs[1], conds[1], state))
+    return outs, state
+
+
+def _assert_same_passes(a, b, atol=1e-5):
+    (outs_a, state_a), (outs_b, state_b) = a, b
+    for x, y in zip(outs_a, outs_b):
+        assert x.shape == y.shape and torch.allclose(x, y, atol=atol)
+    assert state_a.offset == state_b.offset and state_a.length == state_b.length
+    for x, y in zip(state_a.keys + state_a.values, state_b.keys + state_b.values):
+        assert torch.allclose(x, y, atol=atol)
+
+
+def _counting(cls, name: str, calls: list):
+    """Patch ``cls.name`` to count its calls (returns the original, to restore)."""
+    original = getattr(cls, name)
+    setattr(cls, name, lambda self, *a: calls.append(1) or original(self, *a))
+    return original
+
+
+@pytest.mark.parametrize("cond_dim", [0, 2])  # 0: modulation from the per-level table; 2: computed per call
+@pytest.mark.parametrize("max_context", [None, 4])  # 4: a commit pushes cached tokens out (the commit mask)
+def test_lean_blocks_match_the_training_blocks(cond_dim, max_context):
+    """``LEAN_PASS``: inference passes that write into the KV buffers run ``Block.forward_stored``; every kind of
+    pass gives what ``Block.forward`` gives and the caches they leave agree. Under bf16 autocast and with grad
+    enabled the training blocks run (the lean blocks are fp32 inference only)."""
+    from dforce.models import transformer
+
+    net = _model("transformer", max_context=max_context, cond_dim=cond_dim)
+    calls = []
+    original = _counting(transformer.Block, "forward_stored", calls)
+    try:
+        lean = _inference_passes(net, cond_dim)
+        assert len(calls) == 6 * net.depth  # every pass ran the lean blocks
+        transformer.LEAN_PASS = False
+        try:
+            plain = _inference_passes(net, cond_dim)
+        finally:
+            transformer.LEAN_PASS = True
+        assert len(calls) == 6 * net.depth  # and none with the switch off
+        _assert_same_passes(lean, plain)
+        x, lv = torch.randn(3, 2, 3), torch.randint(0, K, (3, 2))
+        c = torch.randn(3, 2, 2) if cond_dim else None
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            net(x[:, 1:], lv[:, 1:], None if c is None else c[:, 1:], net.absorb(x[:, :1], lv[:, :1], c if c is None else c[:, :1]))
+        net(x[:, 1:], lv[:, 1:], None if c is None else c[:, 1:], net.absorb(x[:, :1], lv[:, :1], c if c is None else c[:, :1])).sum().backward()
+        assert len(calls) == 6 * net.depth and net.blocks[0].qkv.weight.grad is not None
+    finally:
+        transformer.Block.forward_stored = original
+
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="no C++ compiler on this machine: the fused kernel cannot be built")
+
+
+class _TanhEncoder(torch.nn.Module):  # not the flat encoder / decoder: the kernel runs them around itself
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.lin = torch.nn.Linear(d_in, d_out)
+
+    def forward(self, x):
+        return torch.tanh(self.lin(x))
+
+
+@needs_compiler
+@pytest.mark.parametrize("cond_dim, max_context, custom", [(0, None, False), (0, 4, False), (2, None, False),
+                                                          (2, 4, False), (0, 4, True)])
+def test_fused_kernel_matches_the_python_blocks(cond_dim, max_context, custom):
+    """``use_fused_kernel``: the C++ kernel (built here on first use) runs every inference pass that the lean blocks
+    run, the flat token encoder (without cond) and decoder inside it, other ones around it, and gives the Python
+    blocks' predictions and caches (within 1e-5); switched off, the Python blocks run again."""
+    from dforce.models import transformer
+
+    net = _model("transformer", max_context=max_context, cond_dim=cond_dim)
+    if custom:
+        net = transformer.CausalTransformer((3,), K, width=32, depth=2, heads=2, max_context=max_context,
+                                            encoder=_TanhEncoder(3, 32), decoder=_TanhEncoder(32, 3)).eval()
+        for p in net.parameters():
+            p.data.normal_(0, 0.15)
+    calls = []
+    original = _counting(transformer.CausalTransformer, "_kernel_pass", calls)
+    try:
+        assert net.use_fused_kernel(True) is False
+        fused = _inference_passes(net, cond_dim)
+        copy.deepcopy(net)  # (EMA copies models) the setting is a flag, not the compiled module
+        assert len(calls) == 6  # every pass ran in the kernel
+        assert net.use_fused_kernel(False) is True
+        python = _inference_passes(net, cond_dim)
+        assert len(calls) == 6
+    finally:
+        transformer.CausalTransformer._kernel_pass = original
+    _assert_same_passes(fused, python)
+
+
+@needs_compiler
+def test_sampler_fused_kernel_option(tmp_path):
+    """``sampler.fused_kernel=true``: the same tokens as the Python blocks (autoregressive and pyramid, with a
+    context), the model's own setting restored afterwards; a model without the kernel is a ConfigError; a kernel
+    that cannot be built is a ConfigError naming what it needs; a stale build lock is cleared."""
+    from dforce.models import fused
+
+    net = _model("transformer", max_context=6)
+    ctx = torch.randn(2, 3, 3)
+    for schedule in ("autoregressive", "pyramid"):
+        cfg = SamplerConfig(steps=4, schedule=schedule, window=4)
+        plain = _draw(net, cfg, length=9, ctx=ctx).x
+        kernel = _draw(net, dataclasses.replace(cfg, fused_kernel=True), length=9, ctx=ctx).x
+        assert torch.allclose(plain, kernel, atol=1e-5) and net._fused is False
+    with pytest.raises(ConfigError, match="transformer backbone"):
+        _draw(_model("rnn"), SamplerConfig(steps=2, window=4, fused_kernel=True), length=4)
+
+    def fail(**kw):
+        raise RuntimeError("Error building extension 'dforce_fused_pass'\nc++: not found")
+
+    lock = tmp_path / "lock"  # a killed build's lock is cleared, a fresh one (a build in progress) is kept
+    lock.touch()
+    assert not fused.clear_stale_lock(tmp_path) and lock.exists()
+    os.utime(lock, (time.time() - fused.STALE_LOCK_S - 1,) * 2)
+    assert fused.clear_stale_lock(tmp_path) and not lock.exists()
+
+    module, fused._module = fused._module, None
+    try:
+        import torch.utils.cpp_extension as cpp
+
+        real, cpp.load = cpp.load, fail
+        try:
+            with pytest.raises(ConfigError, match="C\\+\\+ compiler and ninja"):
+                fused.load()
+        finally:
+            cpp.load = real
+    finally:
+        fused._module = module
 
 
 def test_transposed_weights_follow_weight_updates():

@@ -67,6 +67,8 @@ class SamplerConfig:
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
     inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
+    # transformer only: fp32 CPU inference passes in dforce's C++ kernel (built once, ~1 min; dforce.models.fused)
+    fused_kernel: bool = False
 
     def __post_init__(self):
         check_choice("sampler.schedule", self.schedule, SCHEDULES)
@@ -229,12 +231,22 @@ def sample(
     Returns:
         :class:`SampleOutput` with ``x: (B, C + L, *D)``.
     """
+    args = dict(length=length, batch=batch, token_shape=token_shape, context=context, cond=cond, guidance=guidance,
+                matrix=matrix, state=state, generator=generator, device=device, progress=progress, keep_last=keep_last,
+                on_chunk=on_chunk)
+    if cfg.fused_kernel:  # the model runs its passes in the C++ kernel for this rollout
+        if not hasattr(model, "use_fused_kernel"):
+            raise ConfigError(f"sampler.fused_kernel=true needs the transformer backbone (model.backbone=transformer); "
+                              f"this model is a {type(model).__name__}")
+        previous = model.use_fused_kernel(True)
+        try:
+            return sample(model, schedule, dataclasses.replace(cfg, fused_kernel=False), **args)
+        finally:
+            model.use_fused_kernel(previous)
     if cfg.inference_mode and (guidance is None or cfg.guidance_scale == 0.0) and not torch.is_inference_mode_enabled():
         # nothing needs gradients: run the rollout in inference mode, hand back ordinary tensors
         with torch.inference_mode():
-            out = sample(model, schedule, cfg, length=length, batch=batch, token_shape=token_shape, context=context,
-                         cond=cond, guidance=guidance, matrix=matrix, state=state, generator=generator, device=device,
-                         progress=progress, keep_last=keep_last, on_chunk=on_chunk)
+            out = sample(model, schedule, cfg, **args)
         return out._replace(x=_outside_inference(out.x), state=_outside_inference(out.state))
     if context is not None:
         batch, token_shape = context.shape[0], tuple(context.shape[2:])

@@ -17,6 +17,11 @@ their weights (:func:`linear`), which small products run faster on.
 Without ``cond``, a block's adaLN modulation depends only on the token's level: in inference, the state
 memoizes it for every level (:class:`LevelTable`, built once per rollout), so a call gathers rows of a
 table instead of running the level embedding and ``depth + 1`` modulation layers.
+
+Inference passes that write into the buffers run each block as :meth:`Block.forward_stored` (the same function in
+fewer operators), or, with :meth:`CausalTransformer.use_fused_kernel` (``sampler.fused_kernel``), all blocks in one
+call of dforce's C++ kernel (:mod:`dforce.models.fused`, fp32 CPU): at a rollout's batch sizes a Python pass costs
+more in per-operator dispatch than in arithmetic.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dforce.models import fused
 from dforce.models.layers import FlatTokenDecoder, FlatTokenEncoder, LevelEmbedding
 
 # the per-level modulation table is memoized only below this size (K=1000, width 128, depth 4: 13 MB)
@@ -41,6 +47,10 @@ KV_STORE_MIN_SLACK = 8  # free slots of a new KVStore past its cache, at least (
 # faster at a rollout's few rows); False: F.linear on the weights as stored
 # (`python benchmarks/sampling.py --transposed-weights-ab` times the two)
 TRANSPOSED_WEIGHTS = True
+# inference passes that write into a KVStore run each block as :meth:`Block.forward_stored` (the same function in about
+# half the operators: a rollout's small calls cost per operator); False: :meth:`Block.forward` as in training
+# (`python benchmarks/sampling.py --lean-pass-ab` times the two)
+LEAN_PASS = True
 
 
 @dataclass
@@ -197,6 +207,36 @@ class Block(nn.Module):
         h = torch.addcmul(h, gate2, F.dropout(out, drop) if drop else out)
         return h, (k, v)  # (B, H, L + T, hd) each
 
+    def forward_stored(self, h, mods, rot, slot, mask, weights_t):
+        """:meth:`forward` of an inference pass that writes into a :class:`KVStore` (no autograd, no dropout), in
+        fewer operators: ``h: (B, T, W)``; ``mods``: the six ``(B or 1, T, W)`` modulation parts (shift, 1 + scale,
+        gate before attention, then before the MLP); ``rot: (T, 1, 1, hd/2)`` complex; ``slot``, ``mask``,
+        ``weights_t`` (not None) as in :meth:`forward`. Returns h ``(B, T, W)`` (the keys/values are in the store).
+
+        What it leaves out: the ``(3, B, H, T, hd)`` permute of q/k/v (q and k are rotated in place of the qkv
+        layout and written to the store as views), the per-call chunking of the modulation (the caller splits all
+        blocks' at once) and the returned ``(k, v)`` views."""
+        B, T, W = h.shape
+        H, hd = self.heads, W // self.heads
+        bk, bv, start, L = slot
+        wq, wp, w1, w2 = weights_t
+        shift1, scale1, gate1, shift2, scale2, gate2 = mods
+        x = torch.addcmul(shift1, F.layer_norm(h, (W,), eps=LN_EPS), scale1)
+        qkv = torch.addmm(self.qkv.bias, x.view(B * T, W), wq).view(B, T, 3, H, hd)
+        # q and k rotated together: (B, T, 2, H, hd/2) complex times rot (T, 1, 1, hd/2)
+        qk = torch.view_as_real(torch.view_as_complex(qkv[:, :, :2].unflatten(-1, (-1, 2))) * rot).flatten(-2)
+        end = start + L + T
+        bk[:, :, start + L : end] = qk[:, :, 1].transpose(1, 2)  # (B, H, T, hd), after the cache
+        bv[:, :, start + L : end] = qkv[:, :, 2].transpose(1, 2)
+        att = F.scaled_dot_product_attention(qk[:, :, 0].transpose(1, 2), bk[:, :, start:end], bv[:, :, start:end],
+                                             attn_mask=mask, is_causal=mask is None and L == 0 and T > 1)
+        att = att.transpose(1, 2).reshape(B * T, W)
+        h = torch.addcmul(h, gate1, torch.addmm(self.proj.bias, att, wp).view(B, T, W))
+        x = torch.addcmul(shift2, F.layer_norm(h, (W,), eps=LN_EPS), scale2).view(B * T, W)
+        fc1, _, fc2 = self.mlp
+        out = torch.addmm(fc2.bias, F.gelu(torch.addmm(fc1.bias, x, w1), approximate="tanh"), w2)
+        return torch.addcmul(h, gate2, out.view(B, T, W))
+
     def modulation(self, c: torch.Tensor) -> torch.Tensor:
         """adaLN modulation ``(..., 6W)`` (shift, 1 + scale, gate before attention, then before the MLP) of the
         conditioning ``c: (..., W)``."""
@@ -247,6 +287,7 @@ class CausalTransformer(nn.Module):
         self.decoder = decoder or FlatTokenDecoder(self.token_shape, width)
         self._rot_table = None  # RoPE rotations of the first positions (see _rotation)
         self._weights_t_memo = None  # (key, per-block transposed weights): see _weights_t
+        self._fused = False  # inference passes in the C++ kernel (use_fused_kernel; dforce.models.fused)
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -296,9 +337,9 @@ class CausalTransformer(nn.Module):
         return state.table
 
     def _conditioning(self, levels: torch.Tensor, cond, state, want_out: bool):
-        """Per-token conditioning of ``levels: (B, T)``: (per-block modulation ``(B or 1, T, 6W)`` each, output
-        modulation ``(B or 1, T, 2W)`` or None without ``want_out``, cond embedding ``(B, T, W)`` to add to the
-        tokens or None).
+        """Per-token conditioning of ``levels: (B, T)``: (every block's modulation ``(B or 1, T, depth, 6W)``,
+        output modulation ``(B or 1, T, 2W)`` or None without ``want_out``, cond embedding ``(B, T, W)`` to add to
+        the tokens or None).
 
         Levels broadcast over the batch (stride 0, as the sampler passes them) and no cond: the modulation
         is the same for all rows, so it is computed (or looked up) once, with batch dim 1."""
@@ -306,7 +347,7 @@ class CausalTransformer(nn.Module):
         lv = levels[:1] if shared else levels
         table = self._table(state)
         if table is not None:
-            return table.ada[lv].unbind(2), table.out[lv] if want_out else None, None
+            return table.ada[lv], table.out[lv] if want_out else None, None
         c = self.level_emb(lv)  # (1 or B, T, W)
         cc = None
         if self.cond_proj is not None:
@@ -314,7 +355,8 @@ class CausalTransformer(nn.Module):
                 raise ValueError(f"this model was built with cond_dim={self.cond_dim}; pass cond of shape (B, T, C)")
             cc = self.cond_proj(cond.to(c.dtype))
             c = c + cc
-        return [blk.modulation(c) for blk in self.blocks], self.out_modulation(c) if want_out else None, cc
+        mods = torch.stack([blk.modulation(c) for blk in self.blocks], dim=2)
+        return mods, self.out_modulation(c) if want_out else None, cc
 
     def out_modulation(self, c: torch.Tensor) -> torch.Tensor:
         """Output layer's adaLN modulation ``(..., 2W)``: (shift, 1 + scale) of ``c: (..., W)``."""
@@ -342,6 +384,50 @@ class CausalTransformer(nn.Module):
             memo = (key, [tuple(wt[4 * i : 4 * i + 4]) for i in range(self.depth)])
             self._weights_t_memo = memo
         return memo[1]
+
+    def use_fused_kernel(self, on: bool = True) -> bool:
+        """Run fp32 CPU inference passes (those :meth:`Block.forward_stored` runs) in dforce's C++ kernel
+        (:mod:`dforce.models.fused`: built on first use, about a minute; ConfigError where it cannot be built); other
+        passes (training, guidance, bf16, GPU) keep the Python blocks. Returns the previous setting."""
+        previous = self._fused
+        if on:
+            fused.load()  # builds it here, not in the first pass
+        self._fused = bool(on)
+        return previous
+
+    def _kernel_params(self):
+        """What the C++ kernel reads besides the blocks' transposed weights, gathered once (module attribute lookups
+        cost): (the blocks' biases, the flat token encoder's MLP weights or None for another encoder, the same of
+        the decoder)."""
+        params = self.__dict__.get("_kernel_params_memo")
+        if params is None:
+            mlp = lambda m: [m.net.net[0].weight, m.net.net[0].bias, m.net.net[3].weight, m.net.net[3].bias]  # noqa: E731
+            params = ([lin.bias for b in self.blocks for lin in (b.qkv, b.proj, b.mlp[0], b.mlp[2])],
+                      mlp(self.encoder) if type(self.encoder) is FlatTokenEncoder else None,
+                      mlp(self.decoder) if type(self.decoder) is FlatTokenDecoder else None)
+            self.__dict__["_kernel_params_memo"] = params
+        return params
+
+    def _kernel_pass(self, x, cc, mods, out_mod, rot, store, L, n_commit, weights_t, want_out):
+        """:meth:`_run` in the C++ kernel: ``x: (B, T, *D)`` tokens, ``cc`` their cond embedding or None, ``mods: (B
+        or 1, T, depth, 6W)``, ``out_mod: (B or 1, T, 2W)`` or None, ``rot: (T, hd/2)`` complex. The flat token
+        encoder (without ``cc``) and decoder run inside the kernel, other ones around it. Returns what ``_run``
+        returns (no per-block keys/values: they are in the store)."""
+        B, T = x.shape[:2]
+        biases, enc, dec = self._kernel_params()
+        encode, decode = enc is not None and cc is None, dec is not None and want_out
+        h = x.reshape(B, T, -1) if encode else self.encoder(x) if cc is None else self.encoder(x) + cc
+        drop = 0 if self.max_context is None or n_commit in (0, T) else max(L + n_commit - self.max_context, 0)
+        st, start = store
+        out = fused.load().fused_pass(
+            h.contiguous(), enc if encode else [], mods.contiguous(), torch.view_as_real(rot).contiguous(), st.keys,
+            st.values, start, L, n_commit, drop, [w for wt in weights_t for w in wt], biases, self.heads, LN_EPS,
+            dec if decode else [], out_mod if decode else x.new_empty(0))
+        if decode:
+            out = out.view(B, T - n_commit, *self.decoder.token_shape)
+        elif want_out:  # hidden states: the model's own decoder
+            out = self._output(out, out_mod, n_commit)
+        return out if want_out else None, None, store
 
     # -- core ----------------------------------------------------------------------------------------
 
@@ -387,22 +473,37 @@ class CausalTransformer(nn.Module):
     def _run(self, x, levels, cond, state: KVCache | None, n_commit: int, want_out: bool):
         """One pass over ``x: (B, T, *D)`` after the cached tokens; its first ``n_commit`` tokens are the ones
         being committed. Returns (prediction of tokens ``[n_commit, T)``: ``(B, T - n_commit, *D)``, or None
-        without ``want_out``; per block the ``(k, v)`` of the cache + the T tokens, ``(B, H, L + T, hd)``; the
+        without ``want_out``; per block the ``(k, v)`` of the cache + the T tokens, ``(B, H, L + T, hd)`` (None after
+        the lean blocks: they are in the store); the
         ``(store, start)`` they are views of, or None)."""
         B, T = x.shape[:2]
         mods, out_mod, cc = self._conditioning(levels, cond, state, want_out)
+        offset, L = (0, 0) if state is None else (state.offset, state.length)
+        rot = self._rotation(offset, T, x.device)  # (T, hd/2)
+        weights_t = self._weights_t() or [None] * self.depth
+        if (self._fused and weights_t[0] is not None and x.device.type == "cpu"
+                and x.dtype == mods.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+            store = self._writable_store(state, T, x)
+            if store is not None:  # the C++ kernel: fp32 CPU inference
+                return self._kernel_pass(x, cc, mods, out_mod, rot, store, L, n_commit, weights_t, want_out)
         h = self.encoder(x)
         if cc is not None:
             h = h + cc
-        if mods[0].dtype != h.dtype:
-            mods = [m.to(h.dtype) for m in mods]
-        offset, L = (0, 0) if state is None else (state.offset, state.length)
-        rot = self._rotation(offset, T, x.device)  # (T, hd/2)
+        if mods.dtype != h.dtype:
+            mods = mods.to(h.dtype)
         mask = self._commit_mask(T, L, n_commit, x.device)
         if mask is None and L > 0 and T > 1:  # every cached token + causal, built once for all blocks
             mask = torch.ones(T, L + T, dtype=torch.bool, device=x.device).tril(diagonal=L)
         store = self._writable_store(state, T, h)
-        weights_t = self._weights_t() or [None] * self.depth
+        if (LEAN_PASS and store is not None and weights_t[0] is not None and h.dtype == torch.float32
+                and not torch.is_autocast_enabled(h.device.type)):  # fp32 inference: the lean blocks
+            parts = mods.unflatten(-1, (6, self.width)).flatten(2, 3).unbind(2)  # depth * 6 of (B or 1, T, W)
+            rot = rot.view(T, 1, 1, -1)
+            for i, blk in enumerate(self.blocks):
+                slot = (store[0].keys[i], store[0].values[i], store[1], L)
+                h = blk.forward_stored(h, parts[6 * i : 6 * i + 6], rot, slot, mask, weights_t[i])
+            return self._output(h, out_mod, n_commit) if want_out else None, None, store
+        mods = mods.unbind(2)
         all_kv = []  # per block: (k, v) of the cached + new tokens, (B, H, L + T, hd)
         for i, blk in enumerate(self.blocks):
             if store is not None:
@@ -412,11 +513,12 @@ class CausalTransformer(nn.Module):
                 past = None if state is None or not state.keys else (state.keys[i], state.values[i])
                 h, kv = blk(h, mods[i], rot, past, mask, None, weights_t[i])
             all_kv.append(kv)
-        out = None
-        if want_out:
-            shift, scale = out_mod[:, n_commit:].to(h.dtype).chunk(2, dim=-1)
-            out = self.decoder(modulate(self.norm_out(h[:, n_commit:]), shift, scale))  # (B, T - n_commit, *D)
-        return out, all_kv, store
+        return self._output(h, out_mod, n_commit) if want_out else None, all_kv, store
+
+    def _output(self, h: torch.Tensor, out_mod: torch.Tensor, n_commit: int) -> torch.Tensor:
+        """Prediction ``(B, T - n_commit, *D)`` of the last tokens of the final hidden states ``h: (B, T, W)``."""
+        shift, scale = out_mod[:, n_commit:].to(h.dtype).chunk(2, dim=-1)
+        return self.decoder(modulate(self.norm_out(h[:, n_commit:]), shift, scale))
 
     def _commit(self, state: KVCache, all_kv, n: int, store: tuple[KVStore, int] | None = None) -> KVCache:
         """The new cache: ``state`` plus the first ``n`` new tokens of ``all_kv``, the last ``max_context`` kept

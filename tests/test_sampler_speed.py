@@ -426,6 +426,13 @@ def test_fused_kernel_matches_the_python_blocks(cond_dim, max_context, custom):
     finally:
         transformer.CausalTransformer._kernel_pass = original
     _assert_same_passes(fused, python)
+    with torch.inference_mode():  # a pass that commits every token it gets predicts nothing, in both
+        x, lv = torch.randn(3, 2, 3), torch.randint(0, K, (3, 2))
+        c = torch.randn(3, 2, 2) if cond_dim else None
+        net.use_fused_kernel(True)
+        empty, _ = net.forward_absorb(x, lv, c, None, n_commit=2)
+        net.use_fused_kernel(False)
+        assert empty.shape == (3, 0, 3) == net.forward_absorb(x, lv, c, None, n_commit=2)[0].shape
 
 
 @needs_compiler

@@ -193,7 +193,7 @@ torch::Tensor fused_pass(torch::Tensor x, std::vector<torch::Tensor> enc, torch:
   torch::Tensor y = torch::empty({B * P, W}, h.options());
   ln_modulate(last.data_ptr<float>(), y.data_ptr<float>(), om.data_ptr<float>(), B, P, W, om.size(0) == 1 ? 0 : P * 2 * W,
               2 * W, 0, W, eps);
-  return flat_mlp(y, dec).view({B, P, -1});
+  return flat_mlp(y, dec).view({B, P, dec[2].size(0)});  // (P may be 0: no -1)
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

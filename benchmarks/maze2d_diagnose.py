@@ -16,6 +16,8 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --paths-png fails.png   # where failures end
     PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --set plan.distance=data_geodesic \
         --field-png field.png                                    # guidance on the data's shortest paths, and its field
+    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --mcg 8 --mcg-effect --max-steps 30 \
+        --set sampler.mcg_redraw_above=0.9                       # how much MCG moves the present's gradient, per row
 
 ``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
 """
@@ -62,6 +64,54 @@ def gated_velocity_guidance(radius: float):
         return log_c
 
     return make
+
+
+class MCGEffect:
+    """How much MCG changes the guidance: wraps ``dforce.sampler.guided_prediction`` and, on every guided call with
+    N > 1 futures, also computes plain guidance's gradient on the same tokens (no random draws: the rollout is the
+    one MCG makes). Per call it records ‖g_MCG − g_plain‖ / ‖g_plain‖ over the noisy tokens MCG keeps (the present whose
+    gradient it averages) and how far apart the futures are: the standard deviation over the N
+    replicas of the scored x̂0 of the redrawn tokens (normalized units, mean over channels; with
+    ``sampler.mcg_future_steps`` > 0 those are the sampled futures)."""
+
+    def __init__(self):
+        import dforce.sampler as sampler
+
+        self.sampler, self.real = sampler, sampler.guided_prediction
+        self.rel, self.spread, self.redrawn_tokens = [], [], []
+        sampler.guided_prediction = self
+
+    def __call__(self, model_fn, schedule, x, levels, x0_prev, log_c, t0, mcg_samples=1, *rest):
+        seen = []
+        wrapped = lambda x0, t: (seen.append(x0.detach()), log_c(x0, t))[1]  # noqa: E731
+        pred, grad = self.real(model_fn, schedule, x, levels, x0_prev, wrapped, t0, mcg_samples, *rest)
+        n = max(1, int(mcg_samples))
+        if n > 1:
+            f = rest[2] if len(rest) > 2 else 0.0  # mcg_redraw_above
+            m = rest[5] if len(rest) > 5 else 0  # mcg_keep_first
+            _, plain = self.real(model_fn, schedule, x, levels, x0_prev, log_c, t0, 1, rest[0] if rest else None)
+            redrawn = (levels > f * schedule.num_levels) & (levels > 0)  # (B, T) as guided_prediction redraws
+            if m > 0:
+                redrawn &= torch.arange(levels.shape[1], device=levels.device) >= m
+            kept = (levels > 0) & ~redrawn
+            w = kept.reshape(*kept.shape, *((1,) * (x.ndim - 2))).to(grad)
+            den = (plain * w).norm()
+            if den > 0:
+                self.rel.append(float(((grad - plain) * w).norm() / den))
+            if redrawn.any():
+                x0 = seen[0].view(x.shape[0], n, *x.shape[1:])  # (B, N, T, *D)
+                sd = x0.std(1).flatten(2).mean(-1)  # (B, T) over the futures
+                self.spread.append(float(sd[redrawn].mean()))
+                self.redrawn_tokens.append(float(redrawn.float().sum(1).mean()))
+        return pred, grad
+
+    def summary(self) -> dict:
+        q = lambda v: [round(float(np.quantile(v, p)), 4) for p in (0.1, 0.5, 0.9)] if v else None  # noqa: E731
+        return {"mcg_calls": len(self.rel), "grad_change_kept_q10_50_90": q(self.rel),
+                # the share of guided rows (calls) where MCG moves the present's gradient by more than 1 %
+                "calls_changed_over_1pct": round(float(np.mean(np.asarray(self.rel) > 0.01)), 3) if self.rel else None,
+                "futures_x0_std_q10_50_90": q(self.spread), "redrawn_tokens_per_row_median":
+                float(np.median(self.redrawn_tokens)) if self.redrawn_tokens else 0.0}
 
 
 def plot_dwell(dist: np.ndarray, speed: np.ndarray, path: str, title: str) -> None:
@@ -117,8 +167,12 @@ def main() -> None:
                     help="plot the executed paths of (up to 8) episodes that never reached the goal, over the maze")
     ap.add_argument("--field-png", default=None,
                     help="plot the data-geodesic distance (plan.distance=data_geodesic) to the first episode's goal")
+    ap.add_argument("--mcg-effect", action="store_true",
+                    help="with --mcg N: also compute plain guidance's gradient on every guided call and report how much "
+                         "MCG changes it, and how far apart its futures' x0 predictions are (slower)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    effect = MCGEffect() if args.mcg_effect else None
     torch.set_num_threads(args.threads)
     if args.velocity_gate is not None:
         planning.goal_distance_guidance = gated_velocity_guidance(args.velocity_gate)
@@ -172,7 +226,8 @@ def main() -> None:
         "failed_stalled": int((failed & stalled).sum()),
         "failed_goal_behind_wall": int((failed & behind).sum()),
         "failed_final_distance_median": round(float(np.median(d[failed, -1])), 2) if failed.any() else None,
-        "plan_seconds": round(float(np.sum(r.plan_seconds)), 1),  # wall time of all planning calls (the cost of a setting)
+        "plan_seconds": round(float(np.sum(r.plan_seconds)), 1),
+        **({"mcg_effect": effect.summary()} if effect else {}),  # wall time of all planning calls (the cost of a setting)
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
         "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,
     }

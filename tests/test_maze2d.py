@@ -325,6 +325,49 @@ def test_benchmark_pairs_mcg_and_plain_df_by_episode(tmp_path):
     assert "| single/umaze | +0.8 ± 1.9 | 2 | 1 | 4 |" in (tmp_path / "maze2d.md").read_text()
 
 
+def test_mcg_pool_pairs_within_a_seed_and_pools_across_seeds(tmp_path):
+    """maze2d_mcg_pool.py: episodes pair within a folder (one seed), the pool concatenates the folders' differences
+    (optionally without each cell's first run); bad folders fail with a message."""
+    pool = load_benchmark("maze2d_mcg_pool")
+
+    def folder(name, seed, a, b, cell="multi/medium"):
+        d = tmp_path / name
+        d.mkdir()
+        cmd = f"python benchmarks/maze2d.py --methods df_mcg df --mcg 8 --seed {seed}"
+        row = {"df_mcg": {"episode_scores": a, "score_mean": float(np.mean(a))},
+               "df": {"episode_scores": b, "score_mean": float(np.mean(b))}}
+        (d / "maze2d.json").write_text(json.dumps({"summary": {cell: row}, "command": cmd, "settings": {}}))
+        return str(d)
+
+    f0 = folder("s0", 0, [10.0, 20.0, 30.0], [8.0, 20.0, 25.0])  # differences 2, 0, 5
+    f1 = folder("s1", 1, [1.0, 2.0], [4.0, 2.5])  # differences -3, -0.5
+    res = pool.pool([f0, f1])
+    runs = res["cells"]["multi/medium"]["runs"]
+    assert [(r["seed"], r["mcg"], r["n"]) for r in runs] == [(0, [8], 3), (1, [8], 2)]
+    d = np.array([2.0, 0.0, 5.0, -3.0, -0.5])
+    p = res["cells"]["multi/medium"]["pooled"]
+    assert p["mean"] == pytest.approx(d.mean(), abs=0.01) and p["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(5), abs=0.01)
+    assert (p["ahead"], p["behind"], p["n"]) == (2, 2, 5) and res["all_cells"] == p
+    confirm = pool.pool([f0, f1], exclude_first=True)["cells"]["multi/medium"]["pooled"]
+    assert confirm["n"] == 2 and confirm["mean"] == pytest.approx(-1.75)
+    assert pool.main([f0, f1, "--out", str(tmp_path / "out" / "pooled")]) == 0
+    assert "**+0.7 ± 1.3**" in (tmp_path / "out" / "pooled.md").read_text()
+    with pytest.raises(SystemExit, match="does not exist"):
+        pool.pool([str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="no cell with both"):
+        pool.pool([str(_only_df(tmp_path))])
+    with pytest.raises(SystemExit, match="2 df_mcg episodes against 3 df"):
+        pool.pool([folder("uneven", 0, [1.0, 2.0], [1.0, 2.0, 3.0])])
+
+
+def _only_df(tmp_path):
+    d = tmp_path / "only_df"
+    d.mkdir()
+    (d / "maze2d.json").write_text(json.dumps({"summary": {"single/umaze": {"df": {"episode_scores": [1.0]}}},
+                                               "command": "x", "settings": {}}))
+    return d
+
+
 def test_benchmark_guidance_per_maze_is_a_valid_config():
     """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; every maze scores the positions the
     forces lead to, Medium and Large with the data-geodesic distance, U-Maze with the Euclidean one."""
@@ -355,3 +398,41 @@ def test_diagnose_goal_behind_wall():
                     [0.8, 2.8],   # cell (1, 3): same corridor as the goal
                     [2.8, 2.8]])  # cell (3, 3): the line to the goal crosses wall cell (2, 2)
     assert diag.goal_behind_wall("umaze", pos, goal).tolist() == [True, False, True]
+
+
+def test_diagnose_mcg_effect_measures_how_much_mcg_moves_the_gradient(monkeypatch):
+    """maze2d_diagnose.py --mcg-effect: on each guided call with N > 1 it compares MCG's gradient on the kept tokens
+    with plain guidance's (computed beside it) and measures the spread of the futures; zero change where nothing is
+    redrawn, a change where the future is redrawn, and the call's result is MCG's own."""
+    import torch
+
+    import dforce.sampler as sampler
+    from dforce.diffusion import NoiseSchedule
+    from dforce.guidance import goal_guidance
+    from dforce.models import ModelConfig, build_model
+
+    diag = load_benchmark("maze2d_diagnose")
+    monkeypatch.setattr(sampler, "guided_prediction", sampler.guided_prediction)  # restored after the test
+    real = sampler.guided_prediction
+    effect = diag.MCGEffect()
+    assert sampler.guided_prediction is effect
+    K = 100
+    sch = NoiseSchedule(num_levels=K, objective="v")
+    model = build_model(ModelConfig(width=16, depth=1), (2,), K).eval()
+    for p in model.parameters():  # the zero-initialized output layers: let the future depend on the present
+        if p.abs().max() == 0:
+            p.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    fn = lambda xr, kr, n: model(xr, kr)  # noqa: E731
+    x, x0_prev = torch.randn(2, 4, 2), torch.randn(2, 4, 2)
+    log_c = goal_guidance(torch.zeros(2, 2), [0, 1], token=-1)  # the last token: the present's gradient comes through it
+    # clip_x0, generator, mcg_redraw_above, mcg_future_steps, mcg_future_grad, mcg_keep_first (the sampler's order)
+    rest = lambda g: (None, torch.Generator().manual_seed(g), 0.9, 0, "own", 1)  # noqa: E731
+    present = torch.tensor([[K // 5, K // 4, K // 2, K // 2]] * 2)  # nothing above 0.9 K: nothing redrawn
+    future = torch.tensor([[K // 5, K // 4, K, K]] * 2)  # the last two redrawn
+    _, g0 = effect(fn, sch, x, present, x0_prev, log_c, 0, 4, *rest(0))
+    _, g1 = effect(fn, sch, x, future, x0_prev, log_c, 0, 4, *rest(0))
+    torch.testing.assert_close(g1, real(fn, sch, x, future, x0_prev, log_c, 0, 4, *rest(0))[1])
+    s = effect.summary()
+    assert s["mcg_calls"] == 2 and effect.rel[0] < 1e-5 < effect.rel[1]
+    assert s["calls_changed_over_1pct"] == 0.5 and s["redrawn_tokens_per_row_median"] == 2.0
+    assert len(effect.spread) == 1 and effect.spread[0] > 0

@@ -168,6 +168,37 @@ def test_mcg_redraws_only_tokens_above_the_threshold():
         SamplerConfig(mcg_future_steps=-1)
 
 
+def test_mcg_keep_first_keeps_the_present_by_position():
+    """mcg_keep_first = m: the replicas keep the row's first m tokens and redraw every later noisy one (together
+    with the level threshold); with "own" only the kept tokens' gradient differs from plain guidance."""
+    sch = NoiseSchedule(num_levels=K, objective="v")
+    model = build_model(ModelConfig(width=16, depth=1), (2,), K).eval()
+    for p in model.parameters():  # the zero-initialized output layers: let the future depend on the present
+        if p.abs().max() == 0:
+            p.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    x, x0_prev = torch.randn(2, 5, 2), torch.randn(2, 5, 2)
+    levels = torch.tensor([[K // 5, K // 4, K // 3, K // 2, K]] * 2)  # a pyramid row: every token noisy
+    seen = []
+
+    def fn(xr, kr, n):
+        seen.append(xr.detach().view(2, n, 5, 2))
+        return model(xr, kr)
+
+    log_c = goal_guidance(torch.zeros(2, 2), [0, 1], token=None)
+    for m, above, kept in ((1, 0.0, [True, False, False, False, False]), (2, 0.0, [True, True, False, False, False]),
+                           (1, 0.4, [True, True, True, False, False])):  # m = 1 and f = 0.4: redrawn when both say so
+        _, own = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=4, mcg_future_grad="own",
+                                   mcg_redraw_above=above, mcg_keep_first=m, generator=torch.Generator().manual_seed(0))
+        same = (seen[-1][:, 1:] == seen[-1][:, :1]).all(-1).all(1).all(0)  # (T,) equal to replica 0 everywhere
+        assert same.tolist() == kept
+        _, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=1)
+        k = torch.tensor(kept)
+        torch.testing.assert_close(own[:, ~k], plain[:, ~k], rtol=1e-4, atol=1e-6)  # the future: replica 0's gradient
+        assert not torch.allclose(own[:, :1], plain[:, :1])  # the present: averaged over 4 futures
+    with pytest.raises(ConfigError, match="mcg_keep_first"):
+        SamplerConfig(mcg_keep_first=-1)
+
+
 def test_bad_inputs_raise_clear_errors():
     sch = NoiseSchedule(num_levels=K, objective="v")
     cfg = SamplerConfig(steps=4, window=4)

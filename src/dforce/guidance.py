@@ -18,6 +18,11 @@ other values of themselves; a high threshold keeps the partly denoised present a
 *mean* future, so ``mcg_future_steps`` > 0 runs that many more (no-grad) DDIM steps on the redrawn tokens and scores
 the resulting *samples* of the future (the gradient still flows through the first x̂0, straight-through).
 
+``mcg_keep_first`` = m > 0 names the present by position instead: the first m tokens of the row are kept, every later
+noisy token is redrawn (at its own level, from q(x_k | x̂0)), so MCG acts in every row of a pyramid, not only while
+part of the plan is above the threshold (both rules apply together: a token is redrawn when it is past the first m
+and above the threshold).
+
 What gradient a redrawn token itself gets is ``mcg_future_grad``: ``"replicas"`` averages it over the N replicas, taken
 at the values they drew for it (straight-through); ``"own"`` takes it from replica 0 alone, at the token's own value
 (never at a value it does not have), so MCG's average applies only to the tokens every replica keeps.
@@ -50,6 +55,7 @@ def guided_prediction(
     mcg_redraw_above: float = 0.0,
     mcg_future_steps: int = 0,
     mcg_future_grad: str = "replicas",
+    mcg_keep_first: int = 0,
 ):
     """One guided model evaluation.
 
@@ -65,6 +71,7 @@ def guided_prediction(
             scores a sample of it rather than its one-step x̂0 (which, from pure noise, is the mean future).
         mcg_future_grad: a redrawn token's gradient: ``"replicas"`` (averaged over the N replicas, at their values)
             or ``"own"`` (replica 0's, at its own value).
+        mcg_keep_first: replicas keep the first m tokens of ``x`` (the present) and redraw the later noisy ones.
     Returns:
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
@@ -83,6 +90,8 @@ def guided_prediction(
                 x0_prev.unsqueeze(1).expand_as(xr).flatten(0, 1), lr.flatten(0, 1), fresh.flatten(0, 1)
             ).view_as(xr)
             redrawn = (lr > mcg_redraw_above * schedule.num_levels) & (lr > 0)  # (B, N, T): the future
+            if mcg_keep_first > 0:
+                redrawn &= torch.arange(lr.shape[-1], device=lr.device) >= mcg_keep_first  # past the present
             redrawn[:, 0] = False  # replica 0 is the sequence itself
             mask = redrawn.reshape(*redrawn.shape, *((1,) * (xr.ndim - redrawn.ndim)))
             if mcg_future_grad == "own":  # a redrawn value passes no gradient: replica 0 alone grads the future

@@ -64,6 +64,7 @@ class SamplerConfig:
     mcg_redraw_above: float = 0.0  # MCG redraws tokens above this fraction of K (0: every noisy token; dforce's choice)
     mcg_future_steps: int = 0  # MCG: extra no-grad DDIM steps turning each redrawn future into a sample (0: its x̂0)
     mcg_future_grad: str = "replicas"  # MCG: a redrawn token's gradient, replicas (averaged) | own (replica 0's)
+    mcg_keep_first: int = 0  # MCG: replicas keep the row's first m tokens, redraw later noisy ones (0: by level alone)
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
     inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
@@ -87,6 +88,8 @@ class SamplerConfig:
             raise ConfigError(f"sampler.mcg_samples must be >= 1, got {self.mcg_samples}")
         if self.mcg_future_steps < 0:
             raise ConfigError(f"sampler.mcg_future_steps must be >= 0, got {self.mcg_future_steps}")
+        if self.mcg_keep_first < 0:
+            raise ConfigError(f"sampler.mcg_keep_first must be >= 0, got {self.mcg_keep_first}")
         if not 0.0 <= self.mcg_redraw_above < 1.0:
             raise ConfigError(f"sampler.mcg_redraw_above must be in [0, 1), got {self.mcg_redraw_above}")
         if self.uncertainty_scale < 0:
@@ -332,7 +335,7 @@ def sample(
                 )
                 pred, grad = guided_prediction(
                     fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg_samples, cfg.clip_x0, generator,
-                    cfg.mcg_redraw_above, cfg.mcg_future_steps, cfg.mcg_future_grad,
+                    cfg.mcg_redraw_above, cfg.mcg_future_steps, cfg.mcg_future_grad, cfg.mcg_keep_first,
                 )
             else:
                 with autocast:

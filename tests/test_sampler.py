@@ -199,6 +199,36 @@ def test_mcg_keep_first_keeps_the_present_by_position():
         SamplerConfig(mcg_keep_first=-1)
 
 
+def test_mcg_with_nothing_to_redraw_runs_one_forward():
+    """A row with no token above the threshold: the replicas would all be the sequence itself, so MCG runs one
+    forward of batch B (not B·N), gives plain guidance's gradient, and still draws the redraw noise (the generator's
+    later draws do not depend on the shortcut)."""
+    sch = NoiseSchedule(num_levels=K, objective="v")
+    model = build_model(ModelConfig(width=16, depth=1), (2,), K).eval()
+    x, x0_prev = torch.randn(2, 3, 2), torch.randn(2, 3, 2)
+    levels = torch.tensor([[K // 5, K // 4, K // 2]] * 2)  # all below 0.9 K
+    batches = []
+
+    def fn(xr, kr, n):
+        batches.append(xr.shape[0])
+        return model(xr, kr)
+
+    log_c = goal_guidance(torch.zeros(2, 2), [0, 1], token=None)
+    g = torch.Generator().manual_seed(0)
+    pred, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=4, generator=g,
+                                   mcg_redraw_above=0.9, mcg_future_grad="own")
+    pred1, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=1)
+    assert batches == [2, 2]
+    torch.testing.assert_close(grad, plain)
+    torch.testing.assert_close(pred, pred1)
+    ref = torch.Generator().manual_seed(0)
+    torch.randn((2, 4, 3, 2), generator=ref)
+    assert torch.equal(torch.randn(5, generator=g), torch.randn(5, generator=ref))
+    levels[:, -1] = K  # one token to redraw: the N replicas run as one batch
+    guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=4, generator=g, mcg_redraw_above=0.9)
+    assert batches[-1] == 8
+
+
 def test_bad_inputs_raise_clear_errors():
     sch = NoiseSchedule(num_levels=K, objective="v")
     cfg = SamplerConfig(steps=4, window=4)

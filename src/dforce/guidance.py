@@ -9,7 +9,8 @@ Monte Carlo Guidance: far-future tokens are noisy, so one draw of them is one po
 averages the gradient over N futures: replica 0 is the current sequence, replicas 1..N-1 redraw the
 future's noisy tokens (which ones: below) from q(x_k | x̂0) with fresh noise (tokens at level K become independent samples of the
 future). All N replicas go through the model as one batch (one forward per row, batch N×), and a
-straight-through construction makes each replica's gradient land on the shared tokens.
+straight-through construction makes each replica's gradient land on the shared tokens. A row with nothing to redraw
+runs one forward of the sequence itself (the replicas would all equal it).
 
 Which tokens are "the future" is ``mcg_redraw_above`` (a fraction of K): only tokens whose level is above it are
 redrawn. 0 redraws every noisy token, including the nearly clean ones being guided, so their gradient is taken at
@@ -79,6 +80,14 @@ def guided_prediction(
     check_choice("mcg_future_grad", mcg_future_grad, MCG_FUTURE_GRADS)
     B = x.shape[0]
     N = max(1, int(mcg_samples))
+    future = (levels > mcg_redraw_above * schedule.num_levels) & (levels > 0)  # (B, T): the tokens MCG redraws
+    if mcg_keep_first > 0:
+        future &= torch.arange(levels.shape[-1], device=levels.device) >= mcg_keep_first  # past the present
+    if N > 1 and not bool(future.any()):
+        # nothing to redraw: the N replicas would all be the sequence itself, so one forward gives the same gradient
+        # (the redraw noise is still drawn, so the generator's later draws do not depend on this shortcut)
+        torch.randn((B, N, *x.shape[1:]), device=x.device, dtype=x.dtype, generator=generator)
+        N = 1
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
         xr = leaf.unsqueeze(1).expand(B, N, *x.shape[1:])  # (B, N, T, *D)
@@ -89,9 +98,7 @@ def guided_prediction(
             redraw = schedule.add_noise(
                 x0_prev.unsqueeze(1).expand_as(xr).flatten(0, 1), lr.flatten(0, 1), fresh.flatten(0, 1)
             ).view_as(xr)
-            redrawn = (lr > mcg_redraw_above * schedule.num_levels) & (lr > 0)  # (B, N, T): the future
-            if mcg_keep_first > 0:
-                redrawn &= torch.arange(lr.shape[-1], device=lr.device) >= mcg_keep_first  # past the present
+            redrawn = future.unsqueeze(1).expand(B, N, -1).clone()  # (B, N, T)
             redrawn[:, 0] = False  # replica 0 is the sequence itself
             mask = redrawn.reshape(*redrawn.shape, *((1,) * (xr.ndim - redrawn.ndim)))
             if mcg_future_grad == "own":  # a redrawn value passes no gradient: replica 0 alone grads the future

@@ -36,6 +36,7 @@ from dforce.data.maze2d import Maze2DBatchEnv
 from dforce.data.maze2d.layouts import get_maze, pos_to_cell
 from dforce.data.maze2d.plot import plot_distance_field, plot_maze_paths
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
+from dforce.guidance import mcg_future
 
 STALL_STEPS = 100  # a failed episode "stalled" if its last 100 steps (1 s of simulated time) ...
 STALL_RADIUS = 0.5  # ... stayed within 0.5 (the reward radius) of its final position
@@ -77,7 +78,7 @@ class MCGEffect:
     def __init__(self):
         import dforce.sampler as sampler
 
-        self.sampler, self.real = sampler, sampler.guided_prediction
+        self.real = sampler.guided_prediction
         self.rel, self.spread, self.redrawn_tokens = [], [], []
         sampler.guided_prediction = self
 
@@ -90,9 +91,7 @@ class MCGEffect:
             f = rest[2] if len(rest) > 2 else 0.0  # mcg_redraw_above
             m = rest[5] if len(rest) > 5 else 0  # mcg_keep_first
             _, plain = self.real(model_fn, schedule, x, levels, x0_prev, log_c, t0, 1, rest[0] if rest else None)
-            redrawn = (levels > f * schedule.num_levels) & (levels > 0)  # (B, T) as guided_prediction redraws
-            if m > 0:
-                redrawn &= torch.arange(levels.shape[1], device=levels.device) >= m
+            redrawn = mcg_future(levels, schedule.num_levels, f, m)  # (B, T), as guided_prediction redraws
             kept = (levels > 0) & ~redrawn
             w = kept.reshape(*kept.shape, *((1,) * (x.ndim - 2))).to(grad)
             den = (plain * w).norm()
@@ -226,8 +225,8 @@ def main() -> None:
         "failed_stalled": int((failed & stalled).sum()),
         "failed_goal_behind_wall": int((failed & behind).sum()),
         "failed_final_distance_median": round(float(np.median(d[failed, -1])), 2) if failed.any() else None,
-        "plan_seconds": round(float(np.sum(r.plan_seconds)), 1),
-        **({"mcg_effect": effect.summary()} if effect else {}),  # wall time of all planning calls (the cost of a setting)
+        "plan_seconds": round(float(np.sum(r.plan_seconds)), 1),  # wall time of all planning calls (the cost of a setting)
+        **({"mcg_effect": effect.summary()} if effect else {}),
         "settings": {k: v for k, v in vars(args).items() if k not in ("run", "log")},
         "plan": config_to_dict(planner.cfg)["plan"], "sampler": config_to_dict(planner.sampler) if dataclasses.is_dataclass(planner.sampler) else None,
     }

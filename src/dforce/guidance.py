@@ -80,9 +80,7 @@ def guided_prediction(
     check_choice("mcg_future_grad", mcg_future_grad, MCG_FUTURE_GRADS)
     B = x.shape[0]
     N = max(1, int(mcg_samples))
-    future = (levels > mcg_redraw_above * schedule.num_levels) & (levels > 0)  # (B, T): the tokens MCG redraws
-    if mcg_keep_first > 0:
-        future &= torch.arange(levels.shape[-1], device=levels.device) >= mcg_keep_first  # past the present
+    future = mcg_future(levels, schedule.num_levels, mcg_redraw_above, mcg_keep_first)  # (B, T)
     if N > 1 and not bool(future.any()):
         # nothing to redraw: the N replicas would all be the sequence itself, so one forward gives the same gradient
         # (the redraw noise is still drawn, so the generator's later draws do not depend on this shortcut)
@@ -118,6 +116,15 @@ def guided_prediction(
     if mask is not None and mcg_future_grad == "own":  # the future's gradient came from one replica: undo the 1/N
         grad = torch.where(mask[:, 1], grad * N, grad)  # (B, T, 1...): the tokens replica 1 (as every other) redrew
     return pred.view(B, N, *pred.shape[1:])[:, 0].detach(), grad
+
+
+def mcg_future(levels: torch.Tensor, num_levels: int, redraw_above: float = 0.0, keep_first: int = 0) -> torch.Tensor:
+    """Which tokens MCG's replicas redraw: ``(B, T) bool`` for ``levels: (B, T)``, the noisy tokens above
+    ``redraw_above``·K and, with ``keep_first`` = m > 0, past the row's first m tokens."""
+    future = (levels > redraw_above * num_levels) & (levels > 0)
+    if keep_first > 0:
+        future &= torch.arange(levels.shape[-1], device=levels.device) >= keep_first  # past the present
+    return future
 
 
 def _sample_futures(model_fn, schedule: NoiseSchedule, x: torch.Tensor, levels: torch.Tensor, x0_hat: torch.Tensor,

@@ -1,6 +1,6 @@
 """Decision-making benchmark: imitation with memory, corrupted observations, compositional generation.
 
-    PYTHONPATH=src python benchmarks/decision.py            # presets configs/{imitation,compositional}_small.yaml
+    PYTHONPATH=src python benchmarks/decision.py            # presets imitation_small, compositional_small
     PYTHONPATH=src python benchmarks/decision.py --quick    # a few minutes: short training, 20 episodes
 
 Trains (or reuses, when ``<runs>/<name>/ema.safetensors`` exists and its config equals the requested one)
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from dforce.data.corruption import CorruptionHook
-from dforce.data.fruit_swap import evaluate
+from dforce.recipes.imitation.corruption import CorruptionHook
+from dforce.recipes.imitation.fruit_swap import evaluate
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict, load_config
-from dforce.tasks import compositional as comp
-from dforce.tasks import imitation as imi
+from dforce.recipes.compositional import recipe as comp
+from dforce.recipes.imitation import recipe as imi
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Markovian baseline sees the current observation only: one env step per token (a stacked token
@@ -61,7 +61,7 @@ def imitation_runs(args) -> dict:
     for method in imi.METHODS:
         over = [f"method={method}", *METHOD_OVERRIDES.get(method, [])]
         over += [f"train.steps={args.quick_steps}"] if args.quick else []
-        cfg = load_config(imi.ImitationConfig, ROOT / "configs/imitation_small.yaml", over)
+        cfg = load_config(imi.ImitationConfig, "imitation_small", over)
         run = Path(args.runs) / f"imitation_{method}"
         secs = None
         if args.retrain or not _reuse(run, cfg):
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     if "compositional" not in skip:
         over = [f"train.steps={args.quick_steps}"] if args.quick else []
-        cfg = load_config(comp.CompositionalConfig, ROOT / "configs/compositional_small.yaml", over)
+        cfg = load_config(comp.CompositionalConfig, "compositional_small", over)
         run = Path(args.runs) / "compositional"
         secs = None
         if args.retrain or not _reuse(run, cfg):

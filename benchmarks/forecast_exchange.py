@@ -7,7 +7,7 @@ point: a Gaussian random walk whose step covariance is fitted on the training ch
 
     PYTHONPATH=src python benchmarks/forecast_exchange.py                 # 5 seeds (paper protocol)
     PYTHONPATH=src python benchmarks/forecast_exchange.py --seeds 1 --quick
-    PYTHONPATH=src python benchmarks/forecast_exchange.py --config configs/forecast_small.yaml --set train.lr=3e-4
+    PYTHONPATH=src python benchmarks/forecast_exchange.py --config forecast_small --set train.lr=3e-4
 
 Writes ``benchmarks/results/forecast_exchange.json`` and ``.md`` (``--out`` changes the stem).
 """
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dforce.data.exchange_rate import load_exchange_rate_nips
+from dforce.recipes.forecast.exchange_rate import load_exchange_rate_nips
 from dforce.engine.config import config_to_dict, load_config
-from dforce.metrics.forecast import gluonts_forecast_metrics
-from dforce.tasks.forecast import ForecastConfig, baseline_config, fit, forecast, forecast_targets
-from dforce.tasks.forecast_baselines import BaselineConfig, naive_forecast, random_walk_forecast, var_forecast
+from dforce.recipes.forecast.metrics import gluonts_forecast_metrics
+from dforce.recipes.forecast.recipe import ForecastConfig, baseline_config, fit, forecast, forecast_targets
+from dforce.recipes.forecast.baselines import BaselineConfig, naive_forecast, random_walk_forecast, var_forecast
 
 ROOT = Path(__file__).resolve().parent
 TRAINED = ("dforce", "teacher_forcing", "full_sequence")
@@ -122,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="few short epochs (a smoke test, not a result)")
-    ap.add_argument("--config", default=str(ROOT.parent / "configs" / "forecast_small.yaml"))
+    ap.add_argument("--config", default="forecast_small")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--methods", default=",".join(TRAINED), help="trained methods to run (comma-separated)")
     ap.add_argument("--threads", type=int, default=1,

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dforce.data.exchange_rate import load_exchange_rate_nips
-from dforce.data.gluonts_format import split_validation
-from dforce.metrics.forecast import forecast_metrics
-from dforce.tasks.forecast import forecast_targets
-from dforce.tasks.forecast_baselines import random_walk_forecast
+from dforce.recipes.forecast.exchange_rate import load_exchange_rate_nips
+from dforce.recipes.forecast.gluonts_format import split_validation
+from dforce.recipes.forecast.metrics import forecast_metrics
+from dforce.recipes.forecast.recipe import forecast_targets
+from dforce.recipes.forecast.baselines import random_walk_forecast
 
 WINDOWS_N = (30, 60, 120, 250, 500, 1000, 6000)  # changes used for the step covariance
 SCALES_C = (0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25)  # spread factors

@@ -22,7 +22,7 @@ This script scores the same forecasters both ways, with the real GluonTS evaluat
 
 * ``multi_step``: the issue's protocol (identical to ``forecast_exchange.py``);
 * ``one_step``: step h of a window forecast from every true value before it
-  (:func:`dforce.tasks.forecast_baselines.one_step_forecasts`). For Diffusion Forcing this is an
+  (:func:`dforce.recipes.forecast.baselines.one_step_forecasts`). For Diffusion Forcing this is an
   emulation: our model is given the true history as context, whereas the reference model receives the
   true previous value as a covariate and its own samples through its recurrent state.
 
@@ -30,11 +30,11 @@ Forecasters: naive last value; a Gaussian random walk with the covariance of the
 changes (``random_walk_context`` of the benchmark); and three Diffusion Forcing models, each trained per seed
 as the benchmark trains its model:
 
-* ``dforce``: the benchmark preset (``configs/forecast_small.yaml``: scaled changes as tokens);
+* ``dforce``: the benchmark preset (``forecast_small``: scaled changes as tokens);
 * ``dforce_level``: the same with level tokens (``data.representation=level``), the kind of input the
   reference model sees (levels, not changes);
 * ``dforce_reference_lags``: ``dforce_level`` plus the reference's lag-1 covariate (``data.short_lags=[1]``),
-  which :func:`dforce.tasks.forecast.forecast` reads from the test series as the reference does, i.e. from
+  which :func:`dforce.recipes.forecast.recipe.forecast` reads from the test series as the reference does, i.e. from
   the values being forecast. Its "multi-step" forecast therefore already has one-step information; a
   one-step column does not apply (and ``forecast(future=True)`` refuses such a model).
 
@@ -56,12 +56,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dforce.data.exchange_rate import load_exchange_rate_nips
+from dforce.recipes.forecast.exchange_rate import load_exchange_rate_nips
 from dforce.engine.config import config_to_dict, load_config
 from dforce.errors import exit_on_user_error
-from dforce.metrics.forecast import gluonts_forecast_metrics
-from dforce.tasks.forecast import ForecastConfig, fit, forecast, forecast_targets
-from dforce.tasks.forecast_baselines import naive_forecast, one_step_forecasts, random_walk_forecast
+from dforce.recipes.forecast.metrics import gluonts_forecast_metrics
+from dforce.recipes.forecast.recipe import ForecastConfig, fit, forecast, forecast_targets
+from dforce.recipes.forecast.baselines import naive_forecast, one_step_forecasts, random_walk_forecast
 
 ROOT = Path(__file__).resolve().parent
 PROTOCOLS = ("multi_step", "one_step")
@@ -153,7 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="few short epochs (a smoke test, not a result)")
-    ap.add_argument("--config", default=str(ROOT.parent / "configs" / "forecast_small.yaml"))
+    ap.add_argument("--config", default="forecast_small")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", default=str(ROOT / "results" / "forecast_exchange_protocol"), help="output path stem")

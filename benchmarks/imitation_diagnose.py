@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/imitation_diagnose.py RUN [--episodes 50] [--set policy.horizon=4 ...]
 
 Runs a trained imitation run (``dforce imitation train``) on the evaluation episodes of
-:func:`dforce.data.fruit_swap.evaluate` (same seeds) and logs, per episode: grasps (``grabA0.012`` = fruit A
+:func:`dforce.recipes.imitation.fruit_swap.evaluate` (same seeds) and logs, per episode: grasps (``grabA0.012`` = fruit A
 picked up with the gripper 0.012 from it), failed grasps (the gripper closes with no fruit within the
 grasp radius: ``failgrasp0.088`` = nearest fruit 0.088 away), drops (``dropA@3`` = released in slot 3,
 ``@0`` = outside every slot). Prints the success rate, failed grasps per episode, the median grasp
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import yaml
 
-from dforce.data.fruit_swap import FruitSwapEnv
+from dforce.recipes.imitation.fruit_swap import FruitSwapEnv
 from dforce.engine.config import from_dict
-from dforce.tasks import imitation as imi
+from dforce.recipes.imitation import recipe as imi
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ state + guidance), then runs closed-loop episodes in the single-task and Multi2D
     df                the same without MCG (N = 1)
     diffuser_actions  Diffuser-style plan, diffused actions executed
     diffuser_pd       Diffuser-style plan, PD controller tracking the planned states (as Diffuser reported)
-    random, oracle    dforce.data.maze2d reference policies
+    random, oracle    dforce.recipes.planning.maze2d reference policies
 
 All methods replan every ``plan.replan_every`` steps (MPC). Scores are D4RL-normalized (mean ± standard
 error over episodes); our oracle scores far above D4RL's reference max (docs/maze2d.md), so compare with
@@ -17,7 +17,7 @@ reference code logs (``docs/planning.md``: "Which unit is the paper's Table 1 in
 
     PYTHONPATH=src python benchmarks/maze2d.py --mazes umaze            # one maze (results merge into the JSON)
     PYTHONPATH=src python benchmarks/maze2d.py --quick                   # smoke run: tiny training, 10 episodes
-    PYTHONPATH=src python benchmarks/maze2d.py --config configs/planning_gpu.yaml --device cuda
+    PYTHONPATH=src python benchmarks/maze2d.py --config planning_gpu --device cuda
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dforce.data.maze2d import (MAZE_NAMES, OraclePolicy, RandomPolicy, episode_return, evaluate_policy, get_maze,
+from dforce.recipes.planning.maze2d import (MAZE_NAMES, OraclePolicy, RandomPolicy, episode_return, evaluate_policy, get_maze,
                                  normalized_score, plot_maze_paths)
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config
-from dforce.tasks.planning import Planner, PlanningConfig, load_planner, run_planner, train_planner
+from dforce.recipes.planning.recipe import Planner, PlanningConfig, load_planner, run_planner, train_planner
 
 METHODS = ("df_mcg", "df", "diffuser_actions", "diffuser_pd", "random", "oracle")
 PAPER = {  # REFERENCE.md §3, paper Table 1 (DF with MCG)
@@ -186,7 +186,7 @@ def write(results: dict, args) -> None:
                  for m in METHODS]
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {PAPER.get(key, '—')} | {PAPER_NO_MCG.get(key, '—')} |")
     lines += ["", "## The same in raw episode return (the unit the reference code logs)", "",
-              "Mean raw episode return (steps within 0.5 of the goal; `dforce.data.maze2d.episode_return` of the "
+              "Mean raw episode return (steps within 0.5 of the goal; `dforce.recipes.planning.maze2d.episode_return` of the "
               "scores above, an exact linear map). The paper's caption says \"average reward\" and the reference "
               "code logs the raw return (see the docstring), so its DF numbers may be in this unit: the last column "
               "gives them as normalized scores under that reading.", "",
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--mcg", type=int, default=4, help="Monte Carlo Guidance samples for df_mcg")
-    p.add_argument("--config", default=str(ROOT.parent / "configs" / "planning_umaze_small.yaml"))
+    p.add_argument("--config", default="planning_umaze_small")
     p.add_argument("--runs", default="runs/maze2d_bench", help="where planners are trained / reused")
     p.add_argument("--retrain", action="store_true", help="train even if a run directory exists")
     p.add_argument("--quick", action="store_true", help="smoke run: 300 training steps on 100k steps, 10 episodes")

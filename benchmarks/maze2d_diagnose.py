@@ -31,10 +31,10 @@ import json
 import numpy as np
 import torch
 
-import dforce.tasks.planning as planning
-from dforce.data.maze2d import Maze2DBatchEnv
-from dforce.data.maze2d.layouts import get_maze, pos_to_cell
-from dforce.data.maze2d.plot import plot_distance_field, plot_maze_paths
+import dforce.recipes.planning.recipe as planning
+from dforce.recipes.planning.maze2d import Maze2DBatchEnv
+from dforce.recipes.planning.maze2d.layouts import get_maze, pos_to_cell
+from dforce.recipes.planning.maze2d.plot import plot_distance_field, plot_maze_paths
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 from dforce.guidance import mcg_future
 

@@ -16,7 +16,7 @@ and for the recipes the issue names (each trains its small preset once, cached i
 
 or for a trained run, e.g. the video benchmark's DF run and feature net (ViZDoom 32 px):
 
-    python benchmarks/steps_study.py --task video --video-config configs/video_vizdoom32_spatial.yaml \
+    python benchmarks/steps_study.py --task video --video-config video_vizdoom32_spatial \
         --run-dir runs/bench_video_vizdoom32/df --feature-net benchmarks/results/video_vizdoom32_feature_net \
         --episodes 16 --steps 5,10,20,50
 
@@ -167,7 +167,7 @@ def sines_study(cfg: SinesStudyConfig, run_dir: Path, progress: bool = False) ->
 
 @dataclass(frozen=True)
 class ForecastStudyConfig:
-    config: str = "configs/forecast_small.yaml"  # the recipe's 2-CPU preset (K = 1000, so reference S = 100)
+    config: str = "forecast_small"  # the recipe's 2-CPU preset (K = 1000, so reference S = 100)
     num_samples: int = 200  # forecast paths per test window (the recipe: 100; doubled to halve the noise)
     steps: tuple[int, ...] = (2, 3, 5, 10, 20, 50)  # S values tried (besides the reference K/10)
     seed: int = 0
@@ -175,10 +175,10 @@ class ForecastStudyConfig:
 
 def forecast_study(cfg: ForecastStudyConfig, run_dir: Path, progress: bool = False) -> dict:
     """CRPS-sum (GluonTS evaluator) on the 5 exchange_rate_nips test windows vs S, one trained DF model."""
-    from dforce.data.exchange_rate import load_exchange_rate_nips
+    from dforce.recipes.forecast.exchange_rate import load_exchange_rate_nips
     from dforce.engine.config import load_config
-    from dforce.metrics.forecast import gluonts_forecast_metrics
-    from dforce.tasks.forecast import ForecastConfig, fit, forecast, forecast_targets, load_run
+    from dforce.recipes.forecast.metrics import gluonts_forecast_metrics
+    from dforce.recipes.forecast.recipe import ForecastConfig, fit, forecast, forecast_targets, load_run
 
     ds = load_exchange_rate_nips()
     if (run_dir / "forecast_meta.json").exists():
@@ -217,7 +217,7 @@ def forecast_study(cfg: ForecastStudyConfig, run_dir: Path, progress: bool = Fal
 
 @dataclass(frozen=True)
 class VideoStudyConfig:
-    config: str = "configs/video_digits_tiny.yaml"  # the recipe's minutes-scale CPU preset (K = 1000)
+    config: str = "video_digits_tiny"  # the recipe's minutes-scale CPU preset (K = 1000)
     horizon: int = 4  # rollout length in training lengths T (4 x 8 frames after the 2 context frames)
     feature_steps: int = 400  # Fréchet feature-net training steps (benchmarks/video.py's default)
     feature_net: str | None = None  # a saved feature net (e.g. the video benchmark's) instead of training one
@@ -233,8 +233,8 @@ def video_study(cfg: VideoStudyConfig, run_dir: Path, progress: bool = False) ->
     few-step DDIM produces, so they *improve* as S shrinks and cannot tell whether quality is kept.
     """
     from dforce.engine.config import load_config
-    from dforce.metrics.video import frechet_distance, load_feature_net, psnr, ssim, train_feature_net, video_features
-    from dforce.tasks.video import VideoRunConfig, feature_provenance, load_run, load_video_data, rollout, train_video
+    from dforce.recipes.video.metrics import frechet_distance, load_feature_net, psnr, ssim, train_feature_net, video_features
+    from dforce.recipes.video.recipe import VideoRunConfig, feature_provenance, load_run, load_video_data, rollout, train_video
 
     vcfg = load_config(VideoRunConfig, cfg.config, [])
     fnet = None

@@ -1,15 +1,15 @@
 """Video world model benchmark: Diffusion Forcing vs teacher forcing vs causal full-sequence diffusion.
 
 Same backbone, codec and training budget for the three methods (only the training noise levels and the
-sampling schedule differ, :func:`dforce.tasks.video.method_config`). Each model is rolled out from
+sampling schedule differ, :func:`dforce.recipes.video.recipe.method_config`). Each model is rolled out from
 ``context`` real frames under the real action sequence of held-out videos for ``multiple`` × the training
 length T, and scored per horizon (frames [(m-1)T, mT) for m in 1, 5, 10, 30) against the true frames
 (PSNR, SSIM; the environments are deterministic given the actions) and with the Fréchet distance of a
 feature network trained here on the real training videos, always against the same reference set (all
 held-out real clips), so the horizons share one scale.
 
-    python benchmarks/video.py --config configs/video_digits_tiny.yaml              # reduced scale
-    python benchmarks/video.py --config configs/video_vizdoom32_small.yaml --name video_vizdoom32
+    python benchmarks/video.py --config video_digits_tiny              # reduced scale
+    python benchmarks/video.py --config video_vizdoom32_small --name video_vizdoom32
 
 Writes ``benchmarks/results/<name>.json`` / ``.md``, ``<name>_rollouts.gif`` (truth | DF | teacher
 forcing | full-sequence), ``<name>_strip{0,1}.png`` (two held-out rollouts at chosen frames, rows = truth and
@@ -19,7 +19,7 @@ The Fréchet feature network is saved with the results (``results/<name>_feature
 ``config.json``, ``provenance.json``) and reused when present, so later evaluations share its scale;
 ``--retrain-feature-net`` replaces it. ``--eval-only`` scores the runs already in ``--runs`` without training:
 
-    python benchmarks/video.py --config configs/video_digits16_spatial.yaml --name video_evalonly \
+    python benchmarks/video.py --config video_digits16_spatial --name video_evalonly \
         --runs runs/bench_video_spatial --feature-net benchmarks/results/video_feature_net --eval-only --no-media
 
 On two cores, train the methods in two processes (``--methods``, each with its own ``--name``) and then score
@@ -56,7 +56,7 @@ def peak_rss_mb() -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/video_digits_tiny.yaml")
+    ap.add_argument("--config", default="video_digits_tiny")
     ap.add_argument("--name", default="video", help="results file stem")
     ap.add_argument("--methods", default="df,teacher_forcing,full_sequence")
     ap.add_argument("--multiple", type=int, default=30, help="rollout length in training lengths")
@@ -82,10 +82,10 @@ def main(argv=None) -> dict:
         ap.error("--train-report goes with --eval-only (it supplies the training figures of saved runs)")
     trained = training_figures(args.train_report, args.config, args.overrides)
 
-    from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
+    from dforce.recipes.video.viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
     from dforce.engine.config import load_config
-    from dforce.metrics.video import frechet_distance, horizon_metrics, per_frame_metrics, video_features
-    from dforce.tasks.video import VideoRunConfig, load_video_data, method_config, rollout, train_video
+    from dforce.recipes.video.metrics import frechet_distance, horizon_metrics, per_frame_metrics, video_features
+    from dforce.recipes.video.recipe import VideoRunConfig, load_video_data, method_config, rollout, train_video
 
     base = load_config(VideoRunConfig, args.config, args.overrides)
     T, C = base.data.window, base.context
@@ -202,8 +202,8 @@ def feature_net(directory: Path, dcfg, train_data, steps: int, retrain: bool, pr
     the same steps), else trained on ``train_data = (frames, actions)`` and saved with its provenance.
     Returns ``(net, info)``; a saved net trained on other data raises ``ConfigError``."""
     from dforce.errors import ConfigError
-    from dforce.metrics.video import feature_net_provenance, load_feature_net, save_feature_net, train_feature_net
-    from dforce.tasks.video import feature_provenance
+    from dforce.recipes.video.metrics import feature_net_provenance, load_feature_net, save_feature_net, train_feature_net
+    from dforce.recipes.video.recipe import feature_provenance
 
     want = feature_provenance(dcfg, steps)
     if (directory / "model.safetensors").exists() and not retrain:
@@ -226,7 +226,7 @@ def saved_run(run_dir: Path, cfg, device: str):
 
     from dforce.engine import checkpoint as ckpt
     from dforce.errors import ConfigError
-    from dforce.tasks.video import load_run
+    from dforce.recipes.video.recipe import load_run
 
     model, _, run_cfg = load_run(run_dir, device)
     # everything but the training loop and the held-out split must be the benchmark's

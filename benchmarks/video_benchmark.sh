@@ -4,9 +4,9 @@
 #
 #   [OUT=name] [FNET=dir] [RUNS=dir] benchmarks/video_benchmark.sh CONFIG TAG [EPISODES] [overrides...]
 #
-#   OUT=video benchmarks/video_benchmark.sh configs/video_vizdoom32_spatial.yaml video_vizdoom32 32   # headline
+#   OUT=video benchmarks/video_benchmark.sh video_vizdoom32_spatial video_vizdoom32 32   # headline
 #   FNET=benchmarks/results/video_feature_net \
-#     benchmarks/video_benchmark.sh configs/video_digits16_spatial.yaml video_digits16 32 train.steps=7500
+#     benchmarks/video_benchmark.sh video_digits16_spatial video_digits16 32 train.steps=7500
 #
 # Training runs go to RUNS (default runs/bench_TAG)/<method>; the Fréchet feature net is FNET (default
 # benchmarks/results/TAG_feature_net; trained by the first process if missing, then shared). Writes

@@ -6,7 +6,7 @@ run and each sampler stabilization level. Same rollouts as the benchmark (``cont
 actions, ``multiple`` × T frames, seed 1), so with the same ``--episodes`` the ``stabilization_level = 20`` row
 of a benchmark run reproduces its DF row (e.g. ``results/video_digits16_brightness`` vs ``video_digits16``).
 
-    python benchmarks/video_df_longer.py --config configs/video_digits16_spatial.yaml \\
+    python benchmarks/video_df_longer.py --config video_digits16_spatial \\
         --run 2000=runs/bench_video_spatial/df --run 9000=runs/bench_video_spatial_longer/df \\
         --stabilization 20,100,200 --feature-net benchmarks/results/video_feature_net --name video_df_longer
 
@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/video_digits16_spatial.yaml")
+    ap.add_argument("--config", default="video_digits16_spatial")
     ap.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR of a DF run (repeatable)")
     ap.add_argument("--stabilization", default="20,100,200", help="sampler.stabilization_level values")
     ap.add_argument("--feature-net", default=str(RESULTS / "video_feature_net"))
@@ -48,12 +48,12 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from dforce.data.video_viz import write_rollout_strip
+    from dforce.recipes.video.viz import write_rollout_strip
     from dforce.engine import checkpoint as ckpt
     from dforce.engine.config import load_config
     from dforce.errors import ConfigError
-    from dforce.metrics.video import frechet_distance, horizon_metrics, load_feature_net, video_features
-    from dforce.tasks.video import VideoRunConfig, feature_provenance, load_run, load_video_data, rollout
+    from dforce.recipes.video.metrics import frechet_distance, horizon_metrics, load_feature_net, video_features
+    from dforce.recipes.video.recipe import VideoRunConfig, feature_provenance, load_run, load_video_data, rollout
 
     base = load_config(VideoRunConfig, args.config, args.overrides)
     dcfg = dataclasses.replace(base.data, eval_episodes=args.episodes,  # as benchmarks/video.py

@@ -24,8 +24,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from dforce.data.video_common import actions_into_frames
-    from dforce.tasks.video import load_run, load_video_data, stack_frames
+    from dforce.recipes.video.common import actions_into_frames
+    from dforce.recipes.video.recipe import load_run, load_video_data, stack_frames
 
     model, schedule, cfg = load_run(args.run_dir)
     frames, actions = load_video_data(cfg.data, "eval")

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from dforce.data.synthetic_video import MovingDigitsConfig, generate_moving_digits
-from dforce.data.video_common import to_model_frames
-from dforce.metrics.video import FeatureNetConfig, frechet_distance, train_feature_net, video_features
+from dforce.recipes.video.synthetic import MovingDigitsConfig, generate_moving_digits
+from dforce.recipes.video.common import to_model_frames
+from dforce.recipes.video.metrics import FeatureNetConfig, frechet_distance, train_feature_net, video_features
 
 
 def load(data: str, episodes: int, length: int, resolution: int, seed: int):
     if data == "vizdoom":
-        from dforce.data.vizdoom_video import generate_vizdoom
+        from dforce.recipes.video.vizdoom import generate_vizdoom
 
         return generate_vizdoom(episodes, length, resolution, seed=seed, progress=False)
     return generate_moving_digits(episodes, length, seed=seed, config=MovingDigitsConfig(size=resolution))

@@ -5,7 +5,7 @@ context frame, on the same held-out videos the benchmark rolls out (same config,
 On sparse frames (a digit on black) black frames already score ~12 dB, so a model's PSNR must be read
 against these rows.
 
-    python benchmarks/video_reference_psnr.py --config configs/video_digits16_spatial.yaml --name video
+    python benchmarks/video_reference_psnr.py --config video_digits16_spatial --name video
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/video_digits16_spatial.yaml")
+    ap.add_argument("--config", default="video_digits16_spatial")
     ap.add_argument("--name", default="video", help="writes results/<name>_reference.json")
     ap.add_argument("--multiple", type=int, default=30)
     ap.add_argument("--episodes", type=int, default=8)
@@ -30,8 +30,8 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from dforce.engine.config import load_config
-    from dforce.metrics.video import horizon_metrics
-    from dforce.tasks.video import VideoRunConfig, load_video_data
+    from dforce.recipes.video.metrics import horizon_metrics
+    from dforce.recipes.video.recipe import VideoRunConfig, load_video_data
 
     base = load_config(VideoRunConfig, args.config, args.overrides)
     dcfg = dataclasses.replace(base.data, eval_episodes=args.episodes,

@@ -20,7 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
-from dforce.tasks.video import METHODS  # df, teacher_forcing, full_sequence
+from dforce.recipes.video.recipe import METHODS  # df, teacher_forcing, full_sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DF_TARGET = 1.5  # issue #6: DF's Fréchet at 30x within 1.5x of its value at 1x

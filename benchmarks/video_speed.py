@@ -4,7 +4,7 @@ Builds the preset's model (untrained), rolls out ``--frames`` frames after the p
 batch of ``--batch`` videos with each method's sampler, and reports frames/s (generated frames of all
 videos per wall-clock second) and peak RSS.
 
-    python benchmarks/video_speed.py --config configs/video_vizdoom64_small.yaml --batch 1
+    python benchmarks/video_speed.py --config video_vizdoom64_small --batch 1
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/video_vizdoom64_small.yaml")
+    ap.add_argument("--config", default="video_vizdoom64_small")
     ap.add_argument("--name", default="video_speed")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--batch", type=int, default=1)
@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     from dforce.diffusion import NoiseSchedule
     from dforce.engine.config import load_config
-    from dforce.tasks.video import METHODS, VideoRunConfig, build_video_model, method_config, rollout
+    from dforce.recipes.video.recipe import METHODS, VideoRunConfig, build_video_model, method_config, rollout
 
     base = load_config(VideoRunConfig, args.config, args.overrides)
     r, C = base.data.resolution, base.context

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dforce.data.compositional import CrossConfig, classify_paths, make_cross_dataset, plot_paths
+from dforce.recipes.compositional.data import CrossConfig, classify_paths, make_cross_dataset, plot_paths
 from dforce.errors import DforceError
 
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from dforce.data.corruption import (
+from dforce.recipes.imitation.corruption import (
     KINDS, CorruptionHook, corrupt, corrupt_sequence, corruption_mask, observation_levels,
 )
-from dforce.data.fruit_swap import BatchedExpert, FruitSwapEnv, evaluate
+from dforce.recipes.imitation.fruit_swap import BatchedExpert, FruitSwapEnv, evaluate
 from dforce.errors import DforceError
 
 

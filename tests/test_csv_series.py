@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dforce.data.csv_series import load_csv_series
+from dforce.recipes.forecast.csv_series import load_csv_series
 from dforce.errors import DataError
 
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from dforce.data.corruption import CorruptionHook
-from dforce.data.fruit_swap import ACTION_DIM, FruitSwapEnv, evaluate, make_demos
+from dforce.recipes.imitation.corruption import CorruptionHook
+from dforce.recipes.imitation.fruit_swap import ACTION_DIM, FruitSwapEnv, evaluate, make_demos
 from dforce.engine.trainer import TrainConfig
 from dforce.errors import CheckpointError, ConfigError
 from dforce.models import ModelConfig
-from dforce.tasks import compositional as comp
-from dforce.tasks import imitation as imi
+from dforce.recipes.compositional import recipe as comp
+from dforce.recipes.imitation import recipe as imi
 
 
 
@@ -259,7 +259,7 @@ def test_action_loss_weight():
 def test_train_with_action_weight_and_noisy_demos(tmp_path):
     from dataclasses import replace
 
-    from dforce.data.fruit_swap import DemoNoise
+    from dforce.recipes.imitation.fruit_swap import DemoNoise
 
     cfg = replace(_tiny("df", steps=3), action_loss_weight=3.0, demo_noise=DemoNoise(early_close=0.5), n_demos=3)
     res = imi.train_policy(cfg, tmp_path / "run", progress=False,

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from dforce import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESET = str(ROOT / "configs" / "sequence_small.yaml")
+PRESET = "sequence_small"
 # a tiny run: 40 steps, a checkpoint every 10, 96 oscillations of 64 steps, windows of 16
 TINY = ["train.steps=40", "train.checkpoint_every=10", "train.log_every=5", "train.warmup_steps=5",
         "train.batch_size=16", "data.synthetic_sequences=96", "data.window=16", "model.width=32",

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config, parse_override
-from dforce.engine.run_config import RunConfig
+from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config, parse_override, presets
+from dforce.recipes.sequence.config import RunConfig
 from dforce.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = presets()["sequence_small"].parent  # dforce/recipes/sequence/presets
 
 
 @pytest.mark.parametrize("name", ["sequence_small.yaml", "sequence_gpu.yaml"])

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dforce.data.exchange_rate import load_exchange_rate_nips
-from dforce.data.gluonts_format import MultivariateSeries
+from dforce.recipes.forecast.exchange_rate import load_exchange_rate_nips
+from dforce.recipes.forecast.gluonts_format import MultivariateSeries
 from dforce.errors import DataError
-from dforce.metrics.forecast import gluonts_forecast_metrics
-from dforce.tasks.forecast_baselines import (fit_var, forecast_targets, naive_forecast, one_step_forecasts,
+from dforce.recipes.forecast.metrics import gluonts_forecast_metrics
+from dforce.recipes.forecast.baselines import (fit_var, forecast_targets, naive_forecast, one_step_forecasts,
                                              random_walk_forecast, simulate_var)
 
 

@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 
 from dforce._utils import shared_data_dir
-from dforce.data.exchange_rate import build_exchange_rate_nips, load_exchange_rate_nips, raw_exchange_rate
-from dforce.data.forecast_features import (
+from dforce.recipes.forecast.exchange_rate import build_exchange_rate_nips, load_exchange_rate_nips, raw_exchange_rate
+from dforce.recipes.forecast.features import (
     last_windows,
     lags_for_frequency,
     make_windows,
     mean_abs_scale,
     time_features,
 )
-from dforce.data.gluonts_format import (
+from dforce.recipes.forecast.gluonts_format import (
     MultivariateSeries,
     group_test,
     group_train,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dforce.errors import DataError
-from dforce.metrics.forecast import (
+from dforce.recipes.forecast.metrics import (
     energy_score,
     forecast_metrics,
     gluonts_forecast_metrics,

@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from dforce.data.gluonts_format import MultivariateSeries
+from dforce.recipes.forecast.gluonts_format import MultivariateSeries
 from dforce.diffusion import NoiseScheduleConfig
-from dforce.metrics.forecast import forecast_metrics
+from dforce.recipes.forecast.metrics import forecast_metrics
 from dforce.models import ModelConfig
 from dforce.sampler import SamplerConfig
-from dforce.tasks.forecast import (EarlyStopConfig, ForecastConfig, ForecastDataConfig, baseline_config, decode,
+from dforce.recipes.forecast.recipe import (EarlyStopConfig, ForecastConfig, ForecastDataConfig, baseline_config, decode,
                                    encode, fit, forecast, forecast_targets, load_run, relative_move)
-from dforce.tasks.forecast_baselines import naive_forecast
+from dforce.recipes.forecast.baselines import naive_forecast
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 H, C = 7, 14
@@ -87,7 +87,7 @@ def test_context_scaling_follows_the_context_volatility():
 
 
 def test_apply_spread_keeps_the_mean_and_scales_deviations():
-    from dforce.tasks.forecast import apply_spread
+    from dforce.recipes.forecast.recipe import apply_spread
     x = np.random.default_rng(0).standard_normal((2, 50, 3, 4))
     y = apply_spread(x, 1.5)
     np.testing.assert_allclose(y.mean(1), x.mean(1), atol=1e-12)
@@ -96,7 +96,7 @@ def test_apply_spread_keeps_the_mean_and_scales_deviations():
 
 
 def test_validation_windows_strided_origins():
-    from dforce.tasks.forecast import validation_windows
+    from dforce.recipes.forecast.recipe import validation_windows
     s = seasonal(200)
     fit_part, val = validation_windows(s, tiny_config().data)  # test layout: 2 windows, origins H apart
     assert fit_part.length == 200 - 2 * H and [v.length for v in val] == [200 - H, 200]
@@ -124,7 +124,7 @@ def test_future_rows_are_never_read():
     s = seasonal(100)
     cut = MultivariateSeries.from_array(np.concatenate([s.target[:-H], np.full((H, 2), np.nan)]), s.start, "D")
     torch.manual_seed(0)
-    from dforce.tasks.forecast import build, cond_dim
+    from dforce.recipes.forecast.recipe import build, cond_dim
     model, sched = build(cfg, 2, cond_dim(s, cfg.data))
     a = forecast(model, sched, cfg, [s], relative_move(s), num_samples=4, seed=3)
     b = forecast(model, sched, cfg, [cut], relative_move(s), num_samples=4, seed=3)
@@ -137,7 +137,7 @@ def test_short_lags_read_the_forecast_window_and_refuse_real_forecasts():
     of a forecast row is the true previous value (so the forecast depends on the rows it forecasts), and
     forecasting past the end of the data is refused with a clear error."""
     from dforce.errors import ConfigError
-    from dforce.tasks.forecast import build, cond_dim, encode, lag_indices
+    from dforce.recipes.forecast.recipe import build, cond_dim, encode, lag_indices
 
     cfg = tiny_config(short_lags=(1,))
     s = seasonal(100)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dforce.errors import DataError
-from dforce.plotting.forecast import plot_forecast_fan
+from dforce.recipes.forecast.plots import plot_forecast_fan
 
 
 def test_fan_chart_png(tmp_path):

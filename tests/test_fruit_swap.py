@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dforce.data.fruit_swap import (
+from dforce.recipes.imitation.fruit_swap import (
     ACTION_DIM, STATE_DIM, BatchedExpert, DemoNoise, FruitSwapConfig, FruitSwapEnv, evaluate, expert_episode,
     make_demos,
 )

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dforce.data.maze2d import cell_center, get_maze
-from dforce.data.maze2d.geodesic import GeodesicField
+from dforce.recipes.planning.maze2d import cell_center, get_maze
+from dforce.recipes.planning.maze2d.geodesic import GeodesicField
 from dforce.errors import ConfigError, DataError
-from dforce.tasks.planning import ExecConfig, Normalizer, ROW, goal_distance_guidance
+from dforce.recipes.planning.recipe import ExecConfig, Normalizer, ROW, goal_distance_guidance
 
 UMAZE = get_maze("umaze")  # free cells (1,1) (1,2) (1,3) / (2,3) / (3,1) (3,2) (3,3); goal (1,1)
 
@@ -156,7 +156,7 @@ def test_bad_geodesic_inputs_fail_clearly(field):
 
 
 def test_field_png(field, tmp_path):
-    from dforce.data.maze2d import plot_distance_field
+    from dforce.recipes.planning.maze2d import plot_distance_field
 
     out = plot_distance_field(field, cell_center(np.array([1, 1])), tmp_path / "field.png", maze="umaze", title="t")
     assert out.exists() and out.stat().st_size > 1000

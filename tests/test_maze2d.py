@@ -12,7 +12,7 @@ pytest.importorskip("gymnasium_robotics")
 
 from benchutil import load_benchmark  # noqa: E402
 
-from dforce.data.maze2d import (  # noqa: E402
+from dforce.recipes.planning.maze2d import (  # noqa: E402
     GOAL_RADIUS,
     Maze2DBatchEnv,
     Maze2DDataConfig,
@@ -372,7 +372,7 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
     """benchmarks/maze2d.py's per-maze guidance overrides load on the preset; every maze scores the positions the
     forces lead to, Medium and Large with the data-geodesic distance, U-Maze with the Euclidean one."""
     from dforce.engine.config import load_config
-    from dforce.tasks.planning import PlanningConfig
+    from dforce.recipes.planning.recipe import PlanningConfig
 
     root = Path(__file__).parents[1]
     bench = load_benchmark("maze2d")
@@ -380,7 +380,7 @@ def test_benchmark_guidance_per_maze_is_a_valid_config():
     for maze, overrides in bench.GUIDANCE.items():
         # on top of a run trained with the earlier guidance (planned positions, ρ = 10), as the benchmark loads it
         base = ["plan.reward_positions=planned", "plan.reward_weight=10", "plan.integration_window=0"]
-        cfg = load_config(PlanningConfig, root / "configs" / "planning_umaze_small.yaml",
+        cfg = load_config(PlanningConfig, "planning_umaze_small",
                           [f"data.maze={maze}", *base, *overrides, *bench.SAMPLER[maze]])
         assert cfg.sampler.schedule == "pyramid" and cfg.sampler.uncertainty_scale == (1.0 if maze == "umaze" else 0.25)
         assert cfg.plan.reward_positions == cfg.plan.guidance_positions == "actions"

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dforce.cli import main as cli_main
-from dforce.data.maze2d import Maze2DBatchEnv, load_or_generate_maze2d
+from dforce.recipes.planning.maze2d import Maze2DBatchEnv, load_or_generate_maze2d
 from dforce.engine.config import load_config
 from dforce.errors import ConfigError
-from dforce.tasks.planning import (
+from dforce.recipes.planning.recipe import (
     ROW, MazeWindows, Planner, PlanningConfig, run_planner, split_segments, train_planner,
 )
 
@@ -96,7 +96,7 @@ def test_guidance_moves_endpoint_toward_goal(tiny, mcg):
 def test_candidates_execute_the_best_scored_plan(tiny, monkeypatch):
     """``plan.candidates`` n: n guided plans per episode in one batch, each episode keeps the one its guidance
     objective scores highest (checked against the scores of every drawn candidate)."""
-    import dforce.tasks.planning as planning
+    import dforce.recipes.planning.recipe as planning
 
     cfg, model, schedule, norm, _ = tiny
     n, N = 4, 3
@@ -176,7 +176,7 @@ def test_plan_with_reward_guidance_and_arrival_inpainting(tiny):
 def test_plan_guided_on_where_the_forces_lead(tiny):
     """``plan.guidance_positions=actions``: the planner fits the data's velocity response once, and the guidance
     brings the positions the plan's forces lead to closer to the goal than guidance on the planned positions does."""
-    from dforce.tasks.planning import action_positions
+    from dforce.recipes.planning.recipe import action_positions
 
     cfg, model, schedule, norm, _ = tiny
     N = 8

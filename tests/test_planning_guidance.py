@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dforce.errors import ConfigError, DataError
-from dforce.data.maze2d import load_or_generate_maze2d
-from dforce.tasks.planning import (DT, ActionDynamics, ExecConfig, Normalizer, ROW, action_positions,
+from dforce.recipes.planning.maze2d import load_or_generate_maze2d
+from dforce.recipes.planning.recipe import (DT, ActionDynamics, ExecConfig, Normalizer, ROW, action_positions,
                                    goal_distance_guidance, inpaint_after_arrival)
 
 NORM = Normalizer(np.array([0.0, 0.0, 2.0, 2.0, 0.0, 0.0]), np.array([0.7, 0.7, 1.0, 1.0, 2.5, 2.5]))

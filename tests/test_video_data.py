@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from dforce.data.synthetic_video import ACTION_DELTAS, MovingDigitsConfig, generate_moving_digits
-from dforce.data.video_common import VideoData, actions_into_frames, area_downsample, to_model_frames, to_uint8_frames
-from dforce.data.video_files import VideoWindowDataset, load_video_file
+from dforce.recipes.video.synthetic import ACTION_DELTAS, MovingDigitsConfig, generate_moving_digits
+from dforce.recipes.video.common import VideoData, actions_into_frames, area_downsample, to_model_frames, to_uint8_frames
+from dforce.recipes.video.files import VideoWindowDataset, load_video_file
 from dforce.errors import DataError
 
 SMALL = MovingDigitsConfig(size=16)
@@ -73,7 +73,7 @@ def test_action_t_moves_digit_from_frame_t_to_t_plus_1():
 # ---------------------------------------------------------------- ViZDoom
 def test_vizdoom_tiny_episode_shapes_determinism_and_replay():
     pytest.importorskip("vizdoom")
-    from dforce.data.vizdoom_video import generate_vizdoom, replay_episode
+    from dforce.recipes.video.vizdoom import generate_vizdoom, replay_episode
 
     a = generate_vizdoom(2, 12, resolution=32, seed=3, use_cache=False, progress=False)
     b = generate_vizdoom(2, 12, resolution=32, seed=3, use_cache=False, progress=False)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from benchutil import load_benchmark
 
-from dforce.data.synthetic_video import MovingDigitsConfig, generate_moving_digits
-from dforce.data.video_common import to_model_frames
-from dforce.data.video_viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
+from dforce.recipes.video.synthetic import MovingDigitsConfig, generate_moving_digits
+from dforce.recipes.video.common import to_model_frames
+from dforce.recipes.video.viz import plot_horizon_curves, write_rollout_strip, write_rollout_video
 from dforce.errors import CheckpointError, ConfigError
-from dforce.metrics.video import (
+from dforce.recipes.video.metrics import (
     FeatureNet, FeatureNetConfig, _gaussian_window, frechet_distance, horizon_metrics, horizon_windows, load_feature_net,
     per_frame_metrics, psnr, save_feature_net, ssim, train_feature_net, video_features,
 )
@@ -141,7 +141,7 @@ def test_feature_net_save_load_roundtrip(digits, tmp_path):
 def test_feature_net_provenance_is_checked_on_load(digits, tmp_path):
     """A saved feature net records the data it was trained on; loading it for other data is refused (the
     Fréchet distances would silently change scale), and so is a net without a record when one is asked for."""
-    from dforce.tasks.video import VideoDataConfig, feature_provenance
+    from dforce.recipes.video.recipe import VideoDataConfig, feature_provenance
 
     net, Y, _ = digits
     data = VideoDataConfig(source="digits", resolution=16, episode_length=32, window=8)
@@ -213,7 +213,7 @@ def test_feature_net_short_training_runs_and_too_short_fails_clearly():
     """A few training steps work (the one-cycle warm-up is at least 2 steps); fewer than the minimum is a
     ConfigError naming the steps, not a ZeroDivisionError from the LR scheduler."""
     from dforce.errors import ConfigError
-    from dforce.metrics.video import FEATURE_MIN_STEPS
+    from dforce.recipes.video.metrics import FEATURE_MIN_STEPS
 
     d = generate_moving_digits(8, 8, seed=0, config=MovingDigitsConfig(size=16))
     X = to_model_frames(d.frames)
@@ -262,7 +262,7 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
     import sys
     from pathlib import Path
 
-    from dforce.tasks.video import VideoDataConfig, feature_provenance
+    from dforce.recipes.video.recipe import VideoDataConfig, feature_provenance
 
     root = Path(__file__).parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
@@ -270,14 +270,14 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
     save_feature_net(FeatureNet(FeatureNetConfig(size=16, width=8)), tmp_path / "fnet",
                      provenance=feature_provenance(other, 400))
     cases = [
-        ([sys.executable, "benchmarks/video.py", "--config", "configs/video_digits_tiny.yaml", "--eval-only",
+        ([sys.executable, "benchmarks/video.py", "--config", "video_digits_tiny", "--eval-only",
           "--feature-net", str(tmp_path / "fnet"), "--runs", str(tmp_path / "runs"), "--name", str(tmp_path / "r"),
           "--no-media", "--quiet"], "feature net was trained on other data"),
         # the other entry points that load a saved feature net check it too (steps_study before any training)
-        ([sys.executable, "benchmarks/steps_study.py", "--task", "video", "--video-config", "configs/video_digits_tiny.yaml",
+        ([sys.executable, "benchmarks/steps_study.py", "--task", "video", "--video-config", "video_digits_tiny",
           "--feature-net", str(tmp_path / "fnet"), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "s.json")],
          "feature net was trained on other data"),
-        ([sys.executable, "benchmarks/video_df_longer.py", "--config", "configs/video_digits_tiny.yaml", "--run",
+        ([sys.executable, "benchmarks/video_df_longer.py", "--config", "video_digits_tiny", "--run",
           f"df={tmp_path / 'run'}", "--feature-net", str(tmp_path / "fnet"), "--episodes", "2"],
          "feature net was trained on other data"),
         ([sys.executable, "benchmarks/video.py", "--eval-only", "--train-report", str(tmp_path / "missing.json")],

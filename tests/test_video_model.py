@@ -9,7 +9,7 @@ import torch
 from dforce.cli import main as cli_main
 from dforce.engine.config import load_config
 from dforce.errors import ConfigError
-from dforce.tasks.video import (VideoRunConfig, VideoTokenDataset, build_video_model, copy_last_psnr, load_run,
+from dforce.recipes.video.recipe import (VideoRunConfig, VideoTokenDataset, build_video_model, copy_last_psnr, load_run,
                                 load_video_data, method_config, one_step_psnr, parse_length, rollout, stack_frames,
                                 train_video, unstack_frames)
 

@@ -7,8 +7,8 @@ import torch
 
 from dforce.engine.config import load_config
 from dforce.errors import ConfigError
-from dforce.models.conv_rnn import ConvGRUDenoiser
-from dforce.tasks.video import CleanPastTeacherForcing, VideoRunConfig, VideoTokenDataset, build_video_model
+from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
+from dforce.recipes.video.recipe import CleanPastTeacherForcing, VideoRunConfig, VideoTokenDataset, build_video_model
 
 SPATIAL = ["latent=spatial", "data.resolution=16", "data.window=8", "context=2", "model.width=8", "model.depth=2",
            "codec.channels=8", "codec.max_channels=16", "codec.bottom=4", "diffusion.num_levels=100"]
@@ -97,7 +97,7 @@ def test_spatial_config_errors():
 
 def test_spatial_teacher_forcing_run_saves_and_reloads(tmp_path):
     """A two-stream teacher-forcing run trains, reloads as the plain model and rolls out."""
-    from dforce.tasks.video import load_run, load_video_data, rollout, train_video
+    from dforce.recipes.video.recipe import load_run, load_video_data, rollout, train_video
 
     over = SPATIAL + ["method=teacher_forcing", "data.episodes=4", "data.episode_length=10", "data.eval_episodes=2",
                       "data.eval_multiple=2", "train.steps=3", "train.batch_size=4", "train.checkpoint_every=3",

@@ -8,6 +8,10 @@ Public API (see README for a 10-line example):
     ModelConfig / build_model               causal backbones (RNN, transformer with KV cache)
 """
 
+from dforce import _moved
+
+_moved.install()  # old (0.1) import paths keep working for one release, with a DeprecationWarning
+
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig, sampling_levels
 from dforce.errors import CheckpointError, ConfigError, DataError, DforceError, ScheduleError
 from dforce.guidance import goal_guidance
@@ -16,7 +20,7 @@ from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.sampler import SampleOutput, SamplerConfig, sample
 from dforce.scheduling import make_schedule, validate_schedule
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "NoiseSchedule", "NoiseScheduleConfig", "sampling_levels", "make_schedule", "validate_schedule",

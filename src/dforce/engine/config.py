@@ -1,7 +1,11 @@
 """Typed configs: nested dataclasses ⇄ YAML presets, with dotted CLI overrides.
 
-    cfg = load_config(RunConfig, "configs/forecast_small.yaml", ["train.lr=3e-4", "model.width=256"])
+    cfg = load_config(RunConfig, "forecast_small", ["train.lr=3e-4", "model.width=256"])
     save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
+
+A config is a YAML file or the name of a preset shipped with the package (``forecast_small``, also written
+``forecast_small.yaml`` or ``forecast_small``): presets live beside their recipe in
+``dforce/recipes/<recipe>/presets/`` and are found from any working directory (:func:`resolve_preset`).
 
 Values in overrides are parsed as YAML scalars (``3e-4`` → float, ``true`` → bool, ``null`` → None,
 ``[1,2]`` → list). Unknown keys, wrong types and values rejected by a dataclass's ``__post_init__`` all
@@ -175,15 +179,37 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+PRESETS_ROOT = Path(__file__).resolve().parents[1] / "recipes"  # dforce/recipes/<recipe>/presets/*.yaml
+
+
+def presets() -> dict[str, Path]:
+    """Every preset shipped with dforce: ``{name: path}`` (names are unique across recipes)."""
+    return {p.stem: p for p in sorted(PRESETS_ROOT.glob("*/presets/*.yaml"))}
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """A config argument as a file: an existing path as given, else a shipped preset of that name.
+
+    ``sequence_small``, ``sequence_small.yaml`` and ``sequence_small`` (the old repo layout) all
+    name the preset ``dforce/recipes/sequence/presets/sequence_small.yaml`` when no such file exists here.
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    known = presets()
+    if path.suffix in ("", ".yaml") and name in known and (path.parent == Path(".") or path.parent.name == "configs"):
+        return known[name]
+    raise ConfigError(f"config file {path} not found (and no preset of that name; presets: {', '.join(known)})")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Defaults of ``cls`` ← YAML preset at ``path`` ← dotted ``overrides``; validated."""
+    """Defaults of ``cls`` ← YAML file or preset ``path`` ← dotted ``overrides``; validated."""
     data: dict = {}
     where = ""
     if path is not None:
-        path = Path(path)
+        path = resolve_preset(path)
         where = f" (in {path})"
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

@@ -1,7 +1,7 @@
 """Multi-process training helpers (``torchrun`` + DistributedDataParallel), no-ops in a single process.
 
-    torchrun --standalone --nproc_per_node 2 -m dforce.cli train configs/sequence_small.yaml
-    dforce train configs/sequence_small.yaml --nproc 2          (spawns the torchrun command above)
+    torchrun --standalone --nproc_per_node 2 -m dforce.cli train sequence_small
+    dforce train sequence_small --nproc 2          (spawns the torchrun command above)
 
 Backend: ``gloo`` on CPU, ``nccl`` on CUDA (each rank uses ``cuda:LOCAL_RANK``). Only rank 0 writes
 checkpoints, logs and plots; every rank reads the checkpoint on resume.

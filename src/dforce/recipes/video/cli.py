@@ -1,0 +1,124 @@
+"""``dforce video``: train an action-conditioned video world model and roll it out far past its horizon.
+
+    dforce video train --data digits --config video_digits_tiny --out runs/video_digits [key=value ...]
+    dforce video train --data my.npz --config video_vizdoom32_small data.resolution=32
+    dforce video sample runs/video_digits --length 10x --out runs/video_digits/rollout.gif
+"""
+
+from __future__ import annotations
+
+import json
+
+from dforce._cli import add_threads_argument, set_threads
+
+
+def cmd_train(args) -> int:
+    from dforce.engine.config import load_config
+    from dforce.recipes.video.recipe import VideoRunConfig, train_video
+
+    set_threads(args.threads)
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.source={args.data}")
+    if args.method:
+        overrides.append(f"method={args.method}")
+    cfg = load_config(VideoRunConfig, args.config, overrides)
+    if cfg.data.source not in ("digits", "vizdoom"):
+        from dforce.recipes.video.files import load_video_file
+
+        load_video_file(cfg.data.source, min_length=cfg.data.window)  # fail fast, before anything is written
+    out = args.out or f"runs/video_{cfg.method}"
+    result = train_video(cfg, out, device=args.device, progress=not args.quiet, resume=args.resume)
+    print(json.dumps({"run_dir": out, "method": cfg.method, "steps": result.step, "seconds": round(result.seconds, 1),
+                      "final_loss": result.history[-1]["loss"] if result.history else None}))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from dforce.recipes.video.viz import write_rollout_video
+    from dforce.recipes.video.metrics import horizon_metrics
+    from dforce.recipes.video.recipe import load_run, load_video_data, method_config, parse_length, rollout
+
+    set_threads(args.threads)
+    model, schedule, cfg = load_run(args.run_dir, args.device)
+    T = cfg.data.window
+    length = parse_length(args.length, T)
+    smp = method_config(cfg).sampler
+    changes = {k: v for k, v in (("steps", args.steps), ("stabilization_level", args.stabilization_level)) if v is not None}
+    smp = dataclasses.replace(smp, **changes)
+    need = (length + cfg.context) // T + 1
+    dcfg = dataclasses.replace(cfg.data, eval_episodes=args.episodes, eval_multiple=max(cfg.data.eval_multiple, need))
+    frames, actions = load_video_data(dcfg, "eval", not args.quiet)
+    if actions.shape[1] < cfg.context + length:
+        from dforce.errors import DataError
+
+        raise DataError(f"the held-out videos have {actions.shape[1]} frames; a rollout of {length} frames after "
+                        f"{cfg.context} context frames needs {cfg.context + length} actions")
+    frames, actions = frames[: args.episodes], actions[: args.episodes]
+    video, seconds = rollout(model, schedule, cfg, frames, actions, length, smp, args.seed, args.device,
+                             progress=not args.quiet)
+    truth = frames[:, : video.shape[1]]
+    out = Path(args.out or Path(args.run_dir) / f"rollout_{length}.gif")
+    write_rollout_video(out, {"truth": truth, cfg.method: video}, context=cfg.context, fps=args.fps)
+    gen = video.shape[0] * (video.shape[1] - cfg.context)
+    rows = horizon_metrics(video[:, cfg.context:], truth[:, cfg.context:], T)
+    report = {"gif": str(out), "frames": int(video.shape[1]), "context": cfg.context, "seconds": round(seconds, 2),
+              "frames_per_second": round(gen / seconds, 2), "sampler": dataclasses.asdict(smp),
+              "horizons": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows]}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("video", help="action-conditioned video world model (train / sample long rollouts)")
+    sub = p.add_subparsers(dest="video_command", required=True)
+
+    t = sub.add_parser("train", help="train on digits, vizdoom or your own .npy/.npz videos")
+    t.add_argument("--data", help="digits | vizdoom | path to a .npy/.npz file (sets data.source)")
+    t.add_argument("--config", help="preset name (e.g. video_digits_tiny; `dforce presets` lists them) or a YAML file")
+    t.add_argument("--method", choices=("df", "teacher_forcing", "full_sequence"),
+                   help="Diffusion Forcing (default) or a baseline")
+    t.add_argument("--out", help="run directory (default: runs/video_<method>)")
+    t.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(t)
+    t.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=500 model.width=128")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="roll out from real context frames under the real actions; write a GIF")
+    s.add_argument("run_dir", help="a training run directory")
+    s.add_argument("--length", default="10x", help="frames to generate: N or a multiple of the training length (10x)")
+    s.add_argument("--episodes", type=int, default=4, help="held-out videos to roll out (default: 4)")
+    s.add_argument("--steps", type=int, help="sampling steps (default: the run's sampler.steps)")
+    s.add_argument("--stabilization-level", type=int, help="level generated frames are fed back at")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fps", type=int, default=10)
+    s.add_argument("--out", help="GIF path (default: RUN_DIR/rollout_<frames>.gif)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--quiet", action="store_true")
+    add_threads_argument(s)
+    s.set_defaults(func=cmd_sample)
+
+
+def cmd_data_vizdoom(args) -> int:
+    from dforce.recipes.video.vizdoom import generate_vizdoom
+
+    v = generate_vizdoom(args.episodes, args.length, args.resolution, args.seed, progress=not args.quiet)
+    print(json.dumps({"episodes": int(v.frames.shape[0]), "frames": list(v.frames.shape),
+                      "actions": list(v.actions.shape)}))
+    return 0
+
+
+def register_data(dsub) -> None:
+    """``dforce data vizdoom``: record (and cache) ViZDoom videos."""
+    v = dsub.add_parser("vizdoom", help="ViZDoom maze exploration videos (frames + actions)")
+    v.add_argument("--episodes", type=int, default=100, help="episodes to record (default 100)")
+    v.add_argument("--length", type=int, default=64, help="frames per episode (default 64)")
+    v.add_argument("--resolution", type=int, default=64, help="16 | 32 | 64 pixels (default 64)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--quiet", action="store_true", help="no progress bars")
+    v.set_defaults(func=cmd_data_vizdoom)

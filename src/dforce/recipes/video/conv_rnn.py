@@ -1,0 +1,193 @@
+"""Recurrent Diffusion Forcing backbone with a *spatial* latent (ConvGRU), for frame tokens.
+
+The paper's video model is a convolutional encoder/decoder around a recurrent latent that is itself a
+feature map: z_t = ConvGRU(z_{t-1}, enc(x_t^{k_t}, k_t, a_t)) with z_t of shape ``(Cz, h, w)``. A single
+vector per frame (:class:`dforce.models.rnn.RecurrentDenoiser` + a conv codec) is too small a latent
+to carry a frame across time; a map keeps *where* things are, and a 3x3 gate convolution moves them.
+
+Per token t (all convs are per frame, so causality in T is the GRU's):
+    e = level_emb(k_t) + action_proj(a_t)                                   (B, T, E)
+    encoder: stem → [FiLM(e) residual block → stride-2 conv] × n → bottom map f_t  (c, h, w)
+    z_t = ConvGRU_stack(z_{t-1}, f_t)                                         (depth, Cz, h, w)
+    decoder: 1x1(cat(z_t, f_t)) → [FiLM(e) block with U-Net skip of the noisy frame → up] × n → 3x3 conv
+The skips give the decoder the detail of the noisy input token, the latent the past.
+
+State protocol (as every backbone): ``forward`` predicts tokens after ``state`` without changing it,
+``absorb`` commits tokens and returns the new state ``(depth, B, Cz, h, w)``, ``init_state`` /
+``repeat_state``. ``forward_clean_past`` is the two-stream teacher-forcing pass (every token noisy on
+a clean past, in parallel over T).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dforce.errors import ConfigError
+from dforce.models.layers import LevelEmbedding
+from dforce.recipes.video.codec import halvings
+
+
+class FiLMBlock(nn.Module):
+    """Residual block ``h + conv3x3(SiLU(FiLM_e(h)))``; FiLM starts as the identity (zero-init)."""
+
+    def __init__(self, ch: int, emb: int):
+        super().__init__()
+        self.film = nn.Linear(emb, 2 * ch)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``h: (N, ch, H, W)``, ``e: (N, emb)``."""
+        scale, shift = self.film(e)[..., None, None].chunk(2, 1)
+        return h + self.conv(F.silu(h * (1 + scale) + shift))
+
+
+class ConvGRUCell(nn.Module):
+    """GRU with 3x3 convolutions (Shi et al. 2015 / Ballas et al. 2016): maps ``(N, Cin, h, w)``, ``(N, C, h, w)``."""
+
+    def __init__(self, cin: int, ch: int):
+        super().__init__()
+        self.gates = nn.Conv2d(cin + ch, 2 * ch, 3, padding=1)
+        self.cand = nn.Conv2d(cin + ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r, u = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
+        c = torch.tanh(self.cand(torch.cat([x, r * h], 1)))
+        return h + u * (c - h)
+
+
+class ConvGRUDenoiser(nn.Module):
+    """Spatial-latent recurrent denoiser for frame tokens ``x: (B, T, C, H, W)``.
+
+    Args:
+        frame_shape: ``(C, H, W)`` of a token (``C`` may hold stacked frames); square frames.
+        num_levels: K of the noise schedule.
+        cond_dim: per-token action vector size (0 = none).
+        channels: encoder/decoder channels at full resolution, doubled per halving up to ``max_channels``.
+        latent_side: side ``h = w`` of the recurrent map (a power-of-two fraction of H).
+        latent_channels: channels ``Cz`` of the recurrent map.
+        depth: stacked ConvGRU cells.
+    """
+
+    def __init__(self, frame_shape: tuple[int, int, int], num_levels: int, cond_dim: int = 0, channels: int = 32,
+                 max_channels: int = 64, latent_side: int = 8, latent_channels: int = 64, depth: int = 1):
+        super().__init__()
+        C, H, W = frame_shape
+        if H != W:
+            raise ConfigError(f"video frames must be square, got {H}x{W}")
+        n = halvings(H, latent_side)
+        self.frame_shape, self.cond_dim, self.depth = tuple(frame_shape), cond_dim, depth
+        self.latent = (latent_channels, latent_side, latent_side)
+        ch = [min(channels * 2**i, max_channels) for i in range(n + 1)]  # per resolution H / 2^i
+        E = 4 * channels  # embedding of (level, action), as a DDPM U-Net's time embedding (4 x base channels)
+        self.chans = ch
+        self.level_emb = LevelEmbedding(E, num_levels)
+        self.cond_proj = nn.Linear(cond_dim, E) if cond_dim > 0 else None
+        self.stem = nn.Conv2d(C, ch[0], 3, padding=1)
+        self.enc = nn.ModuleList(FiLMBlock(c, E) for c in ch)
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(ch[:-1], ch[1:]))
+        self.cells = nn.ModuleList(ConvGRUCell(ch[-1] if i == 0 else latent_channels, latent_channels)
+                                   for i in range(depth))
+        self.mid = nn.Conv2d(latent_channels + ch[-1], ch[-1], 1)
+        self.merge = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in ch)
+        self.dec = nn.ModuleList(FiLMBlock(c, E) for c in ch)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 4, 2, 1) for a, b in zip(ch[:-1], ch[1:]))
+        self.head = nn.Conv2d(ch[0], C, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def init_state(self, batch: int, device=None) -> torch.Tensor:
+        """Zero latent ``(depth, B, Cz, h, w)``."""
+        return torch.zeros(self.depth, batch, *self.latent, device=device)
+
+    @staticmethod
+    def repeat_state(state: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Repeat each batch element's latent ``n`` times (``(L, B, ...)`` → ``(L, B·n, ...)``)."""
+        return None if state is None else state.repeat_interleave(n, dim=1)
+
+    # -- pieces --------------------------------------------------------------------------------------
+
+    def _emb(self, levels: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        e = self.level_emb(levels)  # (B, T, E)
+        if self.cond_proj is not None:
+            if cond is None:
+                raise ValueError(f"this model was built with cond_dim={self.cond_dim}; pass cond of shape (B, T, C)")
+            e = e + self.cond_proj(cond.to(e.dtype))
+        return F.silu(e).flatten(0, 1)  # (B·T, E)
+
+    def _encode(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``x: (B, T, C, H, W)`` → bottom maps ``(B, T, c, h, w)`` and per-level skips ``(B·T, c_i, ...)``."""
+        B, T = x.shape[:2]
+        h = self.stem(x.flatten(0, 1))
+        skips = []
+        for i, blk in enumerate(self.enc):
+            h = blk(h, e)
+            skips.append(h)
+            if i < len(self.downs):
+                h = self.downs[i](h)
+        return h.view(B, T, *h.shape[1:]), skips
+
+    def _step(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One ConvGRU-stack update: ``f: (N, c, h, w)``, ``z: (depth, N, Cz, h, w)`` → new ``z``."""
+        out, inp = [], f
+        for cell, zl in zip(self.cells, z):
+            inp = cell(inp, zl)
+            out.append(inp)
+        return torch.stack(out)
+
+    def _unroll(self, f: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """``f: (B, T, c, h, w)`` → every state after token t, ``(T, depth, B, Cz, h, w)`` (the RNN unroll)."""
+        z = self.init_state(f.shape[0], f.device).to(f.dtype) if state is None else state.to(f.dtype)
+        zs = []
+        for t in range(f.shape[1]):
+            z = self._step(f[:, t], z)
+            zs.append(z)
+        return torch.stack(zs)
+
+    def _decode(self, z: torch.Tensor, f: torch.Tensor, skips: list[torch.Tensor], e: torch.Tensor) -> torch.Tensor:
+        """Top-layer latent ``z: (N, Cz, h, w)`` + bottom map ``f: (N, c, h, w)`` → prediction ``(N, C, H, W)``."""
+        h = self.mid(torch.cat([z, f], 1))
+        for i in reversed(range(len(self.chans))):
+            h = self.dec[i](self.merge[i](torch.cat([h, skips[i]], 1)), e)
+            if i > 0:
+                h = self.ups[i - 1](F.silu(h))
+        return self.head(F.silu(h))
+
+    # -- protocol ------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
+        """Predict every token of ``x: (B, T, C, H, W)`` at ``levels: (B, T)`` after latent ``state``."""
+        B, T = x.shape[:2]
+        e = self._emb(levels, cond)
+        f, skips = self._encode(x, e)
+        z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (B·T, Cz, h, w)
+        return self._decode(z, f.flatten(0, 1), skips, e).view(B, T, *self.frame_shape)
+
+    def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
+        """Commit tokens to the latent (posterior update at their levels); returns ``(depth, B, Cz, h, w)``."""
+        f, _ = self._encode(x, self._emb(levels, cond))
+        return self._unroll(f, state)[-1]
+
+    def forward_clean_past(self, x: torch.Tensor, levels: torch.Tensor, clean: torch.Tensor,
+                           cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing on every token at once: predict noisy ``x_t`` (level ``levels[:, t]``) from the
+        latent of the *clean* tokens ``< t``. ``x, clean: (B, T, C, H, W)`` → ``(B, T, C, H, W)``.
+
+        The clean sequence is unrolled once (states z_0..z_{T-1}); token t then takes one ConvGRU step
+        from z_{t-1} (zeros for t = 0) with its noisy input, for all t in parallel.
+        """
+        B, T = x.shape[:2]
+        fc, _ = self._encode(clean, self._emb(torch.zeros_like(levels), cond))
+        zc = self._unroll(fc, None)  # (T, depth, B, ...)
+        prev = torch.cat([torch.zeros_like(zc[:1]), zc[:-1]])  # state before token t
+        prev = prev.permute(1, 2, 0, 3, 4, 5).flatten(1, 2)  # (depth, B·T, Cz, h, w)
+        e = self._emb(levels, cond)
+        f, skips = self._encode(x, e)
+        f = f.flatten(0, 1)
+        z = self._step(f, prev)[-1]
+        return self._decode(z, f, skips, e).view(B, T, *self.frame_shape)

@@ -1,0 +1,371 @@
+"""Action-conditioned video world model (paper §4.2 video prediction), one recipe top to bottom.
+
+    cfg = load_config(VideoRunConfig, "video_digits_tiny", ["train.steps=500"])
+    result = train_video(cfg, "runs/video")                        # Algorithm 1 on frame tokens
+    model, schedule, cfg = load_run("runs/video")
+    frames, actions = load_video_data(cfg.data, "eval")            # (N, L, C, H, W), (N, L, A)
+    video = rollout(model, schedule, cfg, frames, actions, length=10 * cfg.data.window)
+
+Tokens are frames (or ``frame_stack`` frames stacked on channels). Two model families (``latent``):
+``spatial`` (the paper's video design): a ConvGRU whose recurrent state is a feature map, inside a conv
+encoder/decoder with U-Net skips (:class:`dforce.recipes.video.conv_rnn.ConvGRUDenoiser`); ``vector``: a conv
+encoder/decoder (:mod:`dforce.recipes.video.codec`) around a backbone that sees one vector per frame
+(the GRU of :mod:`dforce.models.rnn`, or the causal transformer). Each token's conditioning is the
+action that *led into* its frame (:func:`dforce.recipes.video.common.actions_into_frames`), so the model predicts frame t+1 from frames
+≤ t and actions ≤ t. Rollouts of any length start from a few real frames and follow the real actions;
+generated frames are fed back at the stabilization level (paper §3.4).
+
+The two baselines share backbone and budget and differ only in training levels and sampling
+(:func:`method_config`): teacher forcing (clean past, next token noisy; autoregressive sampling without
+stabilization; with the spatial latent *every* token is trained as the noisy next token of its clean
+past, :class:`CleanPastTeacherForcing`) and causal full-sequence diffusion (one level for the whole
+window; full-sequence schedule over a sliding window).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dforce.recipes.video.common import VideoData, actions_into_frames, to_model_frames
+from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
+from dforce.engine import checkpoint as ckpt
+from dforce.engine.config import config_to_dict
+from dforce.engine.trainer import TrainConfig, TrainResult, train
+from dforce.errors import CheckpointError, ConfigError, DataError
+from dforce.models import ModelConfig, build_model
+from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
+from dforce.recipes.video.codec import CodecConfig, frame_codec
+from dforce.objective import ObjectiveConfig
+from dforce.sampler import SamplerConfig, sample
+
+METHODS = ("df", "teacher_forcing", "full_sequence")
+LATENTS = ("vector", "spatial")
+BUILTIN_SOURCES = ("digits", "vizdoom")
+
+
+@dataclass(frozen=True)
+class VideoDataConfig:
+    source: str = "digits"  # digits | vizdoom | path to a .npy/.npz video file
+    resolution: int = 32  # frame side (digits: 16/32, vizdoom: 16/32/64; files: must match the file)
+    episodes: int = 256  # training videos generated (digits/vizdoom)
+    episode_length: int = 64  # frames per training video
+    window: int = 16  # training length T in frames (reference DMLab: 36 frames)
+    eval_episodes: int = 8  # held-out videos (generated with another seed; files: the last ones)
+    eval_multiple: int = 30  # held-out videos are long enough for rollouts of this many × T
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.window < 2 or self.episode_length < self.window:
+            raise ConfigError(f"data.window must be in [2, data.episode_length], got {self.window}")
+        if self.episodes < 1 or self.eval_episodes < 1 or self.eval_multiple < 1:
+            raise ConfigError("data.episodes, data.eval_episodes and data.eval_multiple must be >= 1")
+
+
+@dataclass(frozen=True)
+class VideoRunConfig:
+    method: str = "df"  # df | teacher_forcing | full_sequence (sets objective/sampler, see method_config)
+    latent: str = "vector"  # vector: one backbone vector per frame | spatial: ConvGRU map (paper's video RNN)
+    frame_stack: int = 1  # frames per token, stacked on channels (reference DMLab: 4)
+    context: int = 4  # real frames given before a rollout (reference DMLab: 4)
+    data: VideoDataConfig = field(default_factory=VideoDataConfig)
+    diffusion: NoiseScheduleConfig = field(default_factory=lambda: NoiseScheduleConfig(
+        num_levels=1000, beta_schedule="cosine", objective="v"))  # reference video: cosine, v-pred
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="rnn", width=256, depth=2))
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(
+        weighting="fused_snr", fused_snr_decay=0.8))  # reference video: fused SNR, γ-decay 0.8
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, batch_size=16, steps=1000))
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
+        steps=10, schedule="pyramid", uncertainty_scale=1.0, window=4, stabilization_level=20))
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.latent not in LATENTS:
+            raise ConfigError(f"latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
+        if self.latent == "spatial" and self.model.backbone != "rnn":
+            raise ConfigError("latent=spatial is a recurrent (ConvGRU) model; it needs model.backbone=rnn")
+        if self.frame_stack < 1 or self.data.window % self.frame_stack:
+            raise ConfigError(f"frame_stack={self.frame_stack} must be >= 1 and divide data.window={self.data.window}")
+        if self.context < self.frame_stack or self.context % self.frame_stack or self.context >= self.data.window:
+            raise ConfigError(f"context={self.context} must be a multiple of frame_stack={self.frame_stack} "
+                              f"and smaller than data.window={self.data.window}")
+
+
+def method_config(cfg: VideoRunConfig, method: str | None = None) -> VideoRunConfig:
+    """The run config with ``objective.level_strategy`` and sampling set for ``method``.
+
+    df: independent levels; the configured sampler (pyramid + stabilization).
+    teacher_forcing: clean past / noisy next token; autoregressive schedule, no stabilization. With the
+        spatial latent every token is a noisy target on its clean past (levels drawn independently and
+        routed through :class:`CleanPastTeacherForcing`; fused SNR falls back to min-SNR since the
+        past is clean); with the vector latent one token per sequence is.
+    full_sequence: one level per window; full-sequence schedule over a window of T − context frames,
+        no stabilization (generated frames are committed as clean, as in causal full-sequence diffusion).
+    """
+    method = method or cfg.method
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    rep = dataclasses.replace
+    if method == "df":
+        obj, smp = rep(cfg.objective, level_strategy="independent"), cfg.sampler
+    elif method == "teacher_forcing" and cfg.latent == "spatial":
+        weighting = "min_snr" if cfg.objective.weighting == "fused_snr" else cfg.objective.weighting
+        obj = rep(cfg.objective, level_strategy="independent", weighting=weighting)
+        smp = rep(cfg.sampler, schedule="autoregressive", stabilization_level=0)
+    elif method == "teacher_forcing":
+        obj = rep(cfg.objective, level_strategy="teacher_forcing")
+        smp = rep(cfg.sampler, schedule="autoregressive", stabilization_level=0)
+    else:
+        obj = rep(cfg.objective, level_strategy="full_sequence")
+        win = (cfg.data.window - cfg.context) // cfg.frame_stack
+        smp = rep(cfg.sampler, schedule="full_sequence", stabilization_level=0, window=max(1, win))
+    return rep(cfg, method=method, objective=obj, sampler=smp)
+
+
+# ------------------------------------------------------------------------------------------- data
+def _video_data(dcfg: VideoDataConfig, split: str, progress: bool = True) -> VideoData:
+    long = dcfg.window * dcfg.eval_multiple + 1
+    n, length, seed = ((dcfg.episodes, dcfg.episode_length, dcfg.seed) if split == "train"
+                       else (dcfg.eval_episodes, long, dcfg.seed + 10_000))
+    if dcfg.source == "digits":
+        from dforce.recipes.video.synthetic import MovingDigitsConfig, generate_moving_digits
+
+        return generate_moving_digits(n, length, seed, MovingDigitsConfig(size=dcfg.resolution))
+    if dcfg.source == "vizdoom":
+        from dforce.recipes.video.vizdoom import generate_vizdoom
+
+        return generate_vizdoom(n, length, dcfg.resolution, seed, progress=progress)
+    from dforce.recipes.video.files import load_video_file
+
+    data = load_video_file(dcfg.source, min_length=dcfg.window)
+    N, H = data.frames.shape[0], data.frames.shape[2]
+    if H != dcfg.resolution or data.frames.shape[3] != dcfg.resolution:
+        raise DataError(f"{dcfg.source}: frames are {H}x{data.frames.shape[3]}, config data.resolution is "
+                        f"{dcfg.resolution} (set data.resolution={H} for square frames)")
+    k = min(dcfg.eval_episodes, N - 1) if N > 1 else 0
+    sl = slice(0, N - k) if split == "train" else slice(N - k if k else 0, N)
+    return VideoData(data.frames[sl], data.actions[sl], data.action_names)
+
+
+def load_video_data(dcfg: VideoDataConfig, split: str = "train",
+                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames ``(N, L, C, H, W)`` float in [-1, 1] and actions ``(N, L, A)`` of the train / eval split."""
+    if split not in ("train", "eval"):
+        raise ConfigError(f"split must be train or eval, got {split!r}")
+    d = _video_data(dcfg, split, progress)
+    return to_model_frames(d.frames), torch.as_tensor(d.actions, dtype=torch.float32)
+
+
+def feature_provenance(dcfg: VideoDataConfig, steps: int | None = None) -> dict:
+    """What a Fréchet feature net trained on the training videos of ``dcfg`` records (and is checked
+    against by :func:`dforce.recipes.video.metrics.load_feature_net`): the data config without the fields that do not
+    change the training videos (window, held-out split), plus its training ``steps`` when given."""
+    d = dataclasses.asdict(dcfg)
+    for k in ("window", "eval_episodes", "eval_multiple"):
+        d.pop(k)
+    return {"data": d} if steps is None else {"data": d, "feature_steps": steps}
+
+
+def stack_frames(frames: torch.Tensor, into: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``frames (B, T, C, H, W)``, ``into (B, T, A)`` → tokens ``(B, T/k, kC, H, W)``, cond ``(B, T/k, kA)``."""
+    B, T, C, H, W = frames.shape
+    return frames.reshape(B, T // k, k * C, H, W), into.reshape(B, T // k, k * into.shape[-1])
+
+
+def unstack_frames(tokens: torch.Tensor, k: int) -> torch.Tensor:
+    """Tokens ``(B, T', kC, H, W)`` → frames ``(B, T'k, C, H, W)``."""
+    B, T, KC, H, W = tokens.shape
+    return tokens.reshape(B, T * k, KC // k, H, W)
+
+
+class VideoTokenDataset:
+    """Random training windows as tokens: ``get_batch(idx) -> {'x': (B, T', kC, H, W), 'cond': (B, T', kA)}``.
+
+    Frames are kept as uint8 and converted per batch. ``cond`` of a frame is the action that led into
+    it, taken from the whole episode (so a window's first frame knows its incoming action too).
+    """
+
+    def __init__(self, frames_u8: torch.Tensor, actions: torch.Tensor, window: int, frame_stack: int = 1,
+                 clean_in_cond: bool = False):
+        N, L = frames_u8.shape[:2]
+        self.frames, self.window, self.k, self.clean_in_cond = frames_u8, window, frame_stack, clean_in_cond
+        self.into = actions_into_frames(actions)  # (N, L, A)
+        starts = torch.arange(0, L - window + 1)
+        self.index = torch.cartesian_prod(torch.arange(N), starts)  # (N · starts, 2)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get_batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, s = self.index[idx].unbind(-1)
+        t = s[:, None] + torch.arange(self.window)  # (B, T)
+        frames = self.frames[n[:, None], t].float() / 127.5 - 1.0  # (B, T, C, H, W)
+        x, cond = stack_frames(frames, self.into[n[:, None], t], self.k)
+        if self.clean_in_cond:  # the clean tokens ride along for CleanPastTeacherForcing
+            cond = torch.cat([cond, x.flatten(2)], -1)
+        return {"x": x, "cond": cond}
+
+
+class CleanPastTeacherForcing(torch.nn.Module):
+    """Training view of a spatial model for two-stream teacher forcing (every token noisy on a clean past).
+
+    The trainer calls ``model(x_noisy, levels, cond)``; here ``cond = cat(actions (kA), clean tokens
+    flattened)`` (:class:`VideoTokenDataset` with ``clean_in_cond``), split and passed to
+    ``net.forward_clean_past``. Its only parameters are ``net``'s, under the prefix ``net.``.
+    """
+
+    def __init__(self, net: torch.nn.Module, cond_dim: int):
+        super().__init__()
+        self.net, self.cond_dim = net, cond_dim
+
+    def forward(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        act, clean = cond.split([self.cond_dim, cond.shape[-1] - self.cond_dim], -1)
+        return self.net.forward_clean_past(x, levels, clean.view_as(x), act if self.cond_dim else None)
+
+
+# ------------------------------------------------------------------------------------------ model
+def token_shape(cfg: VideoRunConfig, channels: int = 3) -> tuple[int, int, int]:
+    r = cfg.data.resolution
+    return (cfg.frame_stack * channels, r, r)
+
+
+def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) -> torch.nn.Module:
+    """Conv codec + causal backbone for tokens ``(B, T', kC, H, W)`` with cond ``(B, T', kA)``.
+
+    ``latent=spatial``: :class:`ConvGRUDenoiser` with a ``model.width x codec.bottom²`` recurrent map,
+    ``model.depth`` ConvGRU layers and ``codec.channels``/``codec.max_channels`` conv stages.
+
+    A transformer without ``model.max_context`` gets a sliding KV cache of T' − sampler.window tokens so
+    long rollouts never attend further back than training did.
+    """
+    shape = token_shape(cfg, channels)
+    if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
+        return ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
+                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth)
+    enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
+    mcfg = cfg.model
+    if mcfg.backbone == "transformer" and mcfg.max_context is None:
+        # keep a rollout's attention span at the training length: cache T' − window committed tokens
+        tokens = cfg.data.window // cfg.frame_stack
+        mcfg = dataclasses.replace(mcfg, max_context=max(1, tokens - min(cfg.sampler.window, tokens - 1)))
+    return build_model(mcfg, shape, cfg.diffusion.num_levels, cond_dim=cfg.frame_stack * n_actions,
+                       encoder=enc, decoder=dec)
+
+
+def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "cpu", progress: bool = True,
+                resume: bool = False, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> TrainResult:
+    """Train the configured method on ``cfg.data`` (or on ``data = (frames, actions)`` already loaded)."""
+    cfg = method_config(cfg)
+    frames, actions = data if data is not None else load_video_data(cfg.data, "train", progress)
+    if frames.shape[1] < cfg.data.window:
+        raise DataError(f"training videos have {frames.shape[1]} frames, fewer than data.window={cfg.data.window}")
+    torch.manual_seed(cfg.train.seed)
+    u8 = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    two_stream = uses_clean_past(cfg)
+    dataset = VideoTokenDataset(u8, actions, cfg.data.window, cfg.frame_stack, clean_in_cond=two_stream)
+    model = build_video_model(cfg, actions.shape[-1], frames.shape[2])
+    if two_stream:
+        model = CleanPastTeacherForcing(model, cfg.frame_stack * actions.shape[-1])
+    schedule = NoiseSchedule(cfg.diffusion)
+    conf = config_to_dict(cfg)
+    conf["n_actions"], conf["channels"] = int(actions.shape[-1]), int(frames.shape[2])
+    res = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
+                resume=resume, device=device, progress=progress)
+    if two_stream:  # hand back the sampling model itself
+        res = dataclasses.replace(res, model=res.model.net, raw_model=res.raw_model.net)
+    return res
+
+
+def uses_clean_past(cfg: VideoRunConfig) -> bool:
+    """Whether ``cfg`` trains two-stream teacher forcing (:class:`CleanPastTeacherForcing`)."""
+    return cfg.method == "teacher_forcing" and cfg.latent == "spatial"
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, NoiseSchedule, VideoRunConfig]:
+    """Rebuild the EMA model of a training run directory (``config.yaml`` + ``ema.safetensors``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / ckpt.CONFIG_FILE).exists():
+        raise CheckpointError(f"{run_dir}: not a video run directory (no {ckpt.CONFIG_FILE})")
+    conf = ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE)
+    n_actions, channels = int(conf.pop("n_actions", 0)), int(conf.pop("channels", 3))
+    cfg = ckpt.read_run_config(run_dir, VideoRunConfig, "video", config=conf)
+    model = build_video_model(cfg, n_actions, channels)
+    saved = CleanPastTeacherForcing(model, cfg.frame_stack * n_actions) if uses_clean_past(cfg) else model
+    ckpt.load_weights(saved, ckpt.sampling_weights(run_dir))
+    return model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), cfg
+
+
+# ---------------------------------------------------------------------------------------- rollout
+@torch.no_grad()
+def rollout(model, schedule: NoiseSchedule, cfg: VideoRunConfig, frames: torch.Tensor, actions: torch.Tensor,
+            length: int, sampler: SamplerConfig | None = None, seed: int = 0, device: str = "cpu",
+            progress: bool = False) -> tuple[torch.Tensor, float]:
+    """Generate ``length`` frames after ``cfg.context`` real ones, following the real actions.
+
+    Args:
+        frames: ``(N, ≥ context, C, H, W)`` real frames (only the first ``context`` are shown).
+        actions: ``(N, ≥ context + length, A)``; ``actions[:, t]`` leads from frame t to t+1.
+        sampler: defaults to the method's sampler (:func:`method_config`).
+    Returns:
+        ``(video (N, context + length, C, H, W), seconds)``; the first ``context`` frames are the real ones.
+    """
+    C, k = cfg.context, cfg.frame_stack
+    total = C + length
+    if actions.shape[1] < total or frames.shape[1] < C:
+        raise DataError(f"a rollout of {length} frames after {C} context frames needs {total} actions, "
+                        f"got {actions.shape[1]}")
+    length = -(-length // k) * k  # whole tokens
+    into = actions_into_frames(actions.float())
+    if into.shape[1] < C + length:
+        into = torch.nn.functional.pad(into, (0, 0, 0, C + length - into.shape[1]))
+    ctx = stack_frames(frames[:, :C].float(), into[:, :C], k)[0]  # (N, C/k, kC, H, W)
+    cond = into[:, :C + length].reshape(into.shape[0], (C + length) // k, -1)  # (N, (C+L)/k, kA)
+    smp = sampler or method_config(cfg).sampler
+    gen = torch.Generator(device=device).manual_seed(seed)
+    t0 = time.perf_counter()
+    out = sample(model, schedule, smp, context=ctx.to(device), cond=cond.to(device), length=length // k,
+                 generator=gen, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    video = unstack_frames(out.x.clamp(-1, 1).cpu(), k)[:, :total]
+    return video, seconds
+
+
+def parse_length(text: str, window: int) -> int:
+    """``"10x"`` → 10 · window frames; ``"200"`` → 200 frames."""
+    t = str(text).strip().lower()
+    try:
+        n = int(round(float(t[:-1]) * window)) if t.endswith("x") else int(t)
+    except ValueError:
+        raise ConfigError(f"--length must be a frame count or a multiple of the training length like 10x, got {text!r}")
+    if n < 1:
+        raise ConfigError(f"--length must be >= 1 frame, got {text!r}")
+    return n
+
+
+def one_step_psnr(model, schedule: NoiseSchedule, cfg: VideoRunConfig, frames: torch.Tensor, actions: torch.Tensor,
+                  seed: int = 0) -> float:
+    """Mean PSNR of the first generated frame after ``cfg.context`` real frames (1-step prediction)."""
+    from dforce.recipes.video.metrics import psnr
+
+    C, k = cfg.context, cfg.frame_stack
+    video, _ = rollout(model, schedule, cfg, frames, actions, k, seed=seed)
+    return float(psnr(video[:, C:C + k], frames[:, C:C + k]).mean())
+
+
+def copy_last_psnr(frames: torch.Tensor, context: int, k: int = 1) -> float:
+    """PSNR of repeating the last context frame as the prediction of the next ``k`` frames."""
+    from dforce.recipes.video.metrics import psnr
+
+    last = frames[:, context - 1:context].expand(-1, k, -1, -1, -1)
+    return float(psnr(last, frames[:, context:context + k]).mean())
+
+
+__all__ = ["VideoDataConfig", "VideoRunConfig", "METHODS", "LATENTS", "CleanPastTeacherForcing", "uses_clean_past",
+           "method_config", "load_video_data", "stack_frames", "unstack_frames", "VideoTokenDataset", "build_video_model", "train_video", "load_run", "rollout",
+           "parse_length", "one_step_psnr", "copy_last_psnr"]

@@ -56,7 +56,7 @@ HORIZON = {"umaze": 20, "medium": 30, "large": 40}
 # training steps per maze (None: the preset's 2500). Large: 10 000 steps (~20 min per planner on one thread; the issue
 # allows 60 min per maze) lifted DF + MCG 75.5 -> 121.5 single, 94.9 -> 111.8 Multi2D, not the Diffuser-style planner
 # (docs/planning.md "Benchmark", "Longer training"); Medium at 12 000 steps did not score better, nor Large at 20 000
-# (DF + MCG 96.2 single, 110.5 Multi2D: benchmarks/results/maze2d_large_20k_steps.json)
+# (DF + MCG 96.2 single, 110.5 Multi2D: benchmarks/results/studies/maze2d_large_20k_steps.json)
 TRAIN_STEPS = {"umaze": None, "medium": None, "large": 10000}
 # guidance per maze, at training (saved in config.yaml) and evaluation (also for runs trained earlier with other
 # settings). Every maze: the reward term over 50-step windows, ρ = 30 (the U-Maze preset); on Large it lowered plain DF

@@ -20,7 +20,7 @@ The Fréchet feature network is saved with the results (``results/<name>_feature
 ``--retrain-feature-net`` replaces it. ``--eval-only`` scores the runs already in ``--runs`` without training:
 
     python benchmarks/video.py --config video_digits16_spatial --name video_evalonly \
-        --runs runs/bench_video_spatial --feature-net benchmarks/results/video_feature_net --eval-only --no-media
+        --runs runs/bench_video_spatial --feature-net benchmarks/results/studies/video_feature_net --eval-only --no-media
 
 On two cores, train the methods in two processes (``--methods``, each with its own ``--name``) and then score
 them together; ``--train-report`` carries each run's training time over into the combined results:

@@ -5,7 +5,7 @@
 #   [OUT=name] [FNET=dir] [RUNS=dir] benchmarks/video_benchmark.sh CONFIG TAG [EPISODES] [overrides...]
 #
 #   OUT=video benchmarks/video_benchmark.sh video_vizdoom32_spatial video_vizdoom32 32   # headline
-#   FNET=benchmarks/results/video_feature_net \
+#   FNET=benchmarks/results/studies/video_feature_net \
 #     benchmarks/video_benchmark.sh video_digits16_spatial video_digits16 32 train.steps=7500
 #
 # Training runs go to RUNS (default runs/bench_TAG)/<method>; the Fréchet feature net is FNET (default
@@ -14,12 +14,12 @@
 # results/OUT.{json,md} + GIF/PNGs (all three methods on EPISODES held-out videos; OUT defaults to TAG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ] || [ ! -f "$1" ]; then
-    echo "usage: [OUT=name] [FNET=dir] [RUNS=dir] $0 CONFIG TAG [EPISODES] [overrides...] (CONFIG: a preset file; got '${1:-}')" >&2
+py=${PYTHON:-python}
+if [ $# -lt 2 ] || ! "$py" -c "import sys; from dforce.engine.config import resolve_preset; resolve_preset(sys.argv[1])" "$1" 2>/dev/null; then
+    echo "usage: [OUT=name] [FNET=dir] [RUNS=dir] $0 CONFIG TAG [EPISODES] [overrides...] (CONFIG: a preset name or YAML file; got '${1:-}')" >&2
     exit 2
 fi
 config=$1; tag=$2; episodes=${3:-32}; shift $(( $# < 3 ? $# : 3 ))
-py=${PYTHON:-python}
 out=${OUT:-$tag}
 runs=${RUNS:-runs/bench_$tag}
 fnet=${FNET:-benchmarks/results/${tag}_feature_net}

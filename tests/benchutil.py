@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 def load_benchmark(name: str):
-    """The script ``benchmarks/<name>.py`` imported as a module (the scripts are not a package)."""
-    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    """The script ``benchmarks/<name>.py`` or ``benchmarks/studies/<name>.py`` imported as a module (the scripts are
+    not a package)."""
+    root = Path(__file__).parents[1] / "benchmarks"
+    path = root / f"{name}.py" if (root / f"{name}.py").exists() else root / "studies" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses in the script look their module up

@@ -13,7 +13,7 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["benchmarks/maze2d_diagnose.py", "no/such/run", "--maze", "large"], "not a planning run directory"),
+    (["benchmarks/studies/maze2d_diagnose.py", "no/such/run", "--maze", "large"], "not a planning run directory"),
     (["benchmarks/maze2d.py", "--mazes", "nowhere"], "is not one of"),
     (["benchmarks/sampling.py", "--from-json", "--out", "no/such/results"], "does not exist"),
 ])

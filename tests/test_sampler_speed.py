@@ -515,7 +515,7 @@ def test_transposed_weights_follow_weight_updates():
 
 
 def test_sampling_overhead_benchmark_splits_a_call(tmp_path):
-    """``benchmarks/sampling_overhead.py``: CPU ms per call and the floor at each batch (the floor grows with the
+    """``benchmarks/studies/sampling_overhead.py``: CPU ms per call and the floor at each batch (the floor grows with the
     batch, the fixed cost does not vanish), operators per call, and the table; bad values exit with one line."""
     from benchutil import load_benchmark
 

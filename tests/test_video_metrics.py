@@ -274,16 +274,16 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
           "--feature-net", str(tmp_path / "fnet"), "--runs", str(tmp_path / "runs"), "--name", str(tmp_path / "r"),
           "--no-media", "--quiet"], "feature net was trained on other data"),
         # the other entry points that load a saved feature net check it too (steps_study before any training)
-        ([sys.executable, "benchmarks/steps_study.py", "--task", "video", "--video-config", "video_digits_tiny",
+        ([sys.executable, "benchmarks/studies/steps_study.py", "--task", "video", "--video-config", "video_digits_tiny",
           "--feature-net", str(tmp_path / "fnet"), "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "s.json")],
          "feature net was trained on other data"),
-        ([sys.executable, "benchmarks/video_df_longer.py", "--config", "video_digits_tiny", "--run",
+        ([sys.executable, "benchmarks/studies/video_df_longer.py", "--config", "video_digits_tiny", "--run",
           f"df={tmp_path / 'run'}", "--feature-net", str(tmp_path / "fnet"), "--episodes", "2"],
          "feature net was trained on other data"),
         ([sys.executable, "benchmarks/video.py", "--eval-only", "--train-report", str(tmp_path / "missing.json")],
          "cannot read a results file"),
         ([sys.executable, "benchmarks/video.py", "--train-report", str(tmp_path / "a.json")], "goes with --eval-only"),
-        ([sys.executable, "benchmarks/steps_study.py", "--task", "video", "--steps", "5,x"], "positive integers"),
+        ([sys.executable, "benchmarks/studies/steps_study.py", "--task", "video", "--steps", "5,x"], "positive integers"),
         (["bash", "benchmarks/video_benchmark.sh", str(tmp_path / "nope.yaml"), "tag"], "usage:"),
     ]
     for cmd, message in cases:
@@ -293,7 +293,7 @@ def test_video_benchmark_commands_fail_clearly_on_bad_input(tmp_path):
 
 
 def test_video_seeds_aggregates_and_checks_reports(tmp_path):
-    """``benchmarks/video_seeds.py``: per-seed ratios and target counts from the combined results of several
+    """``benchmarks/studies/video_seeds.py``: per-seed ratios and target counts from the combined results of several
     training seeds; reports of another benchmark (other overrides) or repeated seeds are refused."""
     import json
     import os
@@ -338,6 +338,6 @@ def test_video_seeds_aggregates_and_checks_reports(tmp_path):
                         "not the combined")]:
         with pytest.raises(ConfigError, match=match):
             vs.load_reports(bad)
-    r = subprocess.run([sys.executable, "benchmarks/video_seeds.py", str(a), str(c)], cwd=root, capture_output=True,
+    r = subprocess.run([sys.executable, "benchmarks/studies/video_seeds.py", str(a), str(c)], cwd=root, capture_output=True,
                        text=True, env={**os.environ, "PYTHONPATH": str(root / "src")}, timeout=120)
     assert r.returncode == 2 and "only train.seed may differ" in r.stderr and "Traceback" not in r.stderr

@@ -5,7 +5,7 @@ buffers) through ``fused_pass.cpp`` once :meth:`~dforce.models.transformer.Causa
 on (``sampler.fused_kernel=true`` does that for a rollout). The kernel computes what the Python blocks compute, with
 the per-token elementwise work, RoPE, the cache writes and attention as loops in one call instead of ~25 operators
 per block from Python: at a rollout's batch sizes those operators cost more than the arithmetic
-(``benchmarks/sampling_overhead.py``).
+(``benchmarks/studies/sampling_overhead.py``).
 
 Building needs a C++ compiler and ninja (``torch.utils.cpp_extension``); the first build takes about a minute on
 two cores, later processes load the cached library from ``$DFORCE_CACHE/torch_extensions`` (default

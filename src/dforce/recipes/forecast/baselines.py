@@ -7,7 +7,7 @@ series are the values to forecast), ready for :func:`dforce.recipes.forecast.met
 is forecast from every true value before it. That is not a multi-step forecast (the issue's protocol);
 it is the information the Diffusion Forcing reference code's test pipeline gives its model (its lag-1
 covariate is filled from the true series inside the forecast window), measured so the two can be told apart
-(``benchmarks/forecast_exchange_protocol.py``).
+(``benchmarks/studies/forecast_exchange_protocol.py``).
 
 Reproduce the exchange_rate_nips numbers (CRPS-sum via the real GluonTS evaluator)::
 

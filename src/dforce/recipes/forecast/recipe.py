@@ -38,18 +38,18 @@ Baselines with the same backbone: ``objective.level_strategy=teacher_forcing`` (
 no stabilization) and ``full_sequence`` (one shared level; sampled with the full_sequence schedule over
 the whole prediction window) — see :func:`baseline_config`.
 
-Run it: ``dforce forecast --dataset exchange_rate`` or ``python benchmarks/forecast_exchange.py``.
+Run it: ``dforce forecast --dataset exchange_rate`` or ``python benchmarks/forecast.py``.
 
-Measured (``benchmarks/results/forecast_exchange.md``, ``forecast_small``, 5 seeds): CRPS-sum
+Measured (``benchmarks/results/forecast.md``, ``forecast_small``, 5 seeds): CRPS-sum
 0.00481 ± 0.00007, better than naive (0.00621), VAR (0.00556), teacher forcing (0.00489 ± 0.00022, within
 noise) and full-sequence (0.00514), but not the paper's 0.003 and not a volatility-adaptive Gaussian random
-walk (0.00461, reference row). ``benchmarks/forecast_exchange_ceiling.py``: a random walk centred on the
+walk (0.00461, reference row). ``benchmarks/studies/forecast_exchange_ceiling.py``: a random walk centred on the
 last value with the best spread reaches 0.0043 even when its spread is chosen on test, so 0.003 needs a
 better median than the last value (predictable drift); removing the learned drift helps on test but hurts
 on the validation years, so it was not chosen. The paper's 0.003 comes from the reference code's test inputs,
 which give every forecast step the true previous value through a lag covariate: with that covariate
 (``data.short_lags=[1]``, level tokens) this recipe scores 0.00307 ± 0.00025, and 0.00768 without it
-(``benchmarks/forecast_exchange_protocol.py``).
+(``benchmarks/studies/forecast_exchange_protocol.py``).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class ForecastDataConfig:
     # lags below prediction_length added to the covariates, e.g. [1] as the reference code (its business-day
     # lags [1, 2] shifted by one: the previous value). Inside a forecast window they are read from the
     # series, i.e. from the values being forecast: for reproducing the reference's scores only
-    # (benchmarks/forecast_exchange_protocol.py); refused for forecasts past the end of the data
+    # (benchmarks/studies/forecast_exchange_protocol.py); refused for forecasts past the end of the data
     short_lags: tuple[int, ...] = ()
     val_windows: int = 5  # rolling validation windows held out from the end of train (test uses 5)
     val_stride: int = 0  # forecast origins every val_stride steps inside the held-out part (0: H, the test layout)

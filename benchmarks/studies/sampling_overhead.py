@@ -15,9 +15,9 @@ model: width 128, depth 4, window 16, S = 4, one thread, random init seed 0) int
     * with ``--compile``: the same rollout with every block's forward under ``torch.compile`` (inductor, dynamic
       shapes), the first rollout's wall time (compilation) and then CPU ms per call.
 
-Writes ``benchmarks/results/sampling_overhead.{json,md}``. On an idle machine (other jobs change the timings):
+Writes ``benchmarks/results/studies/sampling_overhead.{json,md}``. On an idle machine (other jobs change the timings):
 
-    nice -n 10 python benchmarks/sampling_overhead.py [--compile]     # ~1 min (+ ~2 min with --compile)
+    nice -n 10 python benchmarks/studies/sampling_overhead.py [--compile]     # ~1 min (+ ~2 min with --compile)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for sampling.py
 from sampling import RESULTS, BenchConfig, flops_per_token, make, matmul_gflops, rollout, uptime  # noqa: E402
 
 from dforce.models import fused  # noqa: E402
@@ -91,13 +91,13 @@ def main(argv=None) -> int:
     p.add_argument("--length", type=int, default=LENGTH, help="tokens per timed rollout")
     p.add_argument("--compile", action="store_true", help="also time the blocks under torch.compile (slow to build)")
     p.add_argument("--no-fused-kernel", action="store_true", help="skip the C++ kernel rows (no compiler here)")
-    p.add_argument("--out", default=str(RESULTS / "sampling_overhead"), help="output path without suffix")
+    p.add_argument("--out", default=str(RESULTS / "studies" / "sampling_overhead"), help="output path without suffix")
     args = p.parse_args(argv)
     if min(args.batches) < 1 or args.repeats < 1 or args.length < 1:
         p.error(f"--batches, --repeats and --length must be >= 1, got {args.batches}, {args.repeats}, {args.length}")
     base = BenchConfig()
     torch.set_num_threads(base.threads)
-    report = {"command": "python benchmarks/sampling_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    report = {"command": "python benchmarks/studies/sampling_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "bench": asdict(base), "length": args.length, "uptime_before": uptime()}
     kinds = ("ours",) if args.no_fused_kernel else ("ours", "fused")
     if "fused" in kinds:

@@ -1,6 +1,6 @@
 """Multi-step vs one-step-ahead scoring on exchange_rate_nips: where the paper's CRPS-sum of 0.003 can come from.
 
-The issue's protocol (``benchmarks/forecast_exchange.py``) forecasts the 30 steps of each test window from
+The issue's protocol (``benchmarks/forecast.py``) forecasts the 30 steps of each test window from
 the history before it. The Diffusion Forcing reference code (``buoyancy99/diffusion-forcing``) scores
 something else; read from its source:
 
@@ -38,10 +38,10 @@ as the benchmark trains its model:
   the values being forecast. Its "multi-step" forecast therefore already has one-step information; a
   one-step column does not apply (and ``forecast(future=True)`` refuses such a model).
 
-    PYTHONPATH=src python benchmarks/forecast_exchange_protocol.py              # 5 seeds (~4 min per seed: 3 models)
-    PYTHONPATH=src python benchmarks/forecast_exchange_protocol.py --seeds 1 --quick
+    PYTHONPATH=src python benchmarks/studies/forecast_exchange_protocol.py              # 5 seeds (~4 min per seed: 3 models)
+    PYTHONPATH=src python benchmarks/studies/forecast_exchange_protocol.py --seeds 1 --quick
 
-Writes ``benchmarks/results/forecast_exchange_protocol.{json,md}`` (``--out`` changes the stem).
+Writes ``benchmarks/results/studies/forecast_exchange_protocol.{json,md}`` (``--out`` changes the stem).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--config", default="forecast_small")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--out", default=str(ROOT / "results" / "forecast_exchange_protocol"), help="output path stem")
+    ap.add_argument("--out", default=str(ROOT.parent / "results" / "studies" / "forecast_exchange_protocol"), help="output path stem")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     if args.seeds < 1:

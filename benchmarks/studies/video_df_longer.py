@@ -4,11 +4,11 @@ Scores saved DF runs (no training) on the video benchmark's held-out videos with
 Fréchet feature network (``benchmarks/video.py`` writes it to ``results/<name>_feature_net/``), for each
 run and each sampler stabilization level. Same rollouts as the benchmark (``context`` real frames, real
 actions, ``multiple`` × T frames, seed 1), so with the same ``--episodes`` the ``stabilization_level = 20`` row
-of a benchmark run reproduces its DF row (e.g. ``results/video_digits16_brightness`` vs ``video_digits16``).
+of a benchmark run reproduces its DF row (e.g. ``results/studies/video_digits16_brightness`` vs ``video_digits16``).
 
-    python benchmarks/video_df_longer.py --config video_digits16_spatial \\
+    python benchmarks/studies/video_df_longer.py --config video_digits16_spatial \\
         --run 2000=runs/bench_video_spatial/df --run 9000=runs/bench_video_spatial_longer/df \\
-        --stabilization 20,100,200 --feature-net benchmarks/results/video_feature_net --name video_df_longer
+        --stabilization 20,100,200 --feature-net benchmarks/results/studies/video_feature_net --name video_df_longer
 
 Besides PSNR/SSIM/Fréchet per horizon it reports ``brightness``: the mean pixel value in [0, 1] of the
 rollout window over that of the true window (1 = as bright as the truth, 0 = black), which shows fading.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "studies"
 
 
 def main(argv=None) -> dict:
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     ref = video_features(fnet, truth)
     half = truth.shape[1] // 2
     levels = [int(v) for v in args.stabilization.split(",")]
-    out = {"command": "python benchmarks/video_df_longer.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+    out = {"command": "python benchmarks/studies/video_df_longer.py " + shlex.join(sys.argv[1:] if argv is None else argv),
            "config": args.config, "overrides": args.overrides, "feature_net": args.feature_net, "train_length": T,
            "context": C, "rollout_frames": length, "episodes": args.episodes, "rollout_seed": 1,
            "torch_threads": torch.get_num_threads(),
@@ -138,4 +138,4 @@ def markdown(rep: dict) -> str:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/video_df_longer.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/video_df_longer.py")  # user errors: one line, exit code 2

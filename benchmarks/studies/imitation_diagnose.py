@@ -1,6 +1,6 @@
 """Where does a fruit-swap policy fail? Per-episode event traces and a summary.
 
-    PYTHONPATH=src python benchmarks/imitation_diagnose.py RUN [--episodes 50] [--set policy.horizon=4 ...]
+    PYTHONPATH=src python benchmarks/studies/imitation_diagnose.py RUN [--episodes 50] [--set policy.horizon=4 ...]
 
 Runs a trained imitation run (``dforce imitation train``) on the evaluation episodes of
 :func:`dforce.recipes.imitation.fruit_swap.evaluate` (same seeds) and logs, per episode: grasps (``grabA0.012`` = fruit A
@@ -85,4 +85,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    raise SystemExit(exit_on_user_error(main, "benchmarks/imitation_diagnose.py"))  # user errors: one line, exit code 2
+    raise SystemExit(exit_on_user_error(main, "benchmarks/studies/imitation_diagnose.py"))  # user errors: one line, exit code 2

@@ -4,7 +4,7 @@ Builds the preset's model (untrained), rolls out ``--frames`` frames after the p
 batch of ``--batch`` videos with each method's sampler, and reports frames/s (generated frames of all
 videos per wall-clock second) and peak RSS.
 
-    python benchmarks/video_speed.py --config video_vizdoom64_small --batch 1
+    python benchmarks/studies/video_speed.py --config video_vizdoom64_small --batch 1
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "studies"
 
 
 def main(argv=None) -> dict:
@@ -64,4 +64,4 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/video_speed.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/video_speed.py")  # user errors: one line, exit code 2

@@ -3,8 +3,8 @@
 Trains the clip feature network on real videos, then measures the Fréchet distance of held-out real
 videos and of corrupted copies (saturation, noise, freezing, ...) against another held-out real set.
 
-    nice python benchmarks/video_frechet_sanity.py --data vizdoom --resolution 64 --steps 600   # ~5 min, 1 CPU thread
-    python benchmarks/video_frechet_sanity.py --data digits --resolution 16 --steps 300         # seconds
+    nice python benchmarks/studies/video_frechet_sanity.py --data vizdoom --resolution 64 --steps 600   # ~5 min, 1 CPU thread
+    python benchmarks/studies/video_frechet_sanity.py --data digits --resolution 16 --steps 300         # seconds
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
     }
     out = {"args": vars(args), "generation_s": gen_s, "feature_net_train_s": net.train_seconds,
            "n_clips_per_set": len(ref), "frechet": res}
-    path = Path(__file__).parent / "results" / f"video_frechet_sanity_{args.data}{args.resolution}.json"
+    path = Path(__file__).resolve().parents[1] / "results" / "studies" / f"video_frechet_sanity_{args.data}{args.resolution}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
@@ -70,4 +70,4 @@ def main() -> None:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/video_frechet_sanity.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/video_frechet_sanity.py")  # user errors: one line, exit code 2

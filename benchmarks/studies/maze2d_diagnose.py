@@ -5,18 +5,18 @@ changes and prints the score, the share of episodes that ever reach the goal, th
 step, the share of steps inside the 0.5 radius after the first arrival, and the final distance and speed.
 ``docs/planning.md`` ("passes through the goal") was measured with it:
 
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN                                # the run's settings
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --guidance-scale 0.1
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0          # slow down everywhere
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --velocity-weight 1.0 --velocity-gate 0.5   # near the goal only
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --decay 0.99
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --start-at-goal --max-steps 60 --episodes 10   # hold test
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
-        --log benchmarks/results/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --paths-png fails.png   # where failures end
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --set plan.distance=data_geodesic \
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN                                # the run's settings
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --guidance-scale 0.1
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --velocity-weight 1.0          # slow down everywhere
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --velocity-weight 1.0 --velocity-gate 0.5   # near the goal only
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --decay 0.99
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --start-at-goal --max-steps 60 --episodes 10   # hold test
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
+        --log benchmarks/results/studies/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --paths-png fails.png   # where failures end
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --set plan.distance=data_geodesic \
         --field-png field.png                                    # guidance on the data's shortest paths, and its field
-    PYTHONPATH=src python benchmarks/maze2d_diagnose.py RUN --maze medium --mcg 8 --mcg-effect --max-steps 30 \
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --mcg 8 --mcg-effect --max-steps 30 \
         --set sampler.mcg_redraw_above=0.9                       # how much MCG moves the present's gradient, per row
 
 ``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
@@ -249,4 +249,4 @@ def main() -> None:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/maze2d_diagnose.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/maze2d_diagnose.py")  # user errors: one line, exit code 2

@@ -5,11 +5,11 @@ stopping; 5 rolling test windows of 30 steps) and are scored with the real Gluon
 ``MultivariateEvaluator`` (``m_sum_mean_wQuantileLoss``, 100 samples). Also reported, as a reference
 point: a Gaussian random walk whose step covariance is fitted on the training changes.
 
-    PYTHONPATH=src python benchmarks/forecast_exchange.py                 # 5 seeds (paper protocol)
-    PYTHONPATH=src python benchmarks/forecast_exchange.py --seeds 1 --quick
-    PYTHONPATH=src python benchmarks/forecast_exchange.py --config forecast_small --set train.lr=3e-4
+    PYTHONPATH=src python benchmarks/forecast.py                 # 5 seeds (paper protocol)
+    PYTHONPATH=src python benchmarks/forecast.py --seeds 1 --quick
+    PYTHONPATH=src python benchmarks/forecast.py --config forecast_small --set train.lr=3e-4
 
-Writes ``benchmarks/results/forecast_exchange.json`` and ``.md`` (``--out`` changes the stem).
+Writes ``benchmarks/results/forecast.json`` and ``.md`` (``--out`` changes the stem).
 """
 
 from __future__ import annotations
@@ -156,4 +156,4 @@ def main() -> None:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/forecast_exchange.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/forecast.py")  # user errors: one line, exit code 2

@@ -5,7 +5,7 @@ context frame, on the same held-out videos the benchmark rolls out (same config,
 On sparse frames (a digit on black) black frames already score ~12 dB, so a model's PSNR must be read
 against these rows.
 
-    python benchmarks/video_reference_psnr.py --config video_digits16_spatial --name video
+    python benchmarks/studies/video_reference_psnr.py --config video_digits16_spatial --name video
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "studies"
 
 
 def main(argv=None) -> dict:
@@ -55,4 +55,4 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/video_reference_psnr.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/video_reference_psnr.py")  # user errors: one line, exit code 2

@@ -5,7 +5,7 @@ in ``train.seed`` (same held-out videos, same Fréchet feature net), and writes 
 figures: each method's Fréchet distance per horizon (mean ± std over seeds), its 30×/1× ratio, and in how
 many seeds the issue's target holds (DF within 1.5×, a baseline beyond 3×) and DF beats teacher forcing.
 
-    python benchmarks/video_seeds.py --name video_vizdoom32_seeds benchmarks/results/video.json \
+    python benchmarks/studies/video_seeds.py --name video_vizdoom32_seeds benchmarks/results/video.json \
         benchmarks/results/video_vizdoom32_seed1.json benchmarks/results/video_vizdoom32_seed2.json \
         benchmarks/results/video_vizdoom32_seed3.json
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dforce.recipes.video.recipe import METHODS  # df, teacher_forcing, full_sequence
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "studies"
 DF_TARGET = 1.5  # issue #6: DF's Fréchet at 30x within 1.5x of its value at 1x
 BASELINE_TARGET = 3.0  # issue #6: ... while a baseline degrades by more than 3x
 
@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     res = aggregate(load_reports(args.results))
-    command = "python benchmarks/video_seeds.py --name " + args.name + " " + " ".join(
+    command = "python benchmarks/studies/video_seeds.py --name " + args.name + " " + " ".join(
         str(p.relative_to(Path.cwd())) if p.is_absolute() and p.is_relative_to(Path.cwd()) else str(p)
         for p in args.results)
     res["command"] = command
@@ -180,4 +180,4 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/video_seeds.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/video_seeds.py")  # user errors: one line, exit code 2

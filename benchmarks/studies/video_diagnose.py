@@ -6,7 +6,7 @@ prediction is compared with the true frame, next to copying the previous frame a
 At k = K the prediction comes from the past alone (the recurrent latent): a model that has learned the
 dynamics beats copy-last there.
 
-    python benchmarks/video_diagnose.py runs/bench_video/df
+    python benchmarks/studies/video_diagnose.py runs/bench_video/df
 """
 
 from __future__ import annotations
@@ -53,4 +53,4 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/video_diagnose.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/video_diagnose.py")  # user errors: one line, exit code 2

@@ -1,22 +1,22 @@
 """Quality vs number of DDIM sampling steps S: how few steps keep the sample quality?
 
-Writes ``benchmarks/results/steps_study.json`` and ``benchmarks/results/steps_study.md``.
+Writes ``benchmarks/results/studies/steps_study.json`` and ``benchmarks/results/studies/steps_study.md``.
 
 :func:`steps_study` is generic: it takes ``sample_and_score(S) -> metric`` for any recipe and reports the
 metric for every S and the smallest S whose metric is within ``tolerance`` (5%) of the metric at the
 reference S (K/10 by default). This script runs it for the synthetic noisy-sines data (energy distance,
 lower is better) with a small RNN trained here (cached in ``--run-dir``, reused when present):
 
-    nice -n 10 python benchmarks/steps_study.py                 # ~5-10 min on the loaded 2-core box
+    nice -n 10 python benchmarks/studies/steps_study.py                 # ~5-10 min on the loaded 2-core box
 
 and for the recipes the issue names (each trains its small preset once, cached in ``runs/steps_study_<task>``):
 
-    nice -n 10 python benchmarks/steps_study.py --task forecast   # exchange_rate_nips CRPS-sum (~3-5 min)
-    nice -n 10 python benchmarks/steps_study.py --task video      # moving digits rollout Fréchet (~10 min)
+    nice -n 10 python benchmarks/studies/steps_study.py --task forecast   # exchange_rate_nips CRPS-sum (~3-5 min)
+    nice -n 10 python benchmarks/studies/steps_study.py --task video      # moving digits rollout Fréchet (~10 min)
 
 or for a trained run, e.g. the video benchmark's DF run and feature net (ViZDoom 32 px):
 
-    python benchmarks/steps_study.py --task video --video-config video_vizdoom32_spatial \
+    python benchmarks/studies/steps_study.py --task video --video-config video_vizdoom32_spatial \
         --run-dir runs/bench_video_vizdoom32/df --feature-net benchmarks/results/video_vizdoom32_feature_net \
         --episodes 16 --steps 5,10,20,50
 
@@ -26,7 +26,7 @@ For another recipe, build the callable from its trained model and metric and cal
     from steps_study import steps_study, write_results
     res = steps_study(lambda S: crps_sum_of_forecasts(model, S), steps=[5, 10, 25, 50, 100], ref_steps=100,
                       higher_is_better=False)
-    write_results({"forecast": res})          # merges into benchmarks/results/steps_study.json
+    write_results({"forecast": res})          # merges into benchmarks/results/studies/steps_study.json
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "studies"
 
 
 def steps_study(
@@ -91,7 +91,7 @@ def write_results(studies: dict[str, dict], path: Path = RESULTS / "steps_study.
     data["min_steps"] = {t: s["min_steps"] for t, s in data["studies"].items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
-    lines = ["# Quality vs DDIM steps S (`python benchmarks/steps_study.py`)", ""]
+    lines = ["# Quality vs DDIM steps S (`python benchmarks/studies/steps_study.py`)", ""]
     for task, s in data["studies"].items():
         lines += [f"## {task}", "", s.get("description", ""), "",
                   f"reference S = {s['ref_steps']} (metric {s['ref_score']:.5g}); smallest S within "
@@ -334,4 +334,4 @@ def main() -> None:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/steps_study.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/steps_study.py")  # user errors: one line, exit code 2

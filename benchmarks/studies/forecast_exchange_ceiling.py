@@ -8,9 +8,9 @@ bounds what calibrating the spread of a forecaster centred on the last value can
 what would be needed to reach the paper's 0.003 (a better median than the last value, i.e. predictable
 drift). Also prints the per-window CRPS-sum of the naive forecast.
 
-    PYTHONPATH=src python benchmarks/forecast_exchange_ceiling.py
+    PYTHONPATH=src python benchmarks/studies/forecast_exchange_ceiling.py
 
-Writes ``benchmarks/results/forecast_exchange_ceiling.json``.
+Writes ``benchmarks/results/studies/forecast_exchange_ceiling.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dforce.recipes.forecast.baselines import random_walk_forecast
 WINDOWS_N = (30, 60, 120, 250, 500, 1000, 6000)  # changes used for the step covariance
 SCALES_C = (0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25)  # spread factors
 VAL_WINDOWS = 20  # rolling validation windows (600 steps) from the end of train
-OUT = Path(__file__).resolve().parent / "results" / "forecast_exchange_ceiling.json"
+OUT = Path(__file__).resolve().parents[1] / "results" / "studies" / "forecast_exchange_ceiling.json"
 
 
 def main() -> None:
@@ -62,4 +62,4 @@ def main() -> None:
 if __name__ == "__main__":
     from dforce.errors import exit_on_user_error
 
-    exit_on_user_error(main, "benchmarks/forecast_exchange_ceiling.py")  # user errors: one line, exit code 2
+    exit_on_user_error(main, "benchmarks/studies/forecast_exchange_ceiling.py")  # user errors: one line, exit code 2

@@ -5,7 +5,7 @@ with per-episode scores from one seed: within a folder, episode i of both method
 For every cell this prints and writes the paired difference df_mcg − df per folder and pooled over the folders
 (the episodes of different seeds are independent, so they are concatenated), and the pool over every cell:
 
-    python benchmarks/maze2d_mcg_pool.py runs/bench15/medium_multi_n8_s1 runs/bench15/medium_multi_n8_s2 \
+    python benchmarks/studies/maze2d_mcg_pool.py runs/bench15/medium_multi_n8_s1 runs/bench15/medium_multi_n8_s2 \
         --out benchmarks/results/maze2d_mcg_pooled
 
 ``--exclude-first`` leaves the first folder of each cell out of the pool (a confirmatory pool: the first run is
@@ -76,7 +76,7 @@ def pool(folders: list[str], exclude_first: bool = False) -> dict:
 
 def table(result: dict) -> str:
     lines = ["# MCG against plain DF, paired by episode, pooled over seeds", "",
-             f"Command: `python benchmarks/maze2d_mcg_pool.py {' '.join(result['folders'])}"
+             f"Command: `python benchmarks/studies/maze2d_mcg_pool.py {' '.join(result['folders'])}"
              f"{' --exclude-first' if result['exclude_first'] else ''}`", "",
              "df_mcg − df per episode (same seed: same start and goal), mean ± standard error; "
              + ("the first run of each cell is left out of the pool (it suggested the test)." if result["exclude_first"]

@@ -23,14 +23,46 @@ def test_level_strategies_patterns():
         assert (row_k[:p] == 0).all() and 1 <= row_k[p] <= K and (row_k[p + 1 :] == K).all()
 
 
-def test_fused_snr_matches_plain_loop():
+def reference_fused_snr(snr, snr_clip, decay):
+    """An independent transcription of ``compute_loss_weights`` (buoyancy99/diffusion-forcing, paper branch):
+    a loop over time with ``cum_snr[0] = normalized_clipped_snr[0]``, then shifted right by one (pad 0)."""
+    norm_clip = snr.clamp(max=snr_clip) / snr_clip
+    norm = snr / snr_clip
+    cum = torch.zeros_like(norm)
+    for t in range(snr.shape[1]):
+        cum[:, t] = norm_clip[:, t] if t == 0 else decay * cum[:, t - 1] + (1 - decay) * norm_clip[:, t]
+    cum = torch.nn.functional.pad(cum[:, :-1], (1, 0), value=0.0)
+    return ((1 - (1 - cum * decay) * (1 - norm_clip)) * snr_clip, (1 - (1 - cum * decay) * (1 - norm)) * snr_clip)
+
+
+def test_fused_snr_matches_the_reference_formula():
+    torch.manual_seed(0)
+    snr = torch.rand(3, 9) * 10
+    for gamma, d in ((5.0, 0.8), (2.0, 0.96)):
+        got_clip, got = fused_snr(snr, gamma, d)
+        want_clip, want = reference_fused_snr(snr, gamma, d)
+        torch.testing.assert_close(got_clip, want_clip, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_fused_snr_clean_token_then_noise():
+    """A clean first token then pure noise: the reference's weights are [5, 4, 3.2, 2.56, 2.048] (γ 5, d 0.8);
+    dforce 0.1 started the running mean at (1-d)·s̃_0 and gave [5, 0.8, 0.64, 0.512, 0.41] (kept as 'discounted')."""
+    snr = torch.tensor([[1e9, 0.0, 0.0, 0.0, 0.0]])
+    clipped, _ = fused_snr(snr, 5.0, 0.8)
+    torch.testing.assert_close(clipped, torch.tensor([[5.0, 4.0, 3.2, 2.56, 2.048]]), atol=1e-5, rtol=0)
+    old, _ = fused_snr(snr, 5.0, 0.8, init="discounted")
+    torch.testing.assert_close(old, torch.tensor([[5.0, 0.8, 0.64, 0.512, 0.4096]]), atol=1e-5, rtol=0)
+
+
+def test_fused_snr_discounted_matches_its_loop():
     torch.manual_seed(0)
     snr = torch.rand(3, 9) * 10
     gamma, d = 5.0, 0.8
-    got_clip, got = fused_snr(snr, gamma, d)
+    got_clip, got = fused_snr(snr, gamma, d, init="discounted")
     s = snr.clamp(max=gamma) / gamma
     c_prev = torch.zeros(3)
-    for t in range(9):  # the reference's recurrence, token by token
+    for t in range(9):  # dforce 0.1's recurrence, token by token (c_{-1} = 0, so c_0 = (1-d)·s̃_0)
         past = 1 - d * c_prev
         torch.testing.assert_close(got_clip[:, t], (1 - past * (1 - s[:, t])) * gamma, atol=1e-5, rtol=0)
         torch.testing.assert_close(got[:, t], (1 - past * (1 - snr[:, t] / gamma)) * gamma, atol=1e-5, rtol=0)
@@ -84,3 +116,5 @@ def test_objective_config_validation():
         ObjectiveConfig(level_strategy="random")
     with pytest.raises(ConfigError, match="fused_snr_decay"):
         ObjectiveConfig(fused_snr_decay=1.5)
+    with pytest.raises(ConfigError, match="fused_snr_init"):
+        ObjectiveConfig(fused_snr_init="last_token")

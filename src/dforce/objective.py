@@ -14,10 +14,12 @@ Loss weights (per token, from the token's SNR; γ = snr_clip):
     uniform    1
     min_snr    min(SNR, γ) turned into the objective's space (Hang et al. 2023): eps: min(SNR,γ)/SNR,
                x0: min(SNR,γ), v: min(SNR,γ)/(SNR+1)
-    fused_snr  the reference's time-discounted SNR: s̃_t = min(SNR_t, γ)/γ; c_t = d·c_{t-1} + (1-d)·s̃_t;
-               f̃_t = 1 − (1 − d·c_{t-1})(1 − s̃_t), i.e. how much is known about token t from its past and
-               itself (f_t likewise with the unclipped SNR_t/γ); then the min_snr formula with
-               (min(SNR, γ), SNR) ← (γ·f̃_t, γ·f_t) (REFERENCE.md §1, decay d ≈ 0.8–0.96)
+    fused_snr  the reference's time-discounted SNR (``compute_loss_weights`` in buoyancy99/diffusion-forcing):
+               s̃_t = min(SNR_t, γ)/γ; c_0 = s̃_0, c_t = d·c_{t-1} + (1-d)·s̃_t;
+               f̃_t = 1 − (1 − d·c_{t-1})(1 − s̃_t) (c_{-1} = 0), i.e. how much is known about token t from its
+               past and itself (f_t likewise with the unclipped SNR_t/γ); then the min_snr formula with
+               (min(SNR, γ), SNR) ← (γ·f̃_t, γ·f_t) (REFERENCE.md §1, decay d ≈ 0.8–0.96).
+               ``fused_snr_init="discounted"`` starts the running mean at c_0 = (1-d)·s̃_0 instead (dforce ≤ 0.1)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dforce.errors import ConfigError
 
 LEVEL_STRATEGIES = ("independent", "full_sequence", "teacher_forcing")
 WEIGHTINGS = ("uniform", "min_snr", "fused_snr")
+FUSED_SNR_INITS = ("first_token", "discounted")
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,13 @@ class ObjectiveConfig:
     weighting: str = "fused_snr"  # uniform | min_snr | fused_snr
     snr_clip: float = 5.0  # γ of min-SNR weighting (Hang et al. 2023 use 5)
     fused_snr_decay: float = 0.8  # d, discount of the running SNR along time (reference video: 0.8)
+    # c_0 of the running SNR: first_token = s̃_0 (the reference's recurrence) | discounted = (1-d)·s̃_0 (dforce 0.1)
+    fused_snr_init: str = "first_token"
 
     def __post_init__(self):
         check_choice("objective.level_strategy", self.level_strategy, LEVEL_STRATEGIES)
         check_choice("objective.weighting", self.weighting, WEIGHTINGS)
+        check_choice("objective.fused_snr_init", self.fused_snr_init, FUSED_SNR_INITS)
         if not self.snr_clip > 0:
             raise ConfigError(f"objective.snr_clip must be > 0, got {self.snr_clip}")
         if not 0.0 <= self.fused_snr_decay < 1.0:
@@ -83,19 +89,24 @@ def sample_levels(
     return k, (t == p).expand(batch, tokens)
 
 
-def fused_snr(snr: torch.Tensor, snr_clip: float, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_snr(snr: torch.Tensor, snr_clip: float, decay: float,
+              init: str = "first_token") -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's fused SNR along time, vectorized. ``snr: (B, T)``.
 
     Returns ``(fused_clipped, fused)`` in SNR units (× γ): the combination 1 − (1 − d·c_{t-1})(1 − s)
-    with s = min(SNR, γ)/γ and with s = SNR/γ. The discounted running mean c_t = d·c_{t-1} + (1-d)·s̃_t
-    is a lower-triangular matrix product (exact, O(T²); T is a training window of at most a few
-    hundred tokens), so there is no Python loop over time.
+    with s = min(SNR, γ)/γ and with s = SNR/γ. The discounted running mean (c_0 = s̃_0 for ``first_token``,
+    the reference; (1-d)·s̃_0 for ``discounted``; then c_t = d·c_{t-1} + (1-d)·s̃_t) is a lower-triangular
+    matrix product (exact, O(T²); T is a training window of at most a few hundred tokens), so there is no
+    Python loop over time.
     """
+    check_choice("objective.fused_snr_init", init, FUSED_SNR_INITS)
     T = snr.shape[1]
     s_clip = snr.clamp(max=snr_clip) / snr_clip  # s̃_t in [0, 1]
     t = torch.arange(T, device=snr.device, dtype=snr.dtype)
     lag = t.unsqueeze(1) - t.unsqueeze(0)  # (T, T): t - j
     decay_mat = torch.where(lag >= 0, (1 - decay) * decay ** lag.clamp(min=0), torch.zeros_like(lag))
+    if init == "first_token":  # c_0 = s̃_0 carries weight d^t (not (1-d)·d^t) into c_t
+        decay_mat[:, 0] = decay ** t
     c = s_clip @ decay_mat.T  # (B, T): c_t = Σ_{j≤t} (1-d) d^{t-j} s̃_j
     past = 1 - decay * torch.nn.functional.pad(c[:, :-1], (1, 0))  # 1 − d·c_{t-1}, c_{-1} = 0
     fused_clipped = 1 - past * (1 - s_clip)
@@ -109,7 +120,7 @@ def loss_weights(levels: torch.Tensor, schedule: NoiseSchedule, cfg: ObjectiveCo
     if cfg.weighting == "uniform":
         return torch.ones_like(snr)
     if cfg.weighting == "fused_snr":
-        clipped, snr = fused_snr(snr, cfg.snr_clip, cfg.fused_snr_decay)
+        clipped, snr = fused_snr(snr, cfg.snr_clip, cfg.fused_snr_decay, cfg.fused_snr_init)
     else:
         clipped = snr.clamp(max=cfg.snr_clip)
     if schedule.objective == "eps":

@@ -323,3 +323,35 @@ def test_ddp_resume_is_exact(tmp_path):
     for f in ("model.safetensors", "ema.safetensors"):
         a, b = weights(tmp_path / "a" / f), weights(tmp_path / "b" / f)
         assert all(torch.equal(a[k], b[k]) for k in a), f
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --init-from (fine-tuning another run's weights)
+# ---------------------------------------------------------------------------------------------------------
+
+def test_init_from_starts_from_the_other_runs_weights(trained_run, tmp_path):
+    """A run started with --init-from A and a learning rate too small to move the weights in one step ends
+    (within that step's change) at A's EMA weights; its config records where it started from."""
+    out = tmp_path / "ft"
+    dforce("train", PRESET, *TINY, "train.steps=1", "train.lr=1e-12", "train.warmup_steps=1", "train.ema_decay=0",
+           "objective.level_strategy=full_sequence", "--init-from", str(trained_run), "--out", str(out), "--quiet")
+    a, b = weights(trained_run / "ema.safetensors"), weights(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    import yaml
+
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["init_from"] == str(trained_run.absolute())
+    assert cfg["objective"]["level_strategy"] == "full_sequence"
+
+
+def test_init_from_refuses_another_architecture(trained_run, tmp_path):
+    p = dforce("train", PRESET, *TINY, "model.width=64", "--init-from", str(trained_run), "--out", str(tmp_path / "x"),
+               "--quiet", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: train.init_from=") and "shape" in lines[0]
+    p = dforce("train", PRESET, *TINY, "--init-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y"),
+               "--quiet", check=False)
+    assert p.returncode == 2 and "run directory not found" in p.stderr

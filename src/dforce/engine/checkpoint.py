@@ -165,3 +165,35 @@ def sampling_weights(run_dir: str | Path) -> Path:
         if (run_dir / name).exists():
             return run_dir / name
     raise CheckpointError(f"{run_dir} has no model weights ({EMA_FILE} or {MODEL_FILE})")
+
+
+def load_init_weights(module: torch.nn.Module, run_dir: str | Path, allow_missing: tuple[str, ...] = ()) -> Path:
+    """Start ``module`` from another run's weights (fine-tuning, ``train.init_from``); returns the file used.
+
+    The EMA weights are used when the run kept them (they are what it samples with), else ``model.safetensors``.
+    The architecture must match: every tensor of the file must exist in ``module`` with the same shape, and every
+    tensor of ``module`` must be in the file, except names starting with one of ``allow_missing`` (parameters the
+    new model adds, which keep their initialization). Anything else is a :class:`CheckpointError` naming the tensor.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"train.init_from={run_dir}: run directory not found")
+    path = sampling_weights(run_dir)
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"train.init_from: {path} is not a readable safetensors file ({e})") from None
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd and not k.startswith(tuple(allow_missing) or ("\0",))]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"train.init_from={run_dir}: its weights do not fit this model's architecture (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); fine-tuning needs the same model section")
+    for k, v in sd.items():
+        if own[k].shape != v.shape:
+            raise CheckpointError(
+                f"train.init_from={run_dir}: tensor {k!r} has shape {tuple(v.shape)} there but {tuple(own[k].shape)} "
+                "here; fine-tuning needs the same model section")
+    module.load_state_dict(sd, strict=False)
+    return path

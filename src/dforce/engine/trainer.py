@@ -49,6 +49,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (a killed run loses at most this many)
     log_every: int = 50  # steps between metrics.jsonl records
     seed: int = 0
+    # a run directory whose weights start this run (fine-tuning, e.g. a full-sequence model into DF; DFoT §4.3);
+    # its model must have the same architecture. Read once at the start, not on --resume.
+    init_from: str | None = None
 
     def __post_init__(self):
         check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
@@ -157,6 +160,8 @@ def train(
     keep_freed_memory()  # glibc: reuse the step's freed activations (see dforce._malloc); for library callers too
     device = torch.device(device)
     info = dist_utils.current()
+    if cfg.init_from is not None and not resume:  # before the EMA copy and the optimizer see the weights
+        ckpt.load_init_weights(model, cfg.init_from)
     model.to(device)
     schedule.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))

@@ -19,6 +19,10 @@ def cmd_train(args) -> int:
     overrides = list(args.overrides)
     if args.maze:
         overrides.append(f"data.maze={args.maze}")
+    if args.init_from:
+        from pathlib import Path
+
+        overrides.append(f"train.init_from={Path(args.init_from).expanduser().absolute()}")
     cfg = load_config(PlanningConfig, args.config, overrides)
     out = args.out or f"runs/plan_{cfg.data.maze}"
     result, _ = train_planner(cfg, out, device=args.device, progress=not args.quiet, resume=args.resume)
@@ -70,6 +74,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", default=None, help="run directory (default runs/plan_<maze>)")
     t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--init-from", metavar="RUN_DIR", help="start from RUN_DIR's weights (fine-tuning; same model section)")
     t.add_argument("--quiet", action="store_true")
     add_threads_argument(t)
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 model.width=256")

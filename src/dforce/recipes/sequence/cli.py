@@ -56,9 +56,9 @@ def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 def _torchrun_command(args) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
            "-m", "dforce.cli", "train", *args.items]
-    for flag in ("data", "out", "resume", "device"):
+    for flag in ("data", "out", "resume", "device", "init_from"):
         if getattr(args, flag) is not None:
-            cmd += [f"--{flag}", str(getattr(args, flag))]
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return cmd + [f for f, on in (("--quiet", args.quiet), ("--overwrite", args.overwrite)) if on]
 
 
@@ -78,6 +78,8 @@ def cmd_train(args) -> int:
         overrides = [*overrides, f"data.path={Path(args.data).expanduser().absolute()}"]
     if args.device is not None:
         overrides = [*overrides, f"device={args.device}"]
+    if args.init_from is not None:
+        overrides = [*overrides, f"train.init_from={Path(args.init_from).expanduser().absolute()}"]
     if args.resume is not None:
         if config is not None:
             raise ConfigError("with --resume the config comes from RUN_DIR/config.yaml; give overrides only")
@@ -138,6 +140,8 @@ examples:
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (exact)")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing run directory")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="start from RUN_DIR's weights (fine-tuning; same model "
+                   "section, any objective), i.e. train.init_from=RUN_DIR")
     p.add_argument("--device", help="auto | cpu | cuda (default: the config's device, auto)")
     p.add_argument("--nproc", type=int, help="train with N processes (torchrun + DDP; gloo on CPU, nccl on GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -22,6 +22,10 @@ def cmd_train(args) -> int:
         overrides.append(f"data.source={args.data}")
     if args.method:
         overrides.append(f"method={args.method}")
+    if args.init_from:
+        from pathlib import Path
+
+        overrides.append(f"train.init_from={Path(args.init_from).expanduser().absolute()}")
     cfg = load_config(VideoRunConfig, args.config, overrides)
     if cfg.data.source not in ("digits", "vizdoom"):
         from dforce.recipes.video.files import load_video_file
@@ -84,6 +88,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", help="run directory (default: runs/video_<method>)")
     t.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--init-from", metavar="RUN_DIR", help="start from RUN_DIR's weights (fine-tuning; same model section)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(t)
     t.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=500 model.width=128")

@@ -29,6 +29,11 @@ class ScheduleError(DforceError):
     """A scheduling matrix or noise schedule is invalid."""
 
 
+class TrainingError(DforceError):
+    """Training cannot go on with these settings (the loss diverged, a step ran out of memory); the last
+    checkpoint is kept."""
+
+
 def exit_on_user_error(main, prog: str):
     """Run ``main()`` for a script entry point: a :class:`DforceError` prints one ``<prog>: error: ...`` line to
     stderr and exits with code 2 (no traceback), as the CLI does; anything else propagates."""

@@ -24,6 +24,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from dforce.engine import rundir
 from dforce.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
@@ -33,12 +34,25 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename (atomic on POSIX)."""
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, record: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename (atomic on POSIX).
+
+    The file gets the permissions of any file the user creates (0666 minus the umask; ``mkstemp`` alone
+    would make it 0600). With ``record``, the name is added to the marker of the run directory it is in
+    (:func:`dforce.engine.rundir.note_written`), so ``--overwrite`` knows dforce wrote it. A kill between
+    the temp write and the rename leaves ``.NAME.XXXXXXXX.tmp``, removed by the next run of that directory.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -48,6 +62,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if record:
+        rundir.note_written(path)
 
 
 def save_weights(module_or_state, path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -85,7 +101,16 @@ def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     check_state_dict(module, sd, str(path), strict)
+    check_finite(sd, str(path))
     module.load_state_dict(sd, strict=strict)
+
+
+def check_finite(sd: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN/inf (a tampered or diverged checkpoint would sample NaNs with exit 0)."""
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{where}: tensor {k!r} holds NaN/inf values; the checkpoint is damaged "
+                                  "(or the run diverged): use an earlier run or retrain")
 
 
 def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
@@ -110,16 +135,11 @@ def save_yaml(obj: dict, path: str | Path) -> None:
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        out = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(out, dict):
-        raise CheckpointError(f"{path}: expected a mapping at the top level")
-    return out
+    """A run's YAML file (config.yaml) as a dict; missing, non-regular, huge or invalid files and YAML
+    aliases are one-line :class:`CheckpointError` s."""
+    from dforce.engine.config import read_yaml_mapping
+
+    return read_yaml_mapping(path, CheckpointError)
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
@@ -132,13 +152,15 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         line = line.strip()
         if line:
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue  # a line torn by a kill mid-write is skipped
+            if isinstance(rec, dict) and isinstance(rec.get("step", 0), int):
+                out.append(rec)  # anything else (a list, a string) was not written by dforce: skipped
     return out
 
 

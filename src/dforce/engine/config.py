@@ -15,6 +15,8 @@ raise :class:`ConfigError` naming the dotted key (and the file, when one was rea
 from __future__ import annotations
 
 import dataclasses
+import reprlib
+import stat
 import types
 import typing
 from pathlib import Path
@@ -25,6 +27,63 @@ import yaml
 from dforce.errors import ConfigError, DforceError
 
 T = TypeVar("T")
+MAX_YAML_BYTES = 1 << 20  # a config is a few KiB: anything above 1 MiB is not one (and is not read)
+_repr = reprlib.Repr()  # values in messages stay short, whatever their size
+_repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 2, 4, 4, 60, 60
+_brief = _repr.repr
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases (``*name``): configs never need them, and a few nested aliases
+    ("billion laughs") expand into more data than memory holds as soon as anything walks the result."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not supported in dforce files; "
+                                              "write the values out", mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str):
+    """``yaml.safe_load`` refusing aliases (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
+def read_yaml_mapping(path: str | Path, error=ConfigError, what: str = "file") -> dict:
+    """Read a YAML file holding a mapping; anything else is one ``error`` line naming ``path``.
+
+    Refused without reading: a missing path, a directory, a device or FIFO (``/dev/zero``, a pipe: reading
+    would never end), a file over :data:`MAX_YAML_BYTES`. Then invalid YAML, aliases, a non-mapping top level.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise error(f"{what} {path} not found") from None
+    except OSError as e:
+        raise error(f"{what} {path}: cannot read it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what} {path}: is a directory, expected a YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} {path}: is not a regular file (a device or pipe); expected a YAML file")
+    if st.st_size > MAX_YAML_BYTES:
+        raise error(f"{what} {path}: {st.st_size} bytes is too large for a YAML config (limit {MAX_YAML_BYTES})")
+    try:
+        data = safe_yaml(path.read_text(encoding="utf-8-sig"))
+    except OSError as e:
+        raise error(f"{what} {path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {path}: is not a UTF-8 text file") from None
+    except yaml.YAMLError as e:
+        raise error(f"{what} {path} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    except RecursionError:
+        raise error(f"{what} {path}: nested too deeply to be a config") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise error(f"{what} {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
 
 
 def config_to_dict(cfg) -> dict:
@@ -57,14 +116,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {_brief(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping of fields, got {value!r}")
+            raise ConfigError(f"{key} must be a mapping of fields, got {_brief(value)}")
         return from_dict(tp, value, prefix=key + ".")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {_brief(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -75,17 +134,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{key} must be a mapping, got {_brief(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {_brief(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer, got {_brief(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
@@ -94,11 +153,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number, got {_brief(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+            raise ConfigError(f"{key} must be a string, got {_brief(value)}")
         return value
     return value
 
@@ -106,7 +165,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {_brief(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
@@ -127,13 +186,13 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=3e-4"`` → (``["train", "lr"]``, ``3e-4``)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.sub=value")
+        raise ConfigError(f"override {_brief(text)} must look like key.sub=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part.isidentifier() for part in key.split(".")):
         raise ConfigError(f"override {text!r}: {key!r} is not a dotted config key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -210,12 +269,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if path is not None:
         path = resolve_preset(path)
         where = f" (in {path})"
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = read_yaml_mapping(path, ConfigError, "config file")
     try:
         data = _merge(_defaults(cls), data)
         data = apply_overrides(data, overrides, cls)

@@ -58,8 +58,14 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def shutdown() -> None:
+def shutdown(barrier: bool = True) -> None:
+    """Leave the process group. With ``barrier`` (the normal end) every rank first waits for the others:
+    a rank that tore its gloo connections down while another was still in a collective or writing the last
+    checkpoint could abort at exit ("terminate called without an active exception"). After an error there
+    is no barrier (the other ranks may never arrive; torchrun stops them)."""
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

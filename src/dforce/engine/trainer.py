@@ -25,12 +25,13 @@ import yaml
 from tqdm.auto import tqdm
 
 from dforce._malloc import keep_freed_memory
+from dforce._resources import check_training_memory
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
 from dforce.engine import distributed as dist_utils
 from dforce.engine.config import first_difference
-from dforce.errors import CheckpointError, ConfigError
+from dforce.errors import CheckpointError, ConfigError, TrainingError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.plotting import save_figure
 
@@ -162,6 +163,10 @@ def train(
     info = dist_utils.current()
     if cfg.init_from is not None and not resume:  # before the EMA copy and the optimizer see the weights
         ckpt.load_init_weights(model, cfg.init_from)
+    if len(dataset) < 1:
+        raise ConfigError("the training data holds no windows (is data.window longer than every sequence?)")
+    probe = get_batch(dataset, torch.zeros(1, dtype=torch.long), "cpu")["x"]  # (1, T, *D)
+    check_training_memory(model, cfg.batch_size, probe.shape[1], device)  # before the optimizer and EMA copies
     model.to(device)
     schedule.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -236,18 +241,28 @@ def train(
     model.train()
     while step < cfg.steps:
         idx = torch.randint(0, n, (W * B,), generator=gen)[info.rank * B : (info.rank + 1) * B]
-        batch = get_batch(dataset, idx, device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        with autocast(cfg.precision, device):
-            out = diffusion_forcing_loss(
-                net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen,
-                entry_weights=entry_weights,
-            )
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower train.lr or check the data")
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        try:
+            batch = get_batch(dataset, idx, device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            with autocast(cfg.precision, device):
+                out = diffusion_forcing_loss(
+                    net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen,
+                    entry_weights=entry_weights,
+                )
+            if not torch.isfinite(out.loss):
+                raise TrainingError(f"the loss became {out.loss.item()} at step {step + 1} (train.lr={cfg.lr:g}); "
+                                    "lower train.lr or check the data" + _kept(run_dir, writer))
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+        except (MemoryError, torch.OutOfMemoryError) as e:
+            raise TrainingError(f"out of memory at step {step + 1} ({type(e).__name__}); lower train.batch_size "
+                                "or the model size" + _kept(run_dir, writer)) from None
+        except RuntimeError as e:
+            if "alloc" not in str(e).lower():
+                raise
+            raise TrainingError(f"out of memory at step {step + 1}; lower train.batch_size or the model size"
+                                + _kept(run_dir, writer)) from None
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e12)
         opt.step()
         if ema is not None:
@@ -278,6 +293,16 @@ def train(
     if writer and history:
         plot_curves(history, run_dir / "loss.png")
     return TrainResult(final, model, step, time.time() - t_start, history)
+
+
+def _kept(run_dir: Path | None, writer: bool) -> str:
+    if not writer or not (run_dir / ckpt.STATE_FILE).exists():
+        return ""
+    try:
+        step = int(ckpt.load_trainer_state(run_dir / ckpt.STATE_FILE)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return ""
+    return f" (the checkpoint of step {step} in {run_dir} is kept)"
 
 
 def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("loss",)) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from dforce._resources import check_model_size
 from dforce._utils import check_choice
 from dforce.errors import ConfigError
 from dforce.models.rnn import RecurrentDenoiser
@@ -55,9 +56,14 @@ def build_model(
     """Instantiate the configured backbone for tokens of ``token_shape`` and ``cond_dim`` conditioning."""
     common = dict(token_shape=tuple(token_shape), num_levels=num_levels, cond_dim=cond_dim, width=cfg.width,
                   depth=cfg.depth, dropout=cfg.dropout, encoder=encoder, decoder=decoder)
-    if cfg.backbone == "rnn":
-        return RecurrentDenoiser(**common)
-    return CausalTransformer(**common, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_context=cfg.max_context)
+
+    def build():
+        if cfg.backbone == "rnn":
+            return RecurrentDenoiser(**common)
+        return CausalTransformer(**common, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_context=cfg.max_context)
+
+    check_model_size(build, cfg.width, cfg.depth)  # a 4 TB typo is one error line, not the OOM killer
+    return build()
 
 
 __all__ = ["ModelConfig", "build_model", "RecurrentDenoiser", "CausalTransformer", "KVCache", "BACKBONES"]

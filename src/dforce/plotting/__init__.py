@@ -26,4 +26,7 @@ def save_figure(fig, path: str | Path, dpi: int = 110, **savefig_kwargs) -> Path
     finally:
         pyplot().close(fig)
         tmp.unlink(missing_ok=True)
+    from dforce.engine.rundir import note_written
+
+    note_written(path)  # listed in its run directory's marker: dforce wrote it
     return path

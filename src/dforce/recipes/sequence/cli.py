@@ -18,13 +18,14 @@ from dforce._cli import add_threads_argument, set_threads
 
 
 def cmd_demo(args) -> int:
+    from dforce.engine import rundir
     from dforce.recipes.sequence.demo import run_demo
-
-    import torch
 
     # the demo model is tiny: intra-op threads buy nothing and, on a busy 2-core machine, two OpenMP
     # threads contending for one free core made each step ~100x slower (measured 2.3 s vs 27 ms)
     set_threads(args.threads)
+    positive("--steps", args.steps)
+    rundir.claim(args.out, "demo", overwrite=True)  # a demo run is redone; a folder of yours is refused
     report = run_demo(args.out, steps=args.steps, progress=not args.quiet, device=args.device)
     print(json.dumps(report, indent=2))
     print(f"wrote {args.out}/demo.png, {args.out}/demo.json and the run directory {args.out}/")
@@ -39,6 +40,14 @@ def add_demo(sub):
     add_threads_argument(p, default=1)  # the demo model is tiny: one thread is as fast and never contends
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+
+def positive(flag: str, value: int | None, lo: int = 1) -> None:
+    """A numeric flag that was given (0 included) must be >= ``lo``: one error line otherwise."""
+    if value is not None and value < lo:
+        from dforce.errors import ConfigError
+
+        raise ConfigError(f"{flag} must be >= {lo}, got {value}")
 
 
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
@@ -59,7 +68,8 @@ def _torchrun_command(args) -> list[str]:
     for flag in ("data", "out", "resume", "device", "init_from"):
         if getattr(args, flag) is not None:
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    return cmd + [f for f, on in (("--quiet", args.quiet), ("--overwrite", args.overwrite)) if on]
+    # --overwrite is not passed on: the launcher claimed (and cleared) the run directory for its workers
+    return cmd + [f for f, on in (("--quiet", args.quiet), ("--allow-changed-data", args.allow_changed_data)) if on]
 
 
 def cmd_train(args) -> int:
@@ -68,12 +78,18 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from dforce.engine import checkpoint as ckpt
+    from dforce.engine import rundir
     from dforce.engine.config import load_config
     from dforce.recipes.sequence.config import RunConfig
     from dforce.recipes.sequence.recipe import load_data, resume_config, run_train
     from dforce.errors import ConfigError
 
     config, overrides = _split_config_args(args.items)
+    if args.resume is not None and (args.out is not None or args.overwrite):
+        raise ConfigError("--resume RUN_DIR continues that run in place; it cannot be combined with --out or "
+                          "--overwrite")
+    positive("--nproc", args.nproc)
+    writer = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 alone claims and writes
     if args.data is not None:  # absolute, so `dforce sample/eval` find the held-out data from anywhere
         overrides = [*overrides, f"data.path={Path(args.data).expanduser().absolute()}"]
     if args.device is not None:
@@ -84,28 +100,31 @@ def cmd_train(args) -> int:
         if config is not None:
             raise ConfigError("with --resume the config comes from RUN_DIR/config.yaml; give overrides only")
         run_dir = Path(args.resume)
+        if writer:  # locked before anything is read: another process may be writing it
+            rundir.claim(run_dir, "sequence", resume=True, flag="--resume")
         cfg = resume_config(run_dir, overrides)
         if not (run_dir / ckpt.STATE_FILE).exists():
-            raise ConfigError(f"--resume {run_dir}: no checkpoint yet ({ckpt.STATE_FILE} missing); start it again")
+            raise ConfigError(f"--resume {run_dir}: no checkpoint yet ({ckpt.STATE_FILE} missing); start it again "
+                              f"with --out {run_dir}")
     else:
         cfg = load_config(RunConfig, config, overrides)
         run_dir = Path(args.out or f"runs/{Path(config).stem if config else 'sequence'}")
-        if (run_dir / ckpt.STATE_FILE).exists() and not args.overwrite:
-            raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
-                              "--overwrite to start over, or --out elsewhere")
+        if writer:
+            rundir.claim(run_dir, "sequence", overwrite=args.overwrite)
 
     if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
         if args.nproc > 64:
             raise ConfigError(f"--nproc {args.nproc} is not a sensible number of processes")
         load_data(cfg)  # bad data fails here once, with one line, instead of once per rank
-        if not args.resume:
-            args.overwrite = True  # checked above; the ranks must not trip over a half-written directory
         cmd = _torchrun_command(args)
         if not args.quiet:
             print("launching:", " ".join(cmd[1:]), file=sys.stderr)
-        return subprocess.call(cmd)
+        # this process keeps the run directory's lock while its workers train; they skip the claim
+        env = dict(os.environ, DFORCE_RUN_CLAIMED=str(run_dir.absolute()))
+        return subprocess.call(cmd, env=env)
 
-    result = run_train(cfg, run_dir, resume=args.resume is not None, progress=not args.quiet)
+    result = run_train(cfg, run_dir, resume=args.resume is not None, progress=not args.quiet,
+                       allow_changed_data=args.allow_changed_data)
     if int(os.environ.get("RANK", 0)) == 0:
         last = result.history[-1] if result.history else {}
         print(json.dumps({"run_dir": str(run_dir), "step": result.step, "seconds": round(result.seconds, 1),
@@ -139,7 +158,10 @@ examples:
     p.add_argument("--data", help="your sequences: .npz (x: (N,T,D) or seq_0, seq_1, ...; optional cond), .npy, .csv")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (exact)")
-    p.add_argument("--overwrite", action="store_true", help="start over in an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing run of this kind (deletes "
+                   "only the files dforce wrote there)")
+    p.add_argument("--allow-changed-data", action="store_true", help="with --resume: accept a data file that "
+                   "changed since the run started (else refused)")
     p.add_argument("--init-from", metavar="RUN_DIR", help="start from RUN_DIR's weights (fine-tuning; same model "
                    "section, any objective), i.e. train.init_from=RUN_DIR")
     p.add_argument("--device", help="auto | cpu | cuda (default: the config's device, auto)")
@@ -152,12 +174,13 @@ def cmd_sample(args) -> int:
     from dforce.recipes.sequence.recipe import run_sample
 
     over = list(args.overrides)
-    if args.schedule:
+    if args.schedule is not None:
         over.append(f"sampler.schedule={args.schedule}")
-    if args.steps:
+    positive("--steps", args.steps)
+    if args.steps is not None:
         over.append(f"sampler.steps={args.steps}")
     out = run_sample(args.run_dir, args.length, args.context, args.num, args.seed, over, args.out, args.device,
-                     progress=not args.quiet)
+                     progress=not args.quiet, overwrite=args.overwrite, allow_changed_data=args.allow_changed_data)
     print(json.dumps(out))
     return 0
 
@@ -175,7 +198,11 @@ def add_sample(sub):
     p.add_argument("--schedule", help="full_sequence | autoregressive | pyramid | trapezoid (default: the config's)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output .npy (default RUN_DIR/samples.npy; the plot goes next to it)")
+    p.add_argument("--out", help="NAME.npy (the plot goes beside it as NAME.png) or a directory (samples.npy + "
+                   "samples.png inside; created when missing); default RUN_DIR/samples.npy")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files dforce did not write")
+    p.add_argument("--allow-changed-data", action="store_true", help="use the data file even if it changed "
+                   "since training (else refused)")
     p.add_argument("--device", help="auto | cpu | cuda (default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sample)
@@ -184,8 +211,10 @@ def add_sample(sub):
 def cmd_eval(args) -> int:
     from dforce.recipes.sequence.recipe import run_eval
 
-    over = list(args.overrides) + ([f"sampler.schedule={args.schedule}"] if args.schedule else [])
-    print(json.dumps(run_eval(args.run_dir, args.num, args.seed, over, args.device, progress=not args.quiet), indent=1))
+    over = list(args.overrides) + ([f"sampler.schedule={args.schedule}"] if args.schedule is not None else [])
+    report = run_eval(args.run_dir, args.num, args.seed, over, args.device, progress=not args.quiet,
+                      allow_changed_data=args.allow_changed_data)
+    print(json.dumps(report, indent=1))
     return 0
 
 
@@ -200,6 +229,8 @@ def add_eval(sub):
     p.add_argument("--num", type=int, default=256, help="held-out windows / samples compared (default 256)")
     p.add_argument("--schedule", help="sampling schedule (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-changed-data", action="store_true", help="use the data file even if it changed "
+                   "since training (else refused)")
     p.add_argument("--device", help="auto | cpu | cuda (default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
@@ -211,12 +242,14 @@ def cmd_info(args) -> int:
     from dforce.recipes.sequence.recipe import run_info
 
     info = run_info(args.run_dir)
+    for w in info.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    print(f"run: {info['run_dir']}\nstep: {info['step']}\nparameters: {info['parameters']}")
+    print(f"run: {info['run_dir']}\nkind: {info['kind']}\nstep: {info['step']}\nparameters: {info['parameters']}")
     print(f"last metrics: {json.dumps(info['last_metrics'])}")
-    if "eval" in info:
+    if info.get("eval") is not None:
         print(f"eval: {json.dumps(info['eval'])}")
     print("config:\n" + yaml.safe_dump(info["config"], sort_keys=False))
     return 0

@@ -22,6 +22,7 @@ import torch
 from dforce.data.sequences import WindowDataset
 from dforce.data.synthetic import energy_distance, noisy_sines
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
+from dforce.engine.checkpoint import atomic_write_bytes
 from dforce.engine.trainer import TrainConfig, train
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
@@ -83,7 +84,7 @@ def run_demo(out: str | Path = "runs/demo", steps: int = 2500, progress: bool = 
         "energy_distance": {"untrained": round(untrained, 4), **{k: round(v, 4) for k, v in scores.items()}},
         "rollout": {"tokens": cfg.rollout, "seconds": round(roll_seconds, 2), "late_amplitude": round(amp_late, 3)},
     }
-    (out / "demo.json").write_text(json.dumps(report, indent=2))
+    atomic_write_bytes(out / "demo.json", json.dumps(report, indent=2).encode())
     plot_demo(held_out, samples, roll, cfg, report, out / "demo.png")
     return report
 

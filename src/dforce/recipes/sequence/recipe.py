@@ -11,7 +11,9 @@ out any length window by window and de-normalizes with the saved statistics.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from dforce.data.sequences import WindowDataset
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
 from dforce.engine import distributed as dist_utils
+from dforce.engine import rundir
 from dforce.engine.config import first_difference, config_to_dict, from_dict, load_config
 from dforce.recipes.sequence.config import RunConfig
 from dforce.engine.trainer import TrainResult, train
@@ -94,12 +97,20 @@ def resume_config(run_dir: Path, overrides: list[str]) -> RunConfig:
 # train
 # ---------------------------------------------------------------------------------------------------------
 
-def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train the generic sequence model into ``run_dir`` (DDP when launched by torchrun)."""
+def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+              allow_changed_data: bool = False) -> TrainResult:
+    """Train the generic sequence model into ``run_dir`` (DDP when launched by torchrun).
+
+    The CLI claims ``run_dir`` first (:func:`dforce.engine.rundir.claim`). The data file's fingerprint is
+    recorded in the run's marker; a resume refuses a file that changed since (unless ``allow_changed_data``).
+    """
     run_dir = Path(run_dir)
     info, device = dist_utils.init_distributed(resolve_device(cfg.device))
+    ok = False
     try:
         torch.manual_seed(cfg.train.seed)  # model init: identical on every rank
+        if resume and cfg.data.path is not None:
+            rundir.check_data(run_dir, cfg.data.path, allow_changed_data)
         train_data, _ = load_data(cfg)
         stats_path = run_dir / STATS_FILE
         if resume and stats_path.exists():
@@ -108,9 +119,12 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
             norm = Normalizer.fit(train_data, cfg.data.normalize)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:  # --overwrite: a stale checkpoint must not be resumable into the new run
+            if not resume:  # a stale checkpoint must not be resumable into the new run (only files dforce wrote)
                 for f in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.EMA_FILE, "eval.json"):
-                    (run_dir / f).unlink(missing_ok=True)
+                    if (run_dir / f).is_file() and rundir.written_by_dforce(run_dir / f):
+                        (run_dir / f).unlink()
+                if cfg.data.path is not None:
+                    rundir.record_data(run_dir, cfg.data.path)
             stats = json.loads(norm.to_json()) | {"cond_dim": train_data.cond_dim, "source": train_data.source}
             ckpt.atomic_write_bytes(stats_path, json.dumps(stats, indent=1).encode())
         dataset = window_dataset(train_data, norm, cfg.data.window, cfg.data.stride)
@@ -121,11 +135,12 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
                        progress=progress, log_fn=log_fn)
         if log_fn is not None:
             log_fn.close()
-        if not cfg.logging.plot and info.is_main:
-            (run_dir / "loss.png").unlink(missing_ok=True)
+        if not cfg.logging.plot and info.is_main and rundir.written_by_dforce(run_dir / "loss.png"):
+            (run_dir / "loss.png").unlink()
+        ok = True
         return result
     finally:
-        dist_utils.shutdown()
+        dist_utils.shutdown(barrier=ok)
 
 
 class TensorBoardLogger:
@@ -160,13 +175,14 @@ class Run:
     norm: Normalizer
     cond_dim: int
     device: torch.device
+    run_dir: Path | None = None
+    allow_changed_data: bool = False  # use a data file that changed since training (else refused)
 
 
-def load_run(run_dir: str | Path, overrides: list[str] = (), device: str | None = None) -> Run:
+def load_run(run_dir: str | Path, overrides: list[str] = (), device: str | None = None,
+             allow_changed_data: bool = False) -> Run:
     """Rebuild a trained run from its directory (config.yaml, data_stats.json, ema/model.safetensors)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: run directory not found")
+    run_dir = rundir.expect_kind(run_dir, "sequence")
     cfg_path = run_dir / ckpt.CONFIG_FILE
     if not cfg_path.exists():
         raise CheckpointError(f"{run_dir}: not a run directory (no {ckpt.CONFIG_FILE})")
@@ -176,29 +192,80 @@ def load_run(run_dir: str | Path, overrides: list[str] = (), device: str | None 
         raise CheckpointError(f"{run_dir}: missing {STATS_FILE} (was it trained by `dforce train`?)")
     text = stats_path.read_text()
     norm = Normalizer.from_json(text, str(stats_path))
-    cond_dim = int(json.loads(text).get("cond_dim", 0))
+    try:
+        cond_dim = int(json.loads(text).get("cond_dim", 0))
+        if cond_dim < 0:
+            raise ValueError
+    except (TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{stats_path}: corrupt cond_dim ({type(e).__name__})") from None
     model, schedule = build(cfg, len(norm.mean), cond_dim)
     weights = run_dir / ckpt.EMA_FILE if (run_dir / ckpt.EMA_FILE).exists() else run_dir / ckpt.MODEL_FILE
     ckpt.load_weights(model, weights)
     dev = resolve_device(device or cfg.device)
-    return Run(cfg, model.to(dev).eval(), schedule.to(dev), norm, cond_dim, dev)
+    return Run(cfg, model.to(dev).eval(), schedule.to(dev), norm, cond_dim, dev, run_dir, allow_changed_data)
 
 
-def _heldout(run: Run) -> SequenceData:
-    _, val = load_data(run.cfg)
+def _run_data(run: Run) -> tuple[SequenceData, SequenceData]:
+    """The run's (train, held-out) data, after checking the file is the one it was trained on."""
+    if run.cfg.data.path is not None and run.run_dir is not None:
+        rundir.check_data(run.run_dir, run.cfg.data.path, run.allow_changed_data)
+    return load_data(run.cfg)
+
+
+def _heldout(run: Run, val: SequenceData | None = None) -> SequenceData:
+    val = val if val is not None else _run_data(run)[1]
     if val.dim != len(run.norm.mean) or val.cond_dim != run.cond_dim:
         raise DataError(f"{val.source}: the data no longer matches the run ({val.dim} channels, "
                         f"cond {val.cond_dim}; the run has {len(run.norm.mean)}, cond {run.cond_dim})")
     return val
 
 
+def sample_paths(run_dir: str | Path, out: str | Path | None, overwrite: bool = False) -> tuple[Path, Path]:
+    """Where ``dforce sample`` writes ``(samples .npy, plot .png)``, checked before anything is computed.
+
+    ``out``: None → ``RUN_DIR/samples.npy`` + ``samples.png``; a directory (existing, ending in ``/`` or without
+    a suffix) → ``DIR/samples.npy`` + ``DIR/samples.png``; ``NAME.npy`` → that file + ``NAME.png``. A file there
+    that dforce did not write is refused unless ``overwrite``.
+    """
+    run_dir = Path(run_dir)
+    if out is None:
+        rundir.adopt(run_dir, "sequence")
+        folder = run_dir
+    else:
+        text, out = str(out), Path(out)
+        if out.is_dir() or text.endswith("/") or (not out.exists() and out.suffix == ""):
+            folder = out
+        elif out.suffix.lower() == ".npy":
+            npy, png = out, out.with_suffix(".png")
+            for p in (npy, png):
+                rundir.check_output_file(p, overwrite, owner=run_dir)
+            return npy, png
+        else:
+            raise ConfigError(f"--out {out}: give a .npy file (the plot is written beside it as .png) or a directory")
+    if folder == run_dir:
+        names = [folder / "samples.npy", folder / "samples.png"]
+        for p in names:
+            rundir.check_output_file(p, overwrite, owner=run_dir)
+        return names[0], names[1]
+    npy, png = rundir.prepare_outputs(folder, ["samples.npy", "samples.png"], overwrite)
+    return npy, png
+
+
+def check_sample_args(length: int, context: int, num: int, seed: int) -> None:
+    for name, v, lo in (("--length", length, 1), ("--context", context, 0), ("--num", num, 1), ("--seed", seed, 0)):
+        if v < lo:
+            raise ConfigError(f"{name} must be >= {lo}, got {v}")
+
+
 def run_sample(run_dir: str | Path, length: int, context: int = 4, num: int = 8, seed: int = 0,
                overrides: list[str] = (), out: str | Path | None = None, device: str | None = None,
-               progress: bool = True) -> dict:
-    """Roll out ``length`` tokens after ``context`` held-out tokens (0 = unconditional); write .npy + .png."""
-    run = load_run(run_dir, [o if o.startswith("sampler.") else f"sampler.{o}" for o in overrides], device)
-    if length < 1 or context < 0 or num < 1:
-        raise ConfigError(f"need --length >= 1, --context >= 0 and --num >= 1 (got {length}, {context}, {num})")
+               progress: bool = True, overwrite: bool = False, allow_changed_data: bool = False) -> dict:
+    """Roll out ``length`` tokens after ``context`` held-out tokens (0 = unconditional); write .npy + .png
+    (where :func:`sample_paths` says, reported exactly)."""
+    check_sample_args(length, context, num, seed)
+    run = load_run(run_dir, [o if o.startswith("sampler.") else f"sampler.{o}" for o in overrides], device,
+                   allow_changed_data)
+    npy, png = sample_paths(run_dir, out, overwrite)
     scfg = run.cfg.sampler
     ctx = cond = None
     if context > 0 or run.cond_dim:
@@ -220,26 +287,35 @@ def run_sample(run_dir: str | Path, length: int, context: int = 4, num: int = 8,
     res = sample(run.model, run.schedule, scfg, length=length, batch=num, token_shape=(len(run.norm.mean),),
                  context=ctx, cond=cond, generator=g, device=run.device, progress=progress)
     x = run.norm.decode(res.x.float().cpu().numpy())
-    out = Path(out) if out is not None else Path(run_dir) / "samples.npy"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, x)
-    png = out.with_suffix(".png")
+    if not np.isfinite(x).all():  # never hand back NaNs as a result
+        raise DataError(f"{run_dir}: the samples hold NaN/inf values (the model or its statistics are broken)")
+    buf = io.BytesIO()
+    np.save(buf, x)
+    ckpt.atomic_write_bytes(npy, buf.getvalue())
+    rundir.note_output(npy, run_dir)
     plot_rollouts(x, context, run.cfg.data.window, run.norm.channels, png,
                   f"{scfg.schedule} schedule, {scfg.steps} steps, stabilization level {scfg.stabilization_level}")
-    return {"samples": str(out), "plot": str(png), "shape": list(x.shape), "context": context,
+    rundir.note_output(png, run_dir)
+    return {"samples": str(npy), "plot": str(png), "shape": list(x.shape), "context": context,
             "schedule": scfg.schedule, "model_calls": res.model_calls}
 
 
 @torch.no_grad()
 def run_eval(run_dir: str | Path, num: int = 256, seed: int = 0, overrides: list[str] = (),
-             device: str | None = None, progress: bool = True) -> dict:
-    """Held-out loss and energy distance of sampled windows vs held-out windows (normalized space)."""
+             device: str | None = None, progress: bool = True, allow_changed_data: bool = False) -> dict:
+    """Held-out loss and energy distance of sampled windows vs held-out windows (normalized space).
+
+    Saved as ``RUN_DIR/eval.json``; when that cannot be written (a read-only run, a user's file of that name)
+    the report is still returned, with a warning on stderr."""
     from dforce.data.synthetic import energy_distance
 
-    run = load_run(run_dir, [o if o.startswith("sampler.") else f"sampler.{o}" for o in overrides], device)
+    if num < 1 or seed < 0:
+        raise ConfigError(f"--num must be >= 1 and --seed >= 0, got {num} and {seed}")
+    run = load_run(run_dir, [o if o.startswith("sampler.") else f"sampler.{o}" for o in overrides], device,
+                   allow_changed_data)
     cfg, T = run.cfg, run.cfg.data.window
-    val = window_dataset(_heldout(run), run.norm, T)
-    train_data, _ = load_data(cfg)
+    train_data, val_data = _run_data(run)
+    val = window_dataset(_heldout(run, val_data), run.norm, T)
     g = torch.Generator().manual_seed(seed)
     n = min(num, len(val))
     idx = torch.randperm(len(val), generator=g)[:n]
@@ -275,19 +351,31 @@ def run_eval(run_dir: str | Path, num: int = 256, seed: int = 0, overrides: list
         "schedule": scfg.schedule,
         "sampling_steps": scfg.steps,
     }
-    ckpt.atomic_write_bytes(Path(run_dir) / "eval.json", json.dumps(report, indent=1).encode())
+    path = Path(run_dir) / "eval.json"
+    rundir.adopt(run_dir, "sequence")
+    try:
+        if path.exists() and not rundir.written_by_dforce(path):
+            raise PermissionError(0, "a file dforce did not write is there", str(path))
+        ckpt.atomic_write_bytes(path, json.dumps(report, indent=1).encode())
+    except OSError as e:
+        print(f"warning: could not save {path} ({e.strerror}); the results are only printed", file=sys.stderr)
     return report
 
 
 def run_info(run_dir: str | Path) -> dict:
-    """A run's config, step, parameter count and last metrics (reads no pickles, builds no model)."""
+    """A run's kind, config, step, parameter count and last metrics (reads no pickles, builds no model);
+    any recipe's run. Damaged optional files (metrics.jsonl lines, eval.json) are reported, not fatal."""
     from safetensors import safe_open
 
     run_dir = Path(run_dir)
+    kind = rundir.infer_kind(run_dir) if run_dir.is_dir() else None
     cfg_path = run_dir / ckpt.CONFIG_FILE
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory not found" if not run_dir.exists()
+                              else f"{run_dir}: is a file, not a run directory")
     if not cfg_path.exists():
         raise CheckpointError(f"{run_dir}: not a run directory (no {ckpt.CONFIG_FILE})")
-    info: dict = {"run_dir": str(run_dir), "config": ckpt.load_yaml(cfg_path)}
+    info: dict = {"run_dir": str(run_dir), "kind": kind, "config": ckpt.load_yaml(cfg_path)}
     weights = run_dir / ckpt.MODEL_FILE
     if weights.exists():
         try:
@@ -301,7 +389,11 @@ def run_info(run_dir: str | Path) -> dict:
     metrics = ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE)
     info["last_metrics"] = metrics[-1] if metrics else None
     if (run_dir / "eval.json").exists():
-        info["eval"] = json.loads((run_dir / "eval.json").read_text())
+        try:
+            info["eval"] = json.loads((run_dir / "eval.json").read_text())
+        except (ValueError, OSError, RecursionError) as e:
+            info["eval"] = None
+            info["warnings"] = [f"{run_dir / 'eval.json'} is unreadable ({type(e).__name__}); run dforce eval again"]
     return info
 
 

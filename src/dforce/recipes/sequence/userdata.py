@@ -11,7 +11,8 @@ Accepted files (no pickle is ever needed or allowed):
 * ``.csv``: a header line, one numeric column per channel, one row per step; a time column is dropped
   (``data.time_column``: ``auto`` drops a column named time/date/timestamp/datetime/step/t).
 
-Every problem (missing file, wrong dims, NaN/inf, too short, missing keys, non-numeric column) raises a
+Every problem (missing file, wrong dims, NaN/inf, too short, missing keys, non-numeric column, complex
+values, a device or pipe instead of a file, a text file named .npy, ``x`` next to ``seq_i``) raises a
 :class:`DataError` whose message names the file and the problem.
 """
 
@@ -21,6 +22,7 @@ import csv
 import json
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,12 @@ from dforce.errors import DataError
 
 TIME_COLUMNS = ("time", "date", "timestamp", "datetime", "step", "t")
 SEQ_KEY = re.compile(r"^seq_(\d+)$")
+COND_KEY = re.compile(r"^cond_(\d+)$")
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK"
+# a channel is constant when its std is below this fraction of its magnitude: float32 data holds ~7
+# significant digits, so a smaller spread is rounding, not signal. A fixed absolute threshold (the old
+# std < 1e-8) left small-scale data (std 4.5e-10) unnormalized and its samples came back ~1e9x too large.
+CONSTANT_REL_STD = 1e-6
 
 
 @dataclass
@@ -54,6 +62,9 @@ def _as_sequences(arr: np.ndarray, name: str, where: str) -> list[np.ndarray]:
     if arr.dtype == object:
         raise DataError(f"{where}: array {name!r} is an object array (needs pickle); save variable-length "
                         "sequences as separate arrays seq_0, seq_1, ...")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise DataError(f"{where}: array {name!r} holds complex numbers; store the real and imaginary parts as "
+                        "separate channels (np.stack([x.real, x.imag], -1) per channel)")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise DataError(f"{where}: array {name!r} has non-numeric dtype {arr.dtype}")
     if arr.ndim == 2:
@@ -64,6 +75,7 @@ def _as_sequences(arr: np.ndarray, name: str, where: str) -> list[np.ndarray]:
 
 
 def _load_npz(path: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    _check_magic(path, ZIP_MAGIC, ".npz")
     try:
         z = np.load(path, allow_pickle=False)
         keys = list(z.files)
@@ -81,7 +93,14 @@ def _load_npz(path: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
     where = str(path)
     seq_keys = sorted((k for k in keys if SEQ_KEY.match(k)), key=lambda k: int(SEQ_KEY.match(k).group(1)))
+    if seq_keys and ("x" in arrays or "cond" in arrays):
+        raise DataError(f"{where}: holds both {'x' if 'x' in arrays else 'cond'!r} and seq_0, seq_1, ...; it is "
+                        "ambiguous which are the sequences: keep one layout")
     if seq_keys:
+        extra = [k for k in keys if not (SEQ_KEY.match(k) or COND_KEY.match(k))]
+        if extra:
+            raise DataError(f"{where}: unexpected array {extra[0]!r} next to seq_0, seq_1, ... (dforce reads "
+                            "seq_i and cond_i only); remove it")
         seqs, conds = [], []
         for k in seq_keys:
             s = arrays[k]
@@ -97,6 +116,10 @@ def _load_npz(path: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         return seqs, conds or None
     if "x" in arrays:
         key = "x"
+        extra = [k for k in keys if k not in ("x", "cond")]
+        if extra:
+            raise DataError(f"{where}: unexpected array {extra[0]!r} next to 'x' (dforce reads x and cond only); "
+                            "remove it")
     else:
         candidates = [k for k in keys if k != "cond"]
         if len(candidates) != 1:
@@ -109,11 +132,13 @@ def _load_npz(path: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
 
 
 def _load_csv(path: Path, time_column: str | None) -> tuple[list[np.ndarray], list[str]]:
-    try:
-        with open(path, newline="") as f:
+    try:  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would rename the first column
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read CSV ({type(e).__name__})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file; save the CSV as UTF-8") from None
+    except (OSError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read CSV ({type(e).__name__}: {e})") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if len(rows) < 2:
         raise DataError(f"{path}: needs a header line and at least one data row")
@@ -142,18 +167,38 @@ def _load_csv(path: Path, time_column: str | None) -> tuple[list[np.ndarray], li
     return [values.astype(np.float32)], [header[i] for i in keep]
 
 
+def check_data_file(path: Path) -> None:
+    """A regular file (never read a device such as /dev/zero or a FIFO: it would never end)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a directory, expected a .npz, .npy or .csv file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: is not a regular file (a device or pipe); give a .npz, .npy or .csv file")
+
+
+def _check_magic(path: Path, magic: bytes, kind: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(len(magic))
+    if head != magic:
+        what = "is empty" if not head else "does not start like one (a text/CSV file? name it .csv)"
+        raise DataError(f"{path}: not a {kind} file: it {what}")
+
+
 def load_sequences(path: str | Path, time_column: str | None = "auto") -> SequenceData:
     """Load and validate a user's sequence file (see module docstring for the formats)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a .npz, .npy or .csv file")
+    check_data_file(path)
     suffix = path.suffix.lower()
     cond, channels = None, None
     if suffix == ".npz":
         seqs, cond = _load_npz(path)
     elif suffix == ".npy":
+        _check_magic(path, NPY_MAGIC, ".npy")
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as e:
@@ -239,9 +284,10 @@ class Normalizer:
     @staticmethod
     def _stats(arrays: list[np.ndarray]) -> tuple[list[float], list[float]]:
         allx = np.concatenate(arrays, 0).astype(np.float64)
-        std = allx.std(0)
-        std = np.where(std > 1e-8, std, 1.0)  # constant channels: leave the scale alone
-        return allx.mean(0).tolist(), std.tolist()
+        mean, std = allx.mean(0), allx.std(0)
+        constant = (std == 0) | (std <= CONSTANT_REL_STD * np.abs(mean))
+        std = np.where(constant, 1.0, std)  # constant channels: leave the scale alone (only shift them)
+        return mean.tolist(), std.tolist()
 
     @classmethod
     def fit(cls, data: SequenceData, enabled: bool = True) -> "Normalizer":
@@ -276,7 +322,12 @@ class Normalizer:
     def from_json(cls, text: str, where: str) -> "Normalizer":
         try:
             d = json.loads(text)
-            return cls([float(v) for v in d["mean"]], [float(v) for v in d["std"]], list(d["channels"]),
-                       [float(v) for v in d.get("cond_mean", [])], [float(v) for v in d.get("cond_std", [])])
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            out = cls([float(v) for v in d["mean"]], [float(v) for v in d["std"]], list(d["channels"]),
+                      [float(v) for v in d.get("cond_mean", [])], [float(v) for v in d.get("cond_std", [])])
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise DataError(f"{where}: corrupt normalization statistics ({type(e).__name__})") from None
+        values = np.asarray(out.mean + out.std + out.cond_mean + out.cond_std, np.float64)
+        if (not np.isfinite(values).all() or min(out.std + out.cond_std, default=1.0) <= 0
+                or len(out.mean) != len(out.std) or len(out.cond_mean) != len(out.cond_std) or not out.mean):
+            raise DataError(f"{where}: corrupt normalization statistics (a std <= 0, a NaN/inf or mismatched lengths)")
+        return out

@@ -20,6 +20,7 @@ BYTES_PER_PARAM_TRAIN = 20  # fp32 weights + gradients + AdamW's two moments + t
 # keeps about 2 norms + 3 qkv + 1 attention output + 2 × 4 MLP + 6 adaLN ≈ 20-24; a GRU layer fewer)
 ACT_WIDTHS_PER_LAYER = 24
 QUICK_CHECK_BYTES = 1 << 30  # models whose rough size bound is under 1 GiB are not counted exactly
+MAX_DEPTH = 4096  # layers: far beyond any useful backbone (the paper's: 2-12); counting more would itself take long
 
 
 def total_memory(device: str | torch.device = "cpu") -> int:
@@ -41,6 +42,11 @@ def check_fits(need: int, what: str, fix: str, device: str | torch.device = "cpu
 def check_model_size(build, width: int, depth: int) -> None:
     """Count the parameters ``build()`` would allocate (on the meta device, no memory) when a rough bound
     says they might not fit, and refuse configs whose weights alone do not fit."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"model.depth={depth} is beyond any sensible backbone (at most {MAX_DEPTH} layers)")
+    # a GRU layer holds >= 6 width² weights, a transformer block ~12: a lower bound refuses without building
+    check_fits(4 * 6 * depth * width * width, f"model.width={width}, model.depth={depth}",
+               "lower model.width or model.depth")
     if 4 * (16 * depth + 8) * width * width < QUICK_CHECK_BYTES:
         return
     with torch.device("meta"):

@@ -47,6 +47,46 @@ def gather_levels(table: torch.Tensor, levels: torch.Tensor, ndim: int) -> torch
     return right_pad_dims(table[levels], ndim)
 
 
+def check_regular_file(path: str | Path, expected: str = "a data file") -> Path:
+    """``path`` as a :class:`Path` when it is a regular file; else one :class:`DataError` line. Devices
+    (``/dev/zero``) and FIFOs are refused without being opened: reading them would never end."""
+    import stat
+
+    from dforce.errors import DataError
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a directory, expected {expected}")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: is not a regular file (a device or pipe); expected {expected}")
+    return path
+
+
+NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}  # first bytes of a .npy file and of a .npz (zip) archive
+
+
+def check_numpy_file(path: str | Path) -> Path:
+    """A ``.npy``/``.npz`` path must start like one: a text file named ``.npy`` is named as such, instead of
+    numpy's fallback message about pickled data."""
+    from dforce.errors import DataError
+
+    path = Path(path)
+    magic = NUMPY_MAGIC.get(path.suffix.lower())
+    if magic is not None:
+        with open(path, "rb") as f:
+            head = f.read(len(magic))
+        if head != magic:
+            what = "it is empty" if not head else "it does not start like one (a text/CSV file?)"
+            raise DataError(f"{path}: not a {path.suffix.lower()} file: {what}")
+    return path
+
+
 def cache_dir(*parts: str) -> Path:
     """Where generated data is cached: ``$DFORCE_CACHE`` or ``~/.cache/dforce``."""
     root = Path(os.environ.get("DFORCE_CACHE", Path.home() / ".cache" / "dforce"))

@@ -79,8 +79,8 @@ class NoiseScheduleConfig:
     objective: str = "v"  # what the network predicts: eps | x0 | v
 
     def __post_init__(self):
-        if self.num_levels < 1:
-            raise ConfigError(f"diffusion.num_levels must be >= 1, got {self.num_levels}")
+        if not 1 <= self.num_levels <= 1_000_000:  # 1e6: 1000x the reference's K; beyond, the tables alone fill RAM
+            raise ConfigError(f"diffusion.num_levels must be in [1, 1000000], got {self.num_levels}")
         check_choice("diffusion.beta_schedule", self.beta_schedule, BETA_SCHEDULES)
         check_choice("diffusion.objective", self.objective, OBJECTIVES)
         if self.zero_terminal_snr and self.objective == "eps":

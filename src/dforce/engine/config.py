@@ -142,9 +142,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be true or false, got {_brief(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key} must be an integer, got {_brief(value)}")
+            if not (isinstance(value, float) and value.is_integer()):
+                raise ConfigError(f"{key} must be an integer, got {_brief(value)}")
+            value = int(value)
+        if not -(2**63) <= value < 2**63:  # torch/numpy integers are 64-bit
+            raise ConfigError(f"{key}={_brief(value)} is out of range for an integer setting")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string

@@ -47,7 +47,8 @@ COMMANDS = {"sequence": "dforce train", "forecast": "dforce forecast", "plan": "
 # files of runs written before the marker existed (adopted as dforce's own when such a run is marked)
 LEGACY_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "trainer_state.pt", "metrics.jsonl",
                 "data_stats.json", "loss.png", "eval.json", "samples.npy", "samples.png", "stats.json",
-                "train_time.json", "best.safetensors", "forecast_meta.json", "demo.json", "demo.png")
+                "train_time.json", "best.safetensors", "forecast_meta.json", "demo.json", "demo.png",
+                "eval_*.json", "eval_*.png", "rollout_*.gif", "samples/*.png", "samples/*_paths.npy", "tb/*")
 WEIGHT_FILES = ("trainer_state.pt", "model.safetensors", "ema.safetensors", "best.safetensors")
 # temporaries of checkpoint.atomic_write_bytes (.NAME.XXXXXXXX.tmp) and plotting.save_figure (.STEM.tmp.png)
 STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\..+\.tmp\.[A-Za-z0-9]+$")
@@ -178,7 +179,7 @@ def expect_kind(run_dir: str | Path, kind: str) -> Path:
         raise CheckpointError(f"{run_dir}: is a file, not a run directory")
     found = infer_kind(run_dir)
     if found is None:
-        raise CheckpointError(f"{run_dir}: not a dforce run directory (no {MARKER}, or config.yaml + weights)")
+        raise CheckpointError(f"{run_dir}: not a {kind} run directory (no {MARKER}, or config.yaml + weights)")
     if found != kind:
         what = "a folder of dforce results" if found == OUTPUTS else f"a {found} run (made by `{COMMANDS[found]}`)"
         raise CheckpointError(f"{run_dir} is {what}, not a {kind} run; use it with its own command")
@@ -268,7 +269,7 @@ def claim(run_dir: str | Path, kind: str, resume: bool = False, overwrite: bool 
     if os.environ.get("DFORCE_RUN_CLAIMED") == str(run_dir.absolute()):
         return run_dir
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{flag} {run_dir}: is a file, not a directory")
+        raise ConfigError(f"{flag} {run_dir}: is not a directory")
     if not run_dir.exists():
         if resume:
             raise CheckpointError(f"--resume {run_dir}: run directory not found")
@@ -313,7 +314,8 @@ def adopt(run_dir: str | Path, kind: str) -> dict:
     run_dir = Path(run_dir)
     marker = read_marker(run_dir)
     if marker is None and infer_kind(run_dir) == kind:
-        marker = new_marker(kind, [f for f in LEGACY_FILES if (run_dir / f).exists()] + [LOCK_FILE])
+        files = [p.relative_to(run_dir).as_posix() for pat in LEGACY_FILES for p in run_dir.glob(pat) if p.is_file()]
+        marker = new_marker(kind, files + [LOCK_FILE])
         try:
             _write_marker(run_dir, marker)
         except OSError:
@@ -359,9 +361,12 @@ def prepare_outputs(folder: str | Path, names, overwrite: bool = False, flag: st
             raise ConfigError(f"{flag} {folder}: cannot create the directory ({e.strerror})") from None
         _write_marker(folder, new_marker(OUTPUTS, names))
         return paths
+    kind = infer_kind(folder)
+    if kind not in (None, OUTPUTS):
+        adopt(folder, kind)  # a run from before markers: its earlier results are dforce's
     for p in paths:
         check_output_file(p, overwrite, flag=flag)
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not _writable(folder):
         raise ConfigError(f"{flag} {folder}: the directory is not writable; give another {flag}")
     m = read_marker(folder)
     if m is not None and not set(names) <= set(m["files"]):
@@ -378,17 +383,25 @@ def check_output_file(path: str | Path, overwrite: bool = False, owner: str | Pa
         if path.is_symlink() or not path.is_file():
             raise ConfigError(f"{flag} {path}: exists and is not a regular file; give a file path")
         if not overwrite and not written_by_dforce(path, owner):
-            raise ConfigError(f"{flag} {path}: exists and was not written by dforce; pass --overwrite to replace "
+            raise ConfigError(f"{flag} {path}: exists and dforce did not write it; pass --overwrite to replace "
                               f"it, or give another {flag}")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: cannot create it ({parent} is not a directory)")
     if not parent.exists():
         try:
             parent.mkdir(parents=True)
         except OSError as e:
             raise ConfigError(f"{flag} {path}: cannot create {parent} ({e.strerror})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _writable(parent):
         raise ConfigError(f"{flag} {path}: {parent} is not writable; give another {flag}")
     return path
+
+
+def _writable(d: Path) -> bool:
+    """Whether this process may create files in ``d`` (checked with its effective ids)."""
+    eff = os.access in os.supports_effective_ids
+    return os.access(d, os.W_OK | os.X_OK, effective_ids=eff)
 
 
 # --------------------------------------------------------------------------------------- data fingerprint
@@ -413,18 +426,22 @@ def fingerprint(path: str | Path) -> dict:
 
 def record_data(run_dir: str | Path, path: str | Path) -> None:
     """Save the fingerprint of the training data file in the run's marker."""
+    from dforce._utils import check_regular_file
+
     m = read_marker(run_dir)
     if m is not None:
-        _write_marker(Path(run_dir), {**m, "data": fingerprint(path)})
+        _write_marker(Path(run_dir), {**m, "data": fingerprint(check_regular_file(path))})
 
 
 def check_data(run_dir: str | Path, path: str | Path, allow_changed: bool = False) -> None:
     """Refuse a data file that is not the one ``run_dir`` was trained on (same path, other content)."""
+    from dforce._utils import check_regular_file
+
     m = read_marker(run_dir) or {}
     saved = m.get("data")
-    if not saved or not Path(path).is_file():
+    if not isinstance(saved, dict):
         return
-    now = fingerprint(path)
+    now = fingerprint(check_regular_file(path))
     if (now["size"], now["sha256"]) == (saved.get("size"), saved.get("sha256")):
         return
     why = f"size {saved.get('size')} → {now['size']} bytes" if now["size"] != saved.get("size") else "content differs"

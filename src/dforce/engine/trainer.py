@@ -64,6 +64,13 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        for k in ("weight_decay", "grad_clip"):
+            if not (getattr(self, k) >= 0 and math.isfinite(getattr(self, k))):
+                raise ConfigError(f"train.{k} must be a number >= 0, got {getattr(self, k)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.seed < 0:
+            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -255,16 +262,19 @@ def train(
                                     "lower train.lr or check the data" + _kept(run_dir, writer))
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e12)
+            opt.step()
         except (MemoryError, torch.OutOfMemoryError) as e:
             raise TrainingError(f"out of memory at step {step + 1} ({type(e).__name__}); lower train.batch_size "
                                 "or the model size" + _kept(run_dir, writer)) from None
         except RuntimeError as e:
+            if "overflow" in str(e):  # AdamW's step size lr / (1 - beta1^t) no longer fits a float32
+                raise TrainingError(f"train.lr={cfg.lr:g} overflows the optimizer's float32 step at step {step + 1}; "
+                                    "lower train.lr" + _kept(run_dir, writer)) from None
             if "alloc" not in str(e).lower():
                 raise
             raise TrainingError(f"out of memory at step {step + 1}; lower train.batch_size or the model size"
                                 + _kept(run_dir, writer)) from None
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e12)
-        opt.step()
         if ema is not None:
             ema.update(model)
         step += 1

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 
-from dforce._cli import add_recipe_arguments, set_threads
+from dforce._cli import OVERWRITE_OUT_HELP, add_recipe_arguments, at_least, set_threads
 
 
 def cmd_compositional_train(args) -> int:
     from dforce.engine.config import load_config
     from dforce.recipes.compositional.recipe import CompositionalConfig, train_model
 
+    from dforce.engine.rundir import claim
+
     set_threads(args.threads)
     cfg = load_config(CompositionalConfig, args.config, args.set)
+    claim(args.out, "compositional", resume=args.resume, overwrite=args.overwrite)  # never into your files
     res = train_model(cfg, args.out, device=args.device, progress=not args.quiet, resume=args.resume)
     print(json.dumps({"run": args.out, "steps": res.step, "seconds": round(res.seconds, 1),
                       "final_loss": res.history[-1]["loss"] if res.history else None}))
@@ -24,9 +27,17 @@ def cmd_compositional_train(args) -> int:
 
 
 def cmd_compositional_sample(args) -> int:
+    from pathlib import Path
+
+    from dforce.engine.rundir import expect_kind, prepare_outputs
     from dforce.recipes.compositional.recipe import sample_run
 
     set_threads(args.threads)
+    at_least("--n", args.n)
+    at_least("--seed", args.seed, 0)
+    expect_kind(args.run, "compositional")
+    out = Path(args.out) if args.out is not None else Path(args.run) / "samples"
+    prepare_outputs(out, [f"{m}{s}" for m in ("memory", "mpc") for s in (".png", "_paths.npy")], args.overwrite)
     report = sample_run(args.run, n=args.n, out=args.out, seed=args.seed, device=args.device)
     print(json.dumps(report, indent=2))
     return 0
@@ -44,4 +55,5 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=200, help="paths per mode (default: 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="where plots/JSON go (default: <run>/samples)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_OUT_HELP)
     p.set_defaults(func=cmd_compositional_sample)

@@ -20,6 +20,7 @@ import sys
 from dforce._cli import add_threads_argument, set_threads
 
 CONFIGS = "forecast_small"
+FORECAST_OUTPUTS = ("samples.npz", "quantiles.csv", "forecast.png", "metrics.json")  # written into --out
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -56,10 +57,17 @@ def cmd_forecast(args) -> int:
 
     if (args.data is None) == (args.dataset is None):
         raise ConfigError("give exactly one of --data CSV or --dataset exchange_rate")
+    from dforce._cli import at_least
+    from dforce.engine import rundir
+
     set_threads(args.threads)
+    at_least("--samples", args.samples)
+    at_least("--seed", args.seed, 0)
     out = Path(args.out)
     run_dir = Path(args.run) if args.run else out / "run"
     trained = (run_dir / "best.safetensors").is_file()
+    if trained:
+        rundir.expect_kind(run_dir, "forecast")
     cfg = load_run(run_dir)[2] if trained else load_config(ForecastConfig, args.config, args.set)
 
     if args.dataset is not None:
@@ -103,12 +111,17 @@ def cmd_forecast(args) -> int:
         move, spread = np.asarray(meta["move_scale"]), float(meta.get("spread", 1.0))
         print(f"loaded {run_dir}")
     else:
+        # checked before training: the run directory (new, or an unfinished forecast run) and the result files
+        rundir.prepare_outputs(out, FORECAST_OUTPUTS)
+        rundir.claim(run_dir, "forecast", overwrite=True)
         res = fit(cfg, train_series, run_dir=run_dir, device=args.device, progress=not args.quiet,
                   meta={"names": list(names)})
         model, schedule, move, spread = res.model, res.schedule, res.move_scale, res.spread
         print(f"trained in {res.seconds:.0f} s (best validation CRPS-sum {res.best_val_crps_sum:.5f} "
               f"at epoch {res.best_epoch}); run saved to {run_dir}")
 
+    if trained:
+        rundir.prepare_outputs(out, FORECAST_OUTPUTS)
     samples = forecast(model, schedule, cfg, eval_series, move, future=future, num_samples=args.samples,
                        seed=args.seed, device=args.device, spread=spread)  # (W, S, H, D)
     target = None if future else forecast_targets(eval_series, H)

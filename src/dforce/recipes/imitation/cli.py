@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 
-from dforce._cli import add_recipe_arguments, set_threads
+from dforce._cli import add_recipe_arguments, at_least, set_threads
 
 
 def cmd_imitation_train(args) -> int:
     from dforce.engine.config import load_config
     from dforce.recipes.imitation.recipe import ImitationConfig, train_policy
 
+    from dforce.engine.rundir import claim
+
     set_threads(args.threads)
     cfg = load_config(ImitationConfig, args.config, args.set)
+    claim(args.out, "imitation", resume=args.resume, overwrite=args.overwrite)  # never into your files/another run
     res = train_policy(cfg, args.out, device=args.device, progress=not args.quiet, resume=args.resume)
     print(json.dumps({"run": args.out, "method": cfg.method, "steps": res.step, "seconds": round(res.seconds, 1),
                       "final_loss": res.history[-1]["loss"] if res.history else None}))
@@ -25,9 +28,16 @@ def cmd_imitation_train(args) -> int:
 
 
 def cmd_imitation_eval(args) -> int:
+    from dforce.engine.rundir import expect_kind
+    from dforce.errors import ConfigError
     from dforce.recipes.imitation.recipe import evaluate_run
 
     set_threads(args.threads)
+    at_least("--episodes", args.episodes)
+    at_least("--seed", args.seed, 0)
+    if not 0.0 <= args.fraction <= 1.0:  # also NaN
+        raise ConfigError(f"--fraction must be in [0, 1], got {args.fraction}")
+    expect_kind(args.run, "imitation")
     report = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, corruption=args.corruption,
                           fraction=args.fraction, device=args.device, policy_overrides=args.set)
     print(json.dumps(report, indent=2))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from dforce._cli import add_threads_argument, set_threads
+from dforce._cli import OVERWRITE_OUT_HELP, OVERWRITE_TRAIN_HELP, add_threads_argument, at_least, set_threads
 
 
 def cmd_train(args) -> int:
@@ -25,6 +25,9 @@ def cmd_train(args) -> int:
         overrides.append(f"train.init_from={Path(args.init_from).expanduser().absolute()}")
     cfg = load_config(PlanningConfig, args.config, overrides)
     out = args.out or f"runs/plan_{cfg.data.maze}"
+    from dforce.engine.rundir import claim
+
+    claim(out, "plan", resume=args.resume, overwrite=args.overwrite)  # never into your files or another run
     result, _ = train_planner(cfg, out, device=args.device, progress=not args.quiet, resume=args.resume)
     print(json.dumps({"run_dir": out, "steps": result.step, "seconds": round(result.seconds, 1),
                       "final_loss": result.history[-1]["loss"] if result.history else None}))
@@ -42,16 +45,22 @@ def cmd_eval(args) -> int:
     from dforce.engine.config import apply_overrides, config_to_dict, from_dict
     from dforce.recipes.planning.recipe import Planner, PlanningConfig, load_planner, run_planner
 
+    from dforce.engine.rundir import expect_kind, prepare_outputs
+
+    at_least("--episodes", args.episodes)
+    at_least("--mcg", args.mcg)
+    at_least("--seed", args.seed, 0)
+    expect_kind(args.run_dir, "plan")
     cfg, model, schedule, norm = load_planner(args.run_dir, args.device)
     if args.overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), args.overrides, PlanningConfig))
     sampler = cfg.sampler if args.mcg is None else dataclasses.replace(cfg.sampler, mcg_samples=args.mcg)
     planner = Planner(cfg, model, schedule, norm, args.device, sampler)
     maze = args.maze or cfg.data.maze
-    roll = run_planner(planner, maze, args.episodes, args.multi, args.seed, args.executor, progress=not args.quiet)
     setting = "multi" if args.multi else "single"
-    out = Path(args.out or args.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out or args.run_dir)  # checked before the episodes run, written after
+    prepare_outputs(out, [f"eval_{maze}_{setting}.png", f"eval_{maze}_{setting}.json"], args.overwrite)
+    roll = run_planner(planner, maze, args.episodes, args.multi, args.seed, args.executor, progress=not args.quiet)
     png = plot_maze_paths(maze, {"planned (first plan)": roll.first_plan[0, :, :2], "executed": roll.executed[0, :, :2]},
                           out / f"eval_{maze}_{setting}.png", goal=roll.goals[0],
                           title=f"{maze} {setting}: score {roll.result.scores[0]:.0f}")
@@ -74,6 +83,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", default=None, help="run directory (default runs/plan_<maze>)")
     t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--overwrite", action="store_true", help=OVERWRITE_TRAIN_HELP)
     t.add_argument("--init-from", metavar="RUN_DIR", help="start from RUN_DIR's weights (fine-tuning; same model section)")
     t.add_argument("--quiet", action="store_true")
     add_threads_argument(t)
@@ -89,6 +99,7 @@ def register(subparsers) -> None:
     e.add_argument("--executor", default=None, choices=("actions", "pd"), help="diffused actions or PD on states")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None, help="output folder (default: the run directory)")
+    e.add_argument("--overwrite", action="store_true", help=OVERWRITE_OUT_HELP)
     e.add_argument("--device", default="cpu")
     e.add_argument("--quiet", action="store_true")
     add_threads_argument(e)
@@ -101,6 +112,8 @@ def cmd_data_maze2d(args) -> int:
     from dforce.recipes.planning.maze2d import dataset_stats, load_or_generate_maze2d
     from dforce.recipes.planning.maze2d.dataset import dataset_path
 
+    at_least("--steps", args.steps)  # 0 is not "the default size"
+    at_least("--seed", args.seed, 0)
     data = load_or_generate_maze2d(args.maze, args.steps, args.seed, progress=not args.quiet)
     print(json.dumps({"path": str(dataset_path(args.maze, args.steps, args.seed)), **dataset_stats(data)}, indent=1))
     return 0

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from dforce._cli import add_threads_argument, set_threads
+from dforce._cli import add_threads_argument, at_least as positive, set_threads
 
 
 def cmd_demo(args) -> int:
@@ -40,14 +40,6 @@ def add_demo(sub):
     add_threads_argument(p, default=1)  # the demo model is tiny: one thread is as fast and never contends
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
-
-
-def positive(flag: str, value: int | None, lo: int = 1) -> None:
-    """A numeric flag that was given (0 included) must be >= ``lo``: one error line otherwise."""
-    if value is not None and value < lo:
-        from dforce.errors import ConfigError
-
-        raise ConfigError(f"{flag} must be >= {lo}, got {value}")
 
 
 def _split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
@@ -89,6 +81,8 @@ def cmd_train(args) -> int:
         raise ConfigError("--resume RUN_DIR continues that run in place; it cannot be combined with --out or "
                           "--overwrite")
     positive("--nproc", args.nproc)
+    if args.nproc is not None and args.nproc > 64:
+        raise ConfigError(f"--nproc {args.nproc} is not a sensible number of processes")
     writer = int(os.environ.get("RANK", 0)) == 0  # under torchrun, rank 0 alone claims and writes
     if args.data is not None:  # absolute, so `dforce sample/eval` find the held-out data from anywhere
         overrides = [*overrides, f"data.path={Path(args.data).expanduser().absolute()}"]
@@ -113,8 +107,6 @@ def cmd_train(args) -> int:
             rundir.claim(run_dir, "sequence", overwrite=args.overwrite)
 
     if args.nproc is not None and args.nproc > 1 and "RANK" not in os.environ:
-        if args.nproc > 64:
-            raise ConfigError(f"--nproc {args.nproc} is not a sensible number of processes")
         load_data(cfg)  # bad data fails here once, with one line, instead of once per rank
         cmd = _torchrun_command(args)
         if not args.quiet:

@@ -125,8 +125,9 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
                         (run_dir / f).unlink()
                 if cfg.data.path is not None:
                     rundir.record_data(run_dir, cfg.data.path)
-            stats = json.loads(norm.to_json()) | {"cond_dim": train_data.cond_dim, "source": train_data.source}
-            ckpt.atomic_write_bytes(stats_path, json.dumps(stats, indent=1).encode())
+            if not (resume and stats_path.exists()):  # a resume keeps the run's statistics file as it is
+                stats = json.loads(norm.to_json()) | {"cond_dim": train_data.cond_dim, "source": train_data.source}
+                ckpt.atomic_write_bytes(stats_path, json.dumps(stats, indent=1).encode())
         dataset = window_dataset(train_data, norm, cfg.data.window, cfg.data.stride)
         model, schedule = build(cfg, train_data.dim, train_data.cond_dim)
         log_fn = TensorBoardLogger(run_dir) if (cfg.logging.tensorboard and info.is_main) else None

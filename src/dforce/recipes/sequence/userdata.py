@@ -22,18 +22,17 @@ import csv
 import json
 import math
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dforce._utils import check_numpy_file, check_regular_file
 from dforce.errors import DataError
 
 TIME_COLUMNS = ("time", "date", "timestamp", "datetime", "step", "t")
 SEQ_KEY = re.compile(r"^seq_(\d+)$")
 COND_KEY = re.compile(r"^cond_(\d+)$")
-NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK"
 # a channel is constant when its std is below this fraction of its magnitude: float32 data holds ~7
 # significant digits, so a smaller spread is rounding, not signal. A fixed absolute threshold (the old
 # std < 1e-8) left small-scale data (std 4.5e-10) unnormalized and its samples came back ~1e9x too large.
@@ -75,7 +74,7 @@ def _as_sequences(arr: np.ndarray, name: str, where: str) -> list[np.ndarray]:
 
 
 def _load_npz(path: Path) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    _check_magic(path, ZIP_MAGIC, ".npz")
+    check_numpy_file(path)
     try:
         z = np.load(path, allow_pickle=False)
         keys = list(z.files)
@@ -167,38 +166,15 @@ def _load_csv(path: Path, time_column: str | None) -> tuple[list[np.ndarray], li
     return [values.astype(np.float32)], [header[i] for i in keep]
 
 
-def check_data_file(path: Path) -> None:
-    """A regular file (never read a device such as /dev/zero or a FIFO: it would never end)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path}: is a directory, expected a .npz, .npy or .csv file")
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: is not a regular file (a device or pipe); give a .npz, .npy or .csv file")
-
-
-def _check_magic(path: Path, magic: bytes, kind: str) -> None:
-    with open(path, "rb") as f:
-        head = f.read(len(magic))
-    if head != magic:
-        what = "is empty" if not head else "does not start like one (a text/CSV file? name it .csv)"
-        raise DataError(f"{path}: not a {kind} file: it {what}")
-
-
 def load_sequences(path: str | Path, time_column: str | None = "auto") -> SequenceData:
     """Load and validate a user's sequence file (see module docstring for the formats)."""
-    path = Path(path)
-    check_data_file(path)
+    path = check_regular_file(path, "a .npz, .npy or .csv file")
     suffix = path.suffix.lower()
     cond, channels = None, None
     if suffix == ".npz":
         seqs, cond = _load_npz(path)
     elif suffix == ".npy":
-        _check_magic(path, NPY_MAGIC, ".npy")
+        check_numpy_file(path)
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from dforce._cli import add_threads_argument, set_threads
+from dforce._cli import OVERWRITE_OUT_HELP, OVERWRITE_TRAIN_HELP, add_threads_argument, at_least, set_threads
 
 
 def cmd_train(args) -> int:
@@ -28,10 +28,23 @@ def cmd_train(args) -> int:
         overrides.append(f"train.init_from={Path(args.init_from).expanduser().absolute()}")
     cfg = load_config(VideoRunConfig, args.config, overrides)
     if cfg.data.source not in ("digits", "vizdoom"):
+        from dforce._utils import check_numpy_file, check_regular_file
         from dforce.recipes.video.files import load_video_file
 
+        from pathlib import Path
+
+        if Path(cfg.data.source).exists():  # a FIFO or /dev/zero would never end; a text file is not "pickled"
+            check_numpy_file(check_regular_file(cfg.data.source, "a .npy/.npz video file"))
         load_video_file(cfg.data.source, min_length=cfg.data.window)  # fail fast, before anything is written
     out = args.out or f"runs/video_{cfg.method}"
+    from dforce.engine import rundir
+
+    rundir.claim(out, "video", resume=args.resume, overwrite=args.overwrite)  # never into your files/another run
+    if cfg.data.source not in ("digits", "vizdoom"):  # the file it trains on: refused if replaced on --resume
+        if args.resume:
+            rundir.check_data(out, cfg.data.source, args.allow_changed_data)
+        else:
+            rundir.record_data(out, cfg.data.source)
     result = train_video(cfg, out, device=args.device, progress=not args.quiet, resume=args.resume)
     print(json.dumps({"run_dir": out, "method": cfg.method, "steps": result.step, "seconds": round(result.seconds, 1),
                       "final_loss": result.history[-1]["loss"] if result.history else None}))
@@ -46,10 +59,22 @@ def cmd_sample(args) -> int:
     from dforce.recipes.video.metrics import horizon_metrics
     from dforce.recipes.video.recipe import load_run, load_video_data, method_config, parse_length, rollout
 
+    from dforce.engine import rundir
+
     set_threads(args.threads)
+    for flag, v, lo in (("--episodes", args.episodes, 1), ("--steps", args.steps, 1), ("--seed", args.seed, 0),
+                        ("--stabilization-level", args.stabilization_level, 0), ("--fps", args.fps, 1)):
+        at_least(flag, v, lo)
+    rundir.expect_kind(args.run_dir, "video")
     model, schedule, cfg = load_run(args.run_dir, args.device)
     T = cfg.data.window
     length = parse_length(args.length, T)
+    out = Path(args.out or Path(args.run_dir) / f"rollout_{length}.gif")
+    if args.out is None:
+        rundir.adopt(args.run_dir, "video")
+    rundir.check_output_file(out, args.overwrite, owner=args.run_dir)  # before the rollout, not after it
+    if cfg.data.source not in ("digits", "vizdoom"):
+        rundir.check_data(args.run_dir, cfg.data.source, args.allow_changed_data)
     smp = method_config(cfg).sampler
     changes = {k: v for k, v in (("steps", args.steps), ("stabilization_level", args.stabilization_level)) if v is not None}
     smp = dataclasses.replace(smp, **changes)
@@ -65,8 +90,8 @@ def cmd_sample(args) -> int:
     video, seconds = rollout(model, schedule, cfg, frames, actions, length, smp, args.seed, args.device,
                              progress=not args.quiet)
     truth = frames[:, : video.shape[1]]
-    out = Path(args.out or Path(args.run_dir) / f"rollout_{length}.gif")
     write_rollout_video(out, {"truth": truth, cfg.method: video}, context=cfg.context, fps=args.fps)
+    rundir.note_output(out, args.run_dir)
     gen = video.shape[0] * (video.shape[1] - cfg.context)
     rows = horizon_metrics(video[:, cfg.context:], truth[:, cfg.context:], T)
     report = {"gif": str(out), "frames": int(video.shape[1]), "context": cfg.context, "seconds": round(seconds, 2),
@@ -88,6 +113,9 @@ def register(subparsers) -> None:
     t.add_argument("--out", help="run directory (default: runs/video_<method>)")
     t.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--overwrite", action="store_true", help=OVERWRITE_TRAIN_HELP)
+    t.add_argument("--allow-changed-data", action="store_true", help="with --resume: accept a video file that "
+                   "changed since the run started (else refused)")
     t.add_argument("--init-from", metavar="RUN_DIR", help="start from RUN_DIR's weights (fine-tuning; same model section)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(t)
@@ -103,6 +131,9 @@ def register(subparsers) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fps", type=int, default=10)
     s.add_argument("--out", help="GIF path (default: RUN_DIR/rollout_<frames>.gif)")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_OUT_HELP)
+    s.add_argument("--allow-changed-data", action="store_true", help="use the video file even if it changed "
+                   "since training (else refused)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--quiet", action="store_true")
     add_threads_argument(s)
@@ -112,6 +143,8 @@ def register(subparsers) -> None:
 def cmd_data_vizdoom(args) -> int:
     from dforce.recipes.video.vizdoom import generate_vizdoom
 
+    for flag, val, lo in (("--episodes", args.episodes, 1), ("--length", args.length, 2), ("--seed", args.seed, 0)):
+        at_least(flag, val, lo)
     v = generate_vizdoom(args.episodes, args.length, args.resolution, args.seed, progress=not args.quiet)
     print(json.dumps({"episodes": int(v.frames.shape[0]), "frames": list(v.frames.shape),
                       "actions": list(v.actions.shape)}))

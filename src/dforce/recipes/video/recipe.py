@@ -341,7 +341,7 @@ def parse_length(text: str, window: int) -> int:
     t = str(text).strip().lower()
     try:
         n = int(round(float(t[:-1]) * window)) if t.endswith("x") else int(t)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(f"--length must be a frame count or a multiple of the training length like 10x, got {text!r}")
     if n < 1:
         raise ConfigError(f"--length must be >= 1 frame, got {text!r}")

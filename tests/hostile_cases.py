@@ -522,7 +522,7 @@ def _run_dir_cases() -> list[Case]:
         Case("sample-run-is-file", ["sample", "{data}"], "is a file"),
         Case("sample-empty-dir", ["sample", "{ws}/empty"], "not a sequence run", lambda ws: (ws / "empty").mkdir()),
         Case("sample-video-run", ["sample", "{ws}/v"], "is a video run", marker("v", "video")),
-        Case("eval-plan-run", ["eval", "{ws}/v"], "is a plan run", marker("v", "plan")),
+        Case("eval-plan-run", ["eval", "{ws}/v"], "is a planning run", marker("v", "plan")),
         Case("video-sample-sequence-run", ["video", "sample", "{run}"], "is a sequence run"),
         Case("plan-eval-sequence-run", ["plan", "eval", "{run}", "--episodes", "1"], "is a sequence run"),
         Case("imitation-eval-sequence-run", ["imitation", "eval", "--run", "{run}", "--episodes", "1"],

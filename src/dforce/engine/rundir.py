@@ -28,14 +28,13 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
 import sys
 from pathlib import Path
 
-from dforce.errors import CheckpointError, ConfigError, DataError
+from dforce.errors import CheckpointError, ConfigError
 
 MARKER = "dforce-run.json"
 LOCK_FILE = ".dforce.lock"
@@ -44,6 +43,7 @@ OUTPUTS = "outputs"  # kind of a folder of results (forecast --out, sample --out
 COMMANDS = {"sequence": "dforce train", "forecast": "dforce forecast", "plan": "dforce plan train",
             "video": "dforce video train", "imitation": "dforce imitation train",
             "compositional": "dforce compositional train", "demo": "dforce demo", OUTPUTS: "a dforce command"}
+NAMES = {"plan": "planning"}  # how a kind is written in messages ("a planning run")
 # files of runs written before the marker existed (adopted as dforce's own when such a run is marked)
 LEGACY_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "trainer_state.pt", "metrics.jsonl",
                 "data_stats.json", "loss.png", "eval.json", "samples.npy", "samples.png", "stats.json",
@@ -52,10 +52,6 @@ LEGACY_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "trainer_
 WEIGHT_FILES = ("trainer_state.pt", "model.safetensors", "ema.safetensors", "best.safetensors")
 # temporaries of checkpoint.atomic_write_bytes (.NAME.XXXXXXXX.tmp) and plotting.save_figure (.STEM.tmp.png)
 STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\..+\.tmp\.[A-Za-z0-9]+$")
-# data files up to this size are hashed whole; larger ones by size + first and last MiB (a replaced file
-# almost always changes its size or its ends; hashing GBs at every `dforce sample` would not be worth it)
-FULL_HASH_BYTES = 64 << 20
-EDGE_BYTES = 1 << 20
 
 _held: dict[str, int] = {}  # run dir → fd of its flock, held until release_all() or process exit
 
@@ -170,6 +166,16 @@ def infer_kind(d: str | Path) -> str | None:
     return None
 
 
+def _name(kind: str) -> str:
+    return NAMES.get(kind, kind)
+
+
+def _what(kind: str) -> str:
+    if kind == OUTPUTS:
+        return "a folder of dforce results"
+    return f"a {_name(kind)} run (made by `{COMMANDS.get(kind, 'dforce')}`)"
+
+
 def expect_kind(run_dir: str | Path, kind: str) -> Path:
     """Check that ``run_dir`` is a run of ``kind`` before a command reads it; one line naming what it is else."""
     run_dir = Path(run_dir)
@@ -179,10 +185,9 @@ def expect_kind(run_dir: str | Path, kind: str) -> Path:
         raise CheckpointError(f"{run_dir}: is a file, not a run directory")
     found = infer_kind(run_dir)
     if found is None:
-        raise CheckpointError(f"{run_dir}: not a {kind} run directory (no {MARKER}, or config.yaml + weights)")
+        raise CheckpointError(f"{run_dir}: not a {_name(kind)} run directory (no {MARKER}, or config.yaml + weights)")
     if found != kind:
-        what = "a folder of dforce results" if found == OUTPUTS else f"a {found} run (made by `{COMMANDS[found]}`)"
-        raise CheckpointError(f"{run_dir} is {what}, not a {kind} run; use it with its own command")
+        raise CheckpointError(f"{run_dir} is {_what(found)}, not a {_name(kind)} run; use it with its own command")
     return run_dir
 
 
@@ -274,12 +279,10 @@ def claim(run_dir: str | Path, kind: str, resume: bool = False, overwrite: bool 
         if resume:
             raise CheckpointError(f"--resume {run_dir}: run directory not found")
         try:
-            run_dir.mkdir(parents=True)
+            run_dir.mkdir(parents=True, exist_ok=True)  # exist_ok: a second writer racing us meets the lock
         except OSError as e:
             raise ConfigError(f"{flag} {run_dir}: cannot create the directory ({e.strerror})") from None
         lock(run_dir)
-        _write_marker(run_dir, new_marker(kind, [LOCK_FILE]))
-        return run_dir
     found, marker = infer_kind(run_dir), read_marker(run_dir)
     if found is None:
         if resume:
@@ -293,8 +296,8 @@ def claim(run_dir: str | Path, kind: str, resume: bool = False, overwrite: bool 
         _write_marker(run_dir, new_marker(kind, [LOCK_FILE]))
         return run_dir
     if found != kind:
-        what = "a folder of dforce results" if found == OUTPUTS else f"a {found} run (made by `{COMMANDS[found]}`)"
-        raise ConfigError(f"{flag} {run_dir}: is {what}, not a {kind} run; give a new or empty directory")
+        raise ConfigError(f"{flag} {run_dir}: is {_what(found)}, not a {_name(kind)} run; give a new or empty "
+                          "directory")
     lock(run_dir)
     clean_stale_temps(run_dir)
     marker = adopt(run_dir, kind)
@@ -302,8 +305,8 @@ def claim(run_dir: str | Path, kind: str, resume: bool = False, overwrite: bool 
         return run_dir
     started = any((run_dir / w).is_file() for w in WEIGHT_FILES)
     if started and not overwrite:
-        raise ConfigError(f"{run_dir} already holds a {kind} run; use --resume to continue it, --overwrite to start "
-                          f"over (deletes only the files dforce wrote there), or another {flag}")
+        raise ConfigError(f"{run_dir} already holds a {_name(kind)} run; use --resume to continue it, --overwrite "
+                          f"to start over (deletes only the files dforce wrote there), or another {flag}")
     _delete_written(run_dir, marker)
     return run_dir
 
@@ -404,49 +407,5 @@ def _writable(d: Path) -> bool:
     return os.access(d, os.W_OK | os.X_OK, effective_ids=eff)
 
 
-# --------------------------------------------------------------------------------------- data fingerprint
-
-def fingerprint(path: str | Path) -> dict:
-    """``{"path", "size", "sha256", "hashed"}`` of a data file: the whole file up to :data:`FULL_HASH_BYTES`,
-    else its size and first + last :data:`EDGE_BYTES`."""
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size <= FULL_HASH_BYTES:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(f.read(EDGE_BYTES))
-            f.seek(size - EDGE_BYTES)
-            h.update(f.read(EDGE_BYTES))
-    return {"path": str(path.absolute()), "size": size, "sha256": h.hexdigest(),
-            "hashed": "all" if size <= FULL_HASH_BYTES else "first+last MiB"}
-
-
-def record_data(run_dir: str | Path, path: str | Path) -> None:
-    """Save the fingerprint of the training data file in the run's marker."""
-    from dforce._utils import check_regular_file
-
-    m = read_marker(run_dir)
-    if m is not None:
-        _write_marker(Path(run_dir), {**m, "data": fingerprint(check_regular_file(path))})
-
-
-def check_data(run_dir: str | Path, path: str | Path, allow_changed: bool = False) -> None:
-    """Refuse a data file that is not the one ``run_dir`` was trained on (same path, other content)."""
-    from dforce._utils import check_regular_file
-
-    m = read_marker(run_dir) or {}
-    saved = m.get("data")
-    if not isinstance(saved, dict):
-        return
-    now = fingerprint(check_regular_file(path))
-    if (now["size"], now["sha256"]) == (saved.get("size"), saved.get("sha256")):
-        return
-    why = f"size {saved.get('size')} → {now['size']} bytes" if now["size"] != saved.get("size") else "content differs"
-    if allow_changed:
-        note(f"{path}: changed since {run_dir} was trained ({why}); used anyway (--allow-changed-data)")
-        return
-    raise DataError(f"{path}: changed since {run_dir} was trained on it ({why}); its normalization and held-out "
-                    "split come from the old file: restore it, or pass --allow-changed-data to use it anyway")
+# the training data's fingerprint lives in the marker too (dforce.engine.fingerprint)
+from dforce.engine.fingerprint import check_data, fingerprint, record_data  # noqa: E402,F401

@@ -196,3 +196,26 @@ def _umask():
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_replaced_video_file_is_refused_on_resume_and_sample(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.npz"
+    np.savez(path, frames=rng.integers(0, 255, (12, 24, 16, 16, 1), dtype=np.uint8),
+             actions=rng.normal(size=(12, 24, 2)).astype(np.float32))
+    run = tmp_path / "r"
+    over = ["train.steps=1", "train.checkpoint_every=1", "model.width=16", "codec.channels=4", "codec.max_channels=4",
+            "data.eval_episodes=2"]
+    rc, _, err = _run(tmp_path, ["video", "train", "--config", "video_digits_tiny", "--data", str(path), "--out",
+                                 str(run), "--quiet", *over])
+    assert rc == 0, err
+    assert json.loads((run / "dforce-run.json").read_text())["data"]["size"] == path.stat().st_size
+    np.savez(path, frames=rng.integers(0, 255, (12, 24, 16, 16, 1), dtype=np.uint8),
+             actions=rng.normal(size=(12, 24, 2)).astype(np.float32))  # same shapes, other videos
+    rc, _, err = _run(tmp_path, ["video", "train", "--config", "video_digits_tiny", "--data", str(path), "--out",
+                                 str(run), "--resume", "--quiet", *over, "train.steps=2"])
+    _one_error_line(rc, err, "changed since")
+    rc, _, err = _run(tmp_path, ["video", "sample", str(run), "--length", "4", "--episodes", "1", "--quiet"])
+    _one_error_line(rc, err, "changed since")

@@ -12,6 +12,7 @@ Datasets: anything with ``__len__`` and either ``get_batch(idx (B,) long) -> dic
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import time
@@ -298,6 +299,9 @@ def train(
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint()
     bar.close()
+    if net is not model:  # DDP: free the wrapper's reducer (and the gloo work it holds) now, while the process
+        del net  # group is alive; left to a reference cycle, it was destroyed at interpreter exit, where gloo's
+        gc.collect()  # threads could abort the rank ("terminate called without an active exception")
     final = ema.model if ema is not None else model
     final.eval()
     if writer and history:

@@ -87,7 +87,7 @@ SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": [
 # replicas drew for it: single-task Large 176.2 -> 185.2, Multi2D Large 206.6 -> 199.4, the other four cells within 2.5
 # (docs/planning.md, "What gradient a redrawn token gets"); chosen for never taking a token's gradient at a value it does
 # not have, not for the scores.
-MCG = ["sampler.mcg_redraw_above=0.9", "sampler.mcg_future_grad=own"]
+MCG = ["sampler.mcg.redraw_above=0.9", "sampler.mcg.future_grad=own"]
 ROOT = Path(__file__).resolve().parent
 
 
@@ -113,7 +113,7 @@ def planner_for(run: Path, args, mcg: int, maze: str) -> Planner:
     overrides = GUIDANCE[maze] + SAMPLER[maze] + MCG + list(args.eval_overrides)
     if overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), overrides, PlanningConfig))
-    return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg_samples=mcg))
+    return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=mcg)))
 
 
 def entry(res, seconds=None) -> dict:

@@ -11,7 +11,7 @@ state + guidance), then runs closed-loop episodes in the single-task and Multi2D
     random, oracle    dforce.recipes.planning.maze2d reference policies
 
 All methods replan every ``plan.replan_every`` steps (MPC). Scores are D4RL-normalized (mean ± standard
-error over episodes); our oracle scores far above D4RL's reference max (docs/maze2d.md), so compare with
+error over episodes); our oracle scores far above D4RL's reference max (docs/planning.md), so compare with
 the oracle row, not only with the paper. The table is repeated in raw episode returns, the unit the
 reference code logs (``docs/planning.md``: "Which unit is the paper's Table 1 in?").
 
@@ -55,7 +55,7 @@ PAPER_NO_MCG = {  # REFERENCE.md §3, paper Table 1 (DF without MCG): compare wi
 HORIZON = {"umaze": 20, "medium": 30, "large": 40}
 # training steps per maze (None: the preset's 2500). Large: 10 000 steps (~20 min per planner on one thread; the issue
 # allows 60 min per maze) lifted DF + MCG 75.5 -> 121.5 single, 94.9 -> 111.8 Multi2D, not the Diffuser-style planner
-# (docs/planning.md "Benchmark", "Longer training"); Medium at 12 000 steps did not score better, nor Large at 20 000
+# (docs/planning.md, "Longer training, a wider model"); Medium at 12 000 steps did not score better, nor Large at 20 000
 # (DF + MCG 96.2 single, 110.5 Multi2D: benchmarks/results/studies/maze2d_large_20k_steps.json)
 TRAIN_STEPS = {"umaze": None, "medium": None, "large": 10000}
 # guidance per maze, at training (saved in config.yaml) and evaluation (also for runs trained earlier with other
@@ -178,7 +178,7 @@ def write(results: dict, args) -> None:
              f"Command: `{results['command']}`", "",
              "D4RL-normalized score, mean ± standard error over episodes (n). Paper = paper Table 1, DF with MCG "
              "(compare with df_mcg) and without (compare with df). "
-             "Our oracle scores far above D4RL's reference max (docs/maze2d.md): compare against it too.", "",
+             "Our oracle scores far above D4RL's reference max (docs/planning.md): compare against it too.", "",
              "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF w/o MCG |", "|---" * (len(METHODS) + 3) + "|"]
     for key in sorted(results["summary"]):
         row = results["summary"][key]

@@ -55,6 +55,7 @@ class Case:
     timeout: int = 60
     may_change: tuple[str, ...] = ()  # glob patterns of files the command was asked to replace (--resume, ...)
     group: str = ""  # input kind: config | data | run directory | output path | read-only | numeric flag
+    leaves_nothing: bool = True  # error rows: no new file or folder may remain (no empty run left behind)
 
 
 # ------------------------------------------------------------------------------------------------ workspace
@@ -86,9 +87,10 @@ def make_workspace(template: Path, ws: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every regular file under ``root``."""
+    """``{relative path: sha256}`` of every regular file under ``root`` (``dir/`` for each folder)."""
     out = {}
-    for dirpath, _, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        out.update({str((Path(dirpath) / d).relative_to(root)) + "/": "" for d in dirs})
         for f in files:
             p = Path(dirpath) / f
             if p.is_file() and not p.is_symlink():
@@ -182,6 +184,9 @@ def run_case(case: Case, ws: Path) -> dict:
         if rc == 0:
             return res | {"outcome": "silent_wrong", "detail": "accepted (exit 0)"}
         others = [ln for ln in lines if not ln.startswith(("error:", "note:"))]
+        left = sorted(set(after) - set(before))
+        if case.leaves_nothing and left:
+            return res | {"outcome": "unclear", "detail": f"a failed command left new files behind: {left[:4]}"}
         if rc == 2 and len(errors) == 1 and not others and (case.needle or "").lower() in errors[0].lower():
             return res | {"outcome": "clear_error"}
         return res | {"outcome": "unclear", "detail": f"rc={rc}, stderr lines: {lines[:4]}"}
@@ -397,7 +402,7 @@ def _config_cases() -> list[Case]:
         Case("override-lr-nan", [*T, "--out", "{ws}/r", "train.lr=.nan"], "train.lr"),
         Case("override-lr-inf", [*T, "--out", "{ws}/r", "train.lr=.inf"], "train.lr"),
         Case("override-lr-negative", [*T, "--out", "{ws}/r", "train.lr=-1"], "train.lr"),
-        Case("override-lr-diverges", [*T, "--out", "{ws}/r", "train.lr=1e30"], "loss became"),
+        Case("override-lr-diverges", [*T, "--out", "{ws}/r", "train.lr=1e30"], "loss became", leaves_nothing=False),
         Case("override-grad-clip-negative", [*T, "--out", "{ws}/r", "train.grad_clip=-1"], "grad_clip"),
         Case("override-warmup-negative", [*T, "--out", "{ws}/r", "train.warmup_steps=-3"], "warmup_steps"),
         Case("override-steps-zero", [*T, "--out", "{ws}/r", "train.steps=0"], "train.steps"),
@@ -572,7 +577,7 @@ def _run_dir_cases() -> list[Case]:
         Case("resume-stale-temps-ok", RES, expect="ok", may_change=("run/*",), check=temps_cleaned, setup=steps(
             write("run/.ema.safetensors.ab12cd34.tmp", b"x" * 1000), write("run/.loss.tmp.png", b"x"))),
         Case("legacy-run-sample-ok", SEQ, expect="ok", setup=strip_marker, check=printed_json_with("samples")),
-        Case("legacy-run-train-again", [*T, "--out", "{run}"], "already holds", strip_marker),
+        Case("legacy-run-train-again", [*T, "--out", "{run}"], "already holds", strip_marker, leaves_nothing=False),
         Case("legacy-run-resume-ok", RES, expect="ok", may_change=("run/*",), setup=strip_marker,
              check=lambda ws, out, err: None if (ws / "run" / "dforce-run.json").is_file() else "not marked"),
         Case("locked-train-overwrite", [*T, "--out", "{run}", "--overwrite"], "in use", hold_lock),

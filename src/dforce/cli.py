@@ -93,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     keep_freed_memory()  # glibc: reuse freed activations instead of page-faulting them in again each step
+    failed = True
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        failed = rc != 0
+        return rc
     except DforceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        release_all()  # this command's run-directory locks (in-process callers run several commands)
+        release_all(failed)  # this command's locks; a folder it created and never wrote into goes again
 
 
 if __name__ == "__main__":

@@ -51,6 +51,14 @@ def safe_yaml(text: str):
     return yaml.load(text, Loader=_NoAliasLoader)
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one short line: what and where (``line L, column C``)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem[:200]}{where}"
+
+
 def read_yaml_mapping(path: str | Path, error=ConfigError, what: str = "file") -> dict:
     """Read a YAML file holding a mapping; anything else is one ``error`` line naming ``path``.
 
@@ -77,7 +85,7 @@ def read_yaml_mapping(path: str | Path, error=ConfigError, what: str = "file") -
     except UnicodeDecodeError:
         raise error(f"{what} {path}: is not a UTF-8 text file") from None
     except yaml.YAMLError as e:
-        raise error(f"{what} {path} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+        raise error(f"{what} {path} is not valid YAML: {yaml_problem(e)}") from None
     except RecursionError:
         raise error(f"{what} {path}: nested too deeply to be a config") from None
     if data is None:

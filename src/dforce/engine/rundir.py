@@ -54,6 +54,7 @@ WEIGHT_FILES = ("trainer_state.pt", "model.safetensors", "ema.safetensors", "bes
 STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\..+\.tmp\.[A-Za-z0-9]+$")
 
 _held: dict[str, int] = {}  # run dir → fd of its flock, held until release_all() or process exit
+_created: list[tuple[Path, Path]] = []  # (folder, its top new parent) this command created: removed on failure
 
 
 def note(msg: str) -> None:
@@ -235,15 +236,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def release_all() -> None:
+def _mkdir_new(d: Path) -> None:
+    """Create ``d`` and its missing parents, remembered so that a failed command removes them again."""
+    top = d
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    d.mkdir(parents=True)
+    _created.append((d, top))
+
+
+def release_all(failed: bool = False) -> None:
     """Drop every run-directory lock this process holds (end of a CLI command; process exit does it too).
-    The lock file is emptied; one that still names a pid was left by a writer that died (the next says so)."""
+    The lock file is emptied; one that still names a pid was left by a writer that died (the next says so).
+    With ``failed``, folders this command created and left holding only the marker and the lock are removed
+    (a refused config or data file leaves no empty run behind)."""
     while _held:
         _, fd = _held.popitem()
         try:
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)
+    while _created:
+        d, top = _created.pop()
+        if not (failed and d.is_dir() and set(os.listdir(d)) <= {MARKER, LOCK_FILE}):
+            continue
+        for name in (MARKER, LOCK_FILE):
+            (d / name).unlink(missing_ok=True)
+        for p in (d, *d.parents):  # the folder, then the parents made for it, while empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
+            if p == top:
+                break
 
 
 def clean_stale_temps(d: str | Path) -> list[str]:
@@ -279,7 +304,9 @@ def claim(run_dir: str | Path, kind: str, resume: bool = False, overwrite: bool 
         if resume:
             raise CheckpointError(f"--resume {run_dir}: run directory not found")
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)  # exist_ok: a second writer racing us meets the lock
+            _mkdir_new(run_dir)
+        except FileExistsError:
+            pass  # a second writer racing us: it meets the lock below
         except OSError as e:
             raise ConfigError(f"{flag} {run_dir}: cannot create the directory ({e.strerror})") from None
         lock(run_dir)
@@ -359,7 +386,7 @@ def prepare_outputs(folder: str | Path, names, overwrite: bool = False, flag: st
     paths = [folder / n for n in names]
     if not folder.exists():
         try:
-            folder.mkdir(parents=True)
+            _mkdir_new(folder)
         except OSError as e:
             raise ConfigError(f"{flag} {folder}: cannot create the directory ({e.strerror})") from None
         _write_marker(folder, new_marker(OUTPUTS, names))

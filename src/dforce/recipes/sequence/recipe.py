@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dforce._resources import check_training_memory
 from dforce.data.sequences import WindowDataset
 from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
@@ -117,6 +118,8 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
             norm = Normalizer.from_json(stats_path.read_text(), str(stats_path))
         else:
             norm = Normalizer.fit(train_data, cfg.data.normalize)
+        model, schedule = build(cfg, train_data.dim, train_data.cond_dim)
+        check_training_memory(model, cfg.train.batch_size, cfg.data.window, device)  # refused before any write
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:  # a stale checkpoint must not be resumable into the new run (only files dforce wrote)
@@ -129,7 +132,6 @@ def run_train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progres
                 stats = json.loads(norm.to_json()) | {"cond_dim": train_data.cond_dim, "source": train_data.source}
                 ckpt.atomic_write_bytes(stats_path, json.dumps(stats, indent=1).encode())
         dataset = window_dataset(train_data, norm, cfg.data.window, cfg.data.stride)
-        model, schedule = build(cfg, train_data.dim, train_data.cond_dim)
         log_fn = TensorBoardLogger(run_dir) if (cfg.logging.tensorboard and info.is_main) else None
         result = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir,
                        config_dict=config_to_dict(cfg), resume=resume, device=device,

@@ -113,6 +113,26 @@ def check_finite(sd: dict[str, torch.Tensor], where: str) -> None:
                                   "(or the run diverged): use an earlier run or retrain")
 
 
+def weights_step(run_dir: str | Path) -> int | None:
+    """The step both weight files of ``run_dir`` were saved at (their ``step`` metadata); None when they are
+    missing, unreadable or from different steps."""
+    from safetensors import safe_open
+
+    steps = set()
+    for name in (MODEL_FILE, EMA_FILE):
+        path = Path(run_dir) / name
+        if not path.exists():
+            if name == EMA_FILE:
+                continue
+            return None
+        try:
+            with safe_open(str(path), "pt") as f:
+                steps.add(int((f.metadata() or {}).get("step", -1)))
+        except Exception:  # safetensors raises several types on torn or garbage files
+            return None
+    return steps.pop() if len(steps) == 1 else None
+
+
 def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)

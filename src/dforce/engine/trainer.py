@@ -214,6 +214,13 @@ def train(
         else:  # resumed with another number of processes: the noise stream cannot continue exactly
             noise_gen.manual_seed(cfg.seed + 1 + info.rank + 7919 * int(st["step"]))
         step = int(st["step"])
+        if writer and ckpt.weights_step(run_dir) != step:
+            # killed between writing trainer_state.pt and the weight files of that checkpoint: write them now
+            # (a run killed in its last checkpoint would otherwise keep the previous checkpoint's weights forever)
+            meta = {"step": str(step)}
+            ckpt.save_weights(model, run_dir / ckpt.MODEL_FILE, meta)
+            if ema is not None:
+                ckpt.save_weights(ema.model, run_dir / ckpt.EMA_FILE, meta)
         history = [h for h in ckpt.read_jsonl(run_dir / ckpt.METRICS_FILE) if h.get("step", 0) <= step]
         if writer:  # records logged after the checkpoint will be logged again: drop them from the file too
             text = "".join(json.dumps(h) + "\n" for h in history)

@@ -11,6 +11,7 @@ from dforce._malloc import keep_freed_memory
 # re-allocating and filling a 48 MiB tensor 8 times, with or without keep_freed_memory()
 PROBE = """
 import resource, sys, torch
+torch.set_num_threads(1)
 from dforce._malloc import keep_freed_memory
 if sys.argv[1] == "on":
     assert keep_freed_memory()
@@ -33,7 +34,9 @@ def test_big_allocations_are_reused_without_page_faults():
     off, on = _faults("off"), _faults("on")
     pages = (48 << 20) // 4096
     assert off >= 6 * pages  # the default: each allocation is a fresh mmap, every page faults in again
-    assert on < 3 * pages  # kept in the heap: at most a heap growth or two
+    # kept in the heap: a few heap growths at most (one here, three on some CI machines), never one per allocation
+    assert on <= off // 2
+    assert on < 5 * pages
 
 
 def test_opt_out(monkeypatch):

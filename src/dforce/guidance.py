@@ -1,7 +1,9 @@
 """Guidance: ∇_x log c(x̂0) through the causal model, and Monte Carlo Guidance (MCG).
 
 A guidance function scores the model's clean-token prediction: ``log_c(x0_hat (B, T, *D), t0) -> (B,)``
-(higher is better; ``t0`` is the absolute index of the first token in the window). Its gradient with
+(higher is better; ``t0`` is the index, among the generated tokens, of the first token of ``x0_hat``). The sampler
+passes the current chunk from its first token: tokens already committed (clean, fixed) followed by the x̂0 of the
+tokens still moving, so a cost that integrates along the window (e.g. positions from velocities) sees all of it. Its gradient with
 respect to the *noisy* tokens flows back through the model, so a cost on far-future tokens pushes the
 near tokens that cause it (Diffusion Forcing, Algorithm 2, line 10).
 
@@ -57,6 +59,7 @@ def guided_prediction(
     mcg_future_steps: int = 0,
     mcg_future_grad: str = "replicas",
     mcg_keep_first: int = 0,
+    prefix: torch.Tensor | None = None,
 ):
     """One guided model evaluation.
 
@@ -73,6 +76,8 @@ def guided_prediction(
         mcg_future_grad: a redrawn token's gradient: ``"replicas"`` (averaged over the N replicas, at their values)
             or ``"own"`` (replica 0's, at its own value).
         mcg_keep_first: replicas keep the first m tokens of ``x`` (the present) and redraw the later noisy ones.
+        prefix: ``(B, a, *D)`` tokens before ``x`` in the window that ``log_c`` scores (committed, fixed values:
+            no gradient), so that ``log_c`` sees the window from its first token, ``t0``; None: ``x`` starts there.
     Returns:
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
@@ -109,6 +114,8 @@ def guided_prediction(
         if redrawn is not None and mcg_future_steps > 0 and bool(redrawn.any()):  # nothing redrawn: nothing to sample
             sampled = _sample_futures(model_fn, schedule, xr, lr, x0_hat, eps_hat, redrawn, mcg_future_steps, clip_x0)
             x0_hat = x0_hat + (sampled - x0_hat).detach()  # value = the sampled futures, gradient through x̂0
+        if prefix is not None and prefix.shape[1] > 0:
+            x0_hat = torch.cat([prefix.to(x0_hat).repeat_interleave(N, 0), x0_hat], 1)
         score = log_c(x0_hat, t0)
         if score.shape != (B * N,):
             raise ValueError(f"guidance function must return one log c per sample, shape ({B * N},), got {tuple(score.shape)}")

@@ -247,7 +247,8 @@ def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) ->
     shape = token_shape(cfg, channels)
     if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
         return ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
-                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth)
+                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth,
+                               causal=cfg.model.causal)
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
     mcfg = cfg.model
     if mcfg.backbone == "transformer" and mcfg.max_context is None:

@@ -270,3 +270,20 @@ def test_condition_dropout_levels_and_loss_mask():
     model = tiny()
     out = diffusion_forcing_loss(model, SCH, torch.randn(8, 6, 2), cfg, generator=gen())
     assert torch.isfinite(out.loss) and ((out.levels == 0) <= (out.weights == 0)).all()
+
+
+def test_convgru_forward_copies_equals_the_repeated_forward():
+    """The video ConvGRU encodes a row's tokens once for all history-guidance copies: equal to forward() on the
+    tokens repeated per copy."""
+    from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
+
+    torch.manual_seed(0)
+    m = ConvGRUDenoiser((3, 8, 8), K, 2, channels=4, max_channels=8, latent_side=4, latent_channels=4).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        x, lv, c = torch.randn(2, 3, 3, 8, 8), torch.randint(0, K, (2, 3)), torch.randn(2, 3, 2)
+        state = torch.randn(1, 6, 4, 4, 4)  # 3 copies × 2 rows, copy-major
+        got = m.forward_copies(x, lv, c, state, 3)
+        want = m(x.repeat(3, 1, 1, 1, 1), lv.repeat(3, 1), c.repeat(3, 1, 1), state)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

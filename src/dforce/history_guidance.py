@@ -21,7 +21,8 @@ copy (dforce's default Diffusion Forcing sampling, and DFoT's stabilized HG); th
 history (context, known tokens) is always shown at its own level in the conditional copy.
 
 Cost: all copies run in **one batched forward** per row (copy-major: rows ``g·B + b``), against a model state
-that holds every copy's view of the history (:class:`HistoryCopies`). Copies whose history levels do not depend
+that holds every copy's view of the history (:class:`HistoryCopies`); a model with ``forward_copies(x, levels,
+cond, state, G)`` (the video ConvGRU) computes what the copies share (the encoding of the row's tokens) once. Copies whose history levels do not depend
 on a token's age (the conditional one, ∅, h_kf) absorb each committed token once, at their own level; a temporal
 window copy is rebuilt from the last history tokens when new ones are committed (a recurrent model: from its
 initial state over the last w tokens; a stateless one: over its kept context with older tokens at level K).
@@ -288,8 +289,12 @@ class HistoryCopies:
 
         ``x: (B·r, n, *D)``, ``levels: (B·r, n)``, ``cond: (B·r, n, C)`` with ``replicas`` r consecutive rows per
         batch row (MCG), known-token arguments as :meth:`inputs`."""
-        xs, ls = self.inputs(x, levels, known, known_clean, known_noise)
         state = self.state if replicas == 1 else self.net.repeat_state(self.state, replicas)
+        shared = known is None or not bool(known.any())  # every copy sees the same tokens
         with autocast:
-            pred = self.net.forward(xs, ls, _repeat_rows(cond, self.G), state)
+            if shared and hasattr(self.net, "forward_copies"):  # the model shares the per-token work of the copies
+                pred = self.net.forward_copies(x, levels, cond, state, self.G)
+            else:
+                xs, ls = self.inputs(x, levels, known, known_clean, known_noise)
+                pred = self.net.forward(xs, ls, _repeat_rows(cond, self.G), state)
         return self.combine(pred)

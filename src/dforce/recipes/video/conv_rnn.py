@@ -184,6 +184,20 @@ class ConvGRUDenoiser(nn.Module):
             z = torch.cat([z, zb], 1)  # (B·T, 2Cz, h, w)
         return self._decode(z, f.flatten(0, 1), skips, e).view(B, T, *self.frame_shape)
 
+    def forward_copies(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None, state: torch.Tensor,
+                       copies: int) -> torch.Tensor:
+        """:meth:`forward` of the same tokens ``x: (B, T, C, H, W)`` after ``copies`` latents (``state: (depth,
+        copies·B, ...)``, copy-major), e.g. history guidance's copies: the encoder (and its skips) runs once, the
+        ConvGRU and the decoder per copy. Returns ``(copies·B, T, C, H, W)``, equal to :meth:`forward` of the
+        repeated tokens."""
+        B, T = x.shape[:2]
+        e = self._emb(levels, cond)
+        f, skips = self._encode(x, e)
+        rep = lambda t: t.repeat(copies, *((1,) * (t.ndim - 1)))  # noqa: E731  copy-major
+        f = rep(f)
+        z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (copies·B·T, Cz, h, w)
+        return self._decode(z, f.flatten(0, 1), [rep(s) for s in skips], rep(e)).view(copies * B, T, *self.frame_shape)
+
     def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
         """Commit tokens to the latent (posterior update at their levels); returns ``(depth, B, Cz, h, w)``."""
         if not self.causal:

@@ -26,7 +26,14 @@ Stabilization (paper §3.4): generated context is shown to the model re-noised t
 as ground truth; ground-truth context stays at level 0. Returned tokens are always the clean values.
 
 Any callable ``f(x, levels, cond) -> prediction`` works: without ``absorb``/``init_state`` it is wrapped
-in :class:`StatelessDenoiser`, which re-reads the kept context every call (the reference's cost model).
+in :class:`StatelessDenoiser`, which re-reads the kept context every call (the reference's cost model). So is a
+model with ``causal = False`` (bidirectional: it cannot keep a state of committed tokens), whose rows then evaluate
+the whole chunk.
+
+Known tokens (``known=``, :mod:`dforce.known`): given tokens at any positions stay at their level in every row (a
+clean known prefix is context) and are committed as ground truth. History guidance
+(``cfg.history_guidance``, :mod:`dforce.history_guidance`): each row's model call carries G copies of the row whose
+states see the history at different levels, combined into one prediction.
 """
 
 from __future__ import annotations

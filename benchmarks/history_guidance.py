@@ -45,7 +45,7 @@ def modes() -> dict:
     from dforce.history_guidance import HistoryGuidanceConfig as H
 
     out = {"none": H()}
-    for w in (1, 1.5, 2, 3):
+    for w in (0.5, 1, 1.5, 2, 3):
         out[f"hg_v_{w}"] = H(mode="stabilized_vanilla", scale=float(w))
     out["hg_v_1.5_plain"] = H(mode="vanilla", scale=1.5)
     for kf in (0.3, 0.6):
@@ -122,6 +122,12 @@ def stage_rollouts(args, names: list[str], tag: str) -> None:
     for run in args.runs:
         bench = Bench(run, args.episodes, args.multiple)
         seed = Path(run).name
+        d = Path(args.cells) / f"{tag}_{args.multiple}x_{args.episodes}ep"
+        if not args.no_media and run == args.runs[0] and not (d / "truth.npz").exists():
+            from dforce.recipes.video.common import to_uint8_frames
+
+            d.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(d / "truth.npz", video=to_uint8_frames(bench.frames[:2, :bench.C + 5 * bench.T]))
         for name in names:
             rollout_cell(Path(args.cells) / f"{tag}_{args.multiple}x_{args.episodes}ep" / f"{seed}__{name}.json", bench,
                          run, table[name], media=not args.no_media and run == args.runs[0], label=name)
@@ -354,11 +360,11 @@ def media(cells: Path, final_dir: Path | None, interp: dict) -> None:
 
     if final_dir is not None:
         vids = {}
-        for f in sorted(final_dir.glob("*.npz")):
+        if (final_dir / "truth.npz").exists():
+            vids["truth"] = np.load(final_dir / "truth.npz")["video"]
+        for f in sorted(final_dir.glob("*__*.npz")):
             vids[f.stem.split("__")[1]] = np.load(f)["video"]
-        if vids:
-            from dforce.recipes.video.recipe import load_video_data  # noqa: F401  (truth comes from the cells' runs)
-
+        if len(vids) > 1:
             write_rollout_video(RESULTS / "history_guidance_rollouts.gif", vids, context=4, fps=8, scale=2)
             T = 16
             write_rollout_strip(RESULTS / "history_guidance_strip.png", vids, [3, 4, 5, 7, 19, 4 + 5 * T - 1],

@@ -239,6 +239,10 @@ def frechet(cell, m) -> float | None:
     return next((h["frechet"] for h in cell["horizons"] if h["multiple"] == m), None)
 
 
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
 def summarize(final: dict) -> dict:
     """Mean Fréchet per setting over the seeds that have it; the best HG: lowest mean 30x among the settings that
     raise 1x by at most 5 % (else lowest overall), over the seeds where none and it were both run."""
@@ -247,11 +251,12 @@ def summarize(final: dict) -> dict:
     mean = {}
     for n in names:
         have = [s for s in seeds if n in final[s]]
-        mean[n] = {"seeds": have, **{f"{m}x": float(np.mean([frechet(final[s][n], m) for s in have]))
-                                     for m in (1, 5, 10, 30)}}
+        vals = {m: [frechet(final[s][n], m) for s in have] for m in (1, 5, 10, 30)}
+        mean[n] = {"seeds": have, **{f"{m}x": float(np.mean(v)) for m, v in vals.items() if None not in v}}
     hg = [n for n in names if n != "none" and mean[n]["seeds"] == seeds]
     ok = [n for n in hg if mean[n]["1x"] <= 1.05 * mean["none"]["1x"]]
-    best = min(ok or hg, key=lambda n: mean[n]["30x"]) if hg else None
+    last = max((k for k in mean.get("none", {}) if k.endswith("x")), key=lambda k: int(k[:-1]), default="1x")
+    best = min(ok or hg, key=lambda n: mean[n][last]) if hg else None
     return {"seeds": seeds, "mean": mean, "best": best, "best_within_1x_limit": bool(ok) and best in ok}
 
 
@@ -271,7 +276,7 @@ def stage_report(args) -> dict:
     rep = {"command": "python benchmarks/history_guidance.py report", "cells": str(cells), "sweep": sweep,
            "final": final, "final_summary": summ, "interpolation": interp, "finetune": ft, "cost": cost}
     s = {"seeds": len(summ["seeds"]) if summ else 0}
-    if summ and summ["best"]:
+    if summ and summ["best"] and "30x" in summ["mean"]["none"]:
         m, b = summ["mean"], summ["best"]
         s["frechet_30x"] = {"none": round(m["none"]["30x"], 4), "best_hg": round(m[b]["30x"], 4), "best_hg_name": b}
         s["frechet_1x"] = {"none": round(m["none"]["1x"], 4), "best_hg": round(m[b]["1x"], 4)}
@@ -288,7 +293,7 @@ def stage_report(args) -> dict:
     if cost:
         s["row_cost_ratio_hg_v"] = cost["ratio_hg_v"]
     rep["summary"] = s
-    if summ and summ["best"]:
+    if summ and summ["best"] and "30x" in summ["mean"]["none"]:
         m, b = summ["mean"], summ["best"]
         rep["targets"] = {"hg_30x_reduction": round(1 - m[b]["30x"] / m["none"]["30x"], 4),
                           "hg_30x_reduction_ge_20pct": m[b]["30x"] <= 0.8 * m["none"]["30x"],
@@ -327,12 +332,12 @@ def markdown(rep: dict) -> str:
               "|---|---|---|---|---|---|---|"]
         for seed, cells in rep["final"].items():
             for n, c in cells.items():
-                L.append(f"| {seed} | {n} | " + " | ".join(f"{frechet(c, m):.3g}" for m in (1, 5, 10, 30)) +
+                L.append(f"| {seed} | {n} | " + " | ".join(fmt(frechet(c, m)) for m in (1, 5, 10, 30)) +
                          f" | {c['rollout_seconds']} |")
         sm = rep["final_summary"]
         L += ["", "Mean over seeds:", "", "| setting | seeds | Fréchet 1x | 5x | 10x | 30x |", "|---|---|---|---|---|---|"]
         for n, v in sm["mean"].items():
-            L.append(f"| {n} | {len(v['seeds'])} | " + " | ".join(f"{v[f'{m}x']:.3g}" for m in (1, 5, 10, 30)) + " |")
+            L.append(f"| {n} | {len(v['seeds'])} | " + " | ".join(fmt(v.get(f"{m}x")) for m in (1, 5, 10, 30)) + " |")
         L.append("")
     if rep["interpolation"]:
         L += ["## Interpolation (frames 0..16 of held-out segments; scores on the generated frames, Fréchet on the "
@@ -344,7 +349,7 @@ def markdown(rep: dict) -> str:
     if rep["finetune"]:
         L += ["## Fine-tuning a full-sequence model into DF", "", "| run | Fréchet 1x | 5x | 10x | 30x |", "|---|---|---|---|---|"]
         for n, c in rep["finetune"].items():
-            L.append(f"| {n} ({c['run']}) | " + " | ".join(f"{frechet(c, m):.3g}" for m in (1, 5, 10, 30)) + " |")
+            L.append(f"| {n} ({c['run']}) | " + " | ".join(fmt(frechet(c, m)) for m in (1, 5, 10, 30)) + " |")
         L.append("")
     if rep["cost"]:
         c = rep["cost"]
@@ -365,9 +370,12 @@ def media(cells: Path, final_dir: Path | None, interp: dict) -> None:
         for f in sorted(final_dir.glob("*__*.npz")):
             vids[f.stem.split("__")[1]] = np.load(f)["video"]
         if len(vids) > 1:
+            n = min(v.shape[1] for v in vids.values())
+            vids = {k: v[:, :n] for k, v in vids.items()}
             write_rollout_video(RESULTS / "history_guidance_rollouts.gif", vids, context=4, fps=8, scale=2)
             T = 16
-            write_rollout_strip(RESULTS / "history_guidance_strip.png", vids, [3, 4, 5, 7, 19, 4 + 5 * T - 1],
+            write_rollout_strip(RESULTS / "history_guidance_strip.png", vids,
+                                [t for t in (3, 4, 5, 7, 19, 4 + 5 * T - 1) if t < n],
                                 episode=0, scale=3)
     for keys in interp:
         f = cells / f"interp_{keys.replace(',', '_')}.npz"

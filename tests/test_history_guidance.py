@@ -287,3 +287,28 @@ def test_convgru_forward_copies_equals_the_repeated_forward():
         got = m.forward_copies(x, lv, c, state, 3)
         want = m(x.repeat(3, 1, 1, 1, 1), lv.repeat(3, 1), c.repeat(3, 1, 1), state)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_causal_video_run_starts_a_bidirectional_one(tmp_path):
+    """train.init_from: a causal ConvGRU's weights load into the bidirectional model (its backward stack is new);
+    zero-initialized, the backward read-out leaves the model's predictions equal to the causal model's."""
+    from dforce.engine.checkpoint import load_init_weights
+    from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    kw = dict(channels=4, max_channels=8, latent_side=4, latent_channels=4)
+    causal = ConvGRUDenoiser((3, 8, 8), K, 2, **kw).eval()
+    with torch.no_grad():
+        for p in causal.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_file(causal.state_dict(), str(tmp_path / "ema.safetensors"))
+    bidir = ConvGRUDenoiser((3, 8, 8), K, 2, causal=False, **kw).eval()
+    load_init_weights(bidir, tmp_path, bidir.init_allow_missing)
+    x, lv, c = torch.randn(2, 3, 3, 8, 8), torch.randint(0, K, (2, 3)), torch.randn(2, 3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(bidir(x, lv, c), causal(x, lv, c))
+    from dforce.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="architecture"):
+        load_init_weights(bidir, tmp_path)  # without naming the new parameters: refused

@@ -161,7 +161,9 @@ def train(
     device = torch.device(device)
     info = dist_utils.current()
     if cfg.init_from is not None and not resume:  # before the EMA copy and the optimizer see the weights
-        ckpt.load_init_weights(model, cfg.init_from)
+        # a model may name parameters it adds to the other run's architecture (e.g. a bidirectional video model's
+        # backward stack): they keep their initialization
+        ckpt.load_init_weights(model, cfg.init_from, getattr(model, "init_allow_missing", ()))
     model.to(device)
     schedule.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))

@@ -97,10 +97,16 @@ class ConvGRUDenoiser(nn.Module):
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(ch[:-1], ch[1:]))
         self.cells = nn.ModuleList(ConvGRUCell(ch[-1] if i == 0 else latent_channels, latent_channels)
                                    for i in range(depth))
-        if not self.causal:  # the backward-in-time stack
+        self.mid = nn.Conv2d(latent_channels + ch[-1], ch[-1], 1)
+        if not self.causal:  # the backward-in-time stack, read through its own (zero-initialized) 1x1 conv
             self.cells_back = nn.ModuleList(ConvGRUCell(ch[-1] if i == 0 else latent_channels, latent_channels)
                                             for i in range(depth))
-        self.mid = nn.Conv2d(latent_channels * (1 if self.causal else 2) + ch[-1], ch[-1], 1)
+            self.mid_back = nn.Conv2d(latent_channels, ch[-1], 1)
+            nn.init.zeros_(self.mid_back.weight)
+            nn.init.zeros_(self.mid_back.bias)
+        # a causal run's weights start a bidirectional model (train.init_from): the backward stack starts fresh and,
+        # zero-initialized, leaves the model equal to the causal one at step 0
+        self.init_allow_missing = () if self.causal else ("cells_back.", "mid_back.")
         self.merge = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in ch)
         self.dec = nn.ModuleList(FiLMBlock(c, E) for c in ch)
         self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 4, 2, 1) for a, b in zip(ch[:-1], ch[1:]))
@@ -160,9 +166,13 @@ class ConvGRUDenoiser(nn.Module):
             zs.append(z)
         return torch.stack(zs[::-1] if backwards else zs)
 
-    def _decode(self, z: torch.Tensor, f: torch.Tensor, skips: list[torch.Tensor], e: torch.Tensor) -> torch.Tensor:
-        """Top-layer latent ``z: (N, Cz, h, w)`` + bottom map ``f: (N, c, h, w)`` → prediction ``(N, C, H, W)``."""
+    def _decode(self, z: torch.Tensor, f: torch.Tensor, skips: list[torch.Tensor], e: torch.Tensor,
+                zb: torch.Tensor | None = None) -> torch.Tensor:
+        """Top-layer latent ``z: (N, Cz, h, w)`` (and the backward stack's ``zb``) + bottom map ``f: (N, c, h, w)`` →
+        prediction ``(N, C, H, W)``."""
         h = self.mid(torch.cat([z, f], 1))
+        if zb is not None:
+            h = h + self.mid_back(zb)
         for i in reversed(range(len(self.chans))):
             h = self.dec[i](self.merge[i](torch.cat([h, skips[i]], 1)), e)
             if i > 0:
@@ -177,12 +187,12 @@ class ConvGRUDenoiser(nn.Module):
         e = self._emb(levels, cond)
         f, skips = self._encode(x, e)
         z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (B·T, Cz, h, w)
+        zb = None
         if not self.causal:
             if state is not None:
                 raise ValueError("a bidirectional model (model.causal=false) keeps no state: pass every token")
-            zb = self._unroll(f, None, backwards=True)[:, -1].transpose(0, 1).flatten(0, 1)
-            z = torch.cat([z, zb], 1)  # (B·T, 2Cz, h, w)
-        return self._decode(z, f.flatten(0, 1), skips, e).view(B, T, *self.frame_shape)
+            zb = self._unroll(f, None, backwards=True)[:, -1].transpose(0, 1).flatten(0, 1)  # (B·T, Cz, h, w)
+        return self._decode(z, f.flatten(0, 1), skips, e, zb).view(B, T, *self.frame_shape)
 
     def forward_copies(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None, state: torch.Tensor,
                        copies: int) -> torch.Tensor:

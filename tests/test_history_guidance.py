@@ -5,6 +5,7 @@ import torch
 
 from dforce.diffusion import NoiseSchedule
 from dforce.errors import ConfigError, DataError
+from dforce.guidance import MCGConfig
 from dforce.history_guidance import HistoryGuidanceConfig as H
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig, condition_dropout, diffusion_forcing_loss
@@ -223,7 +224,7 @@ def test_history_guidance_composes_with_goal_guidance_and_mcg_and_bf16():
     goal = torch.full((2, 2), 2.0)
     kw = dict(context=ctx, length=6, guidance=goal_guidance(goal, [0, 1]))
     plain = sample(model, SCH, SamplerConfig(steps=6, window=6), context=ctx, length=6, generator=gen())
-    for extra in ({}, {"mcg_samples": 3}, {"precision": "bf16"}):
+    for extra in ({}, {"mcg": MCGConfig(samples=3)}, {"precision": "bf16"}):
         cfg = SamplerConfig(steps=6, window=6, guidance_scale=0.3, history_guidance=H(mode="stabilized_vanilla",
                                                                                       scale=1.0), **extra)
         out = sample(model, SCH, cfg, generator=gen(), **kw)

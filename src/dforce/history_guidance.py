@@ -30,6 +30,7 @@ initial state over the last w tokens; a stateless one: over its kept context wit
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -115,22 +116,18 @@ class HistoryGuidanceConfig:
 
 def state_cat(states: list):
     """Concatenate model states along the batch: RNN/ConvGRU latents ``(depth, B, ...)`` (dim 1), the
-    transformer's :class:`~dforce.models.transformer.KVCache` (equal lengths) and the stateless adapter's
-    ``(x, levels, cond)`` (equal lengths)."""
-    from dforce.models.transformer import KVCache
-
+    transformer's ``KVCache`` (a dataclass with per-layer ``keys``/``values`` ``(B, H, L, hd)``; equal lengths)
+    and the stateless adapter's ``(x, levels, cond)`` (equal lengths). Duck-typed: the core imports no model."""
     s0 = states[0]
     if s0 is None:
         return None
     if isinstance(s0, torch.Tensor):
         return torch.cat(states, 1)
-    if isinstance(s0, KVCache):
+    if _is_cache(s0):
         if len({s.length for s in states}) > 1 or len({s.offset for s in states}) > 1:
             raise ConfigError("history guidance: KV caches of different lengths cannot share one batch")
-        if not s0.keys:
-            return KVCache([], [], s0.offset, s0.table)
         cat = lambda name: [torch.cat([getattr(s, name)[i] for s in states], 0) for i in range(len(s0.keys))]  # noqa: E731
-        return KVCache(cat("keys"), cat("values"), s0.offset, s0.table)
+        return dataclasses.replace(s0, keys=cat("keys"), values=cat("values"), store=None, start=0)
     if isinstance(s0, tuple):
         return tuple(None if s0[i] is None else torch.cat([s[i] for s in states], 0) for i in range(len(s0)))
     raise ConfigError(f"history guidance does not know how to batch a model state of type {type(s0).__name__}")
@@ -138,18 +135,20 @@ def state_cat(states: list):
 
 def state_take(state, start: int, stop: int):
     """Batch rows ``[start, stop)`` of a model state (the types of :func:`state_cat`)."""
-    from dforce.models.transformer import KVCache
-
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
         return state[:, start:stop]
-    if isinstance(state, KVCache):
-        return KVCache([k[start:stop] for k in state.keys], [v[start:stop] for v in state.values], state.offset,
-                       state.table)
+    if _is_cache(state):
+        return dataclasses.replace(state, keys=[k[start:stop] for k in state.keys],
+                                   values=[v[start:stop] for v in state.values], store=None, start=0)
     if isinstance(state, tuple):
         return tuple(None if s is None else s[start:stop] for s in state)
     raise ConfigError(f"history guidance does not know how to slice a model state of type {type(state).__name__}")
+
+
+def _is_cache(state) -> bool:
+    return dataclasses.is_dataclass(state) and all(hasattr(state, a) for a in ("keys", "values", "offset", "store"))
 
 
 def _repeat_rows(t: torch.Tensor | None, g: int) -> torch.Tensor | None:

@@ -161,6 +161,9 @@ def stage_interp(args) -> None:
         gen[keys] = False
         videos = {}
         videos["dfot"], secs = interpolate(bidir, bsch, bcfg, seg_f, seg_a, keys, seed=1)
+        for sched in ("pyramid", "trapezoid"):  # the same model under other scheduling matrices (not the headline)
+            smp = dataclasses.replace(bcfg.sampler, schedule=sched)
+            videos[f"dfot_{sched}"], _ = interpolate(bidir, bsch, bcfg, seg_f, seg_a, keys, smp, seed=1)
         blend = seg_f.clone()
         for a, b in zip(keys[:-1], keys[1:]):
             for t in range(a + 1, b):
@@ -343,8 +346,9 @@ def markdown(rep: dict) -> str:
         L += ["## Interpolation (frames 0..16 of held-out segments; scores on the generated frames, Fréchet on the "
               "17-frame segments vs the real ones)", "", "| keyframes | method | PSNR | SSIM | Fréchet |", "|---|---|---|---|---|"]
         for keys, row in rep["interpolation"].items():
-            for m in ("dfot", "linear", "causal_df", "causal_df_keyframes"):
-                L.append(f"| {keys} | {m} | {row[m]['psnr']} | {row[m]['ssim']} | {row[m]['frechet']} |")
+            for m in ("dfot", "dfot_pyramid", "dfot_trapezoid", "linear", "causal_df", "causal_df_keyframes"):
+                if m in row:
+                    L.append(f"| {keys} | {m} | {row[m]['psnr']} | {row[m]['ssim']} | {row[m]['frechet']} |")
         L.append("")
     if rep["finetune"]:
         L += ["## Fine-tuning a full-sequence model into DF", "", "| run | Fréchet 1x | 5x | 10x | 30x |", "|---|---|---|---|---|"]

@@ -119,9 +119,14 @@ def check_resume_config(saved: dict, new: dict, run_dir) -> None:
     """Refuse to resume ``run_dir`` when a :data:`FROZEN_ON_RESUME` section differs from its config.yaml
     (e.g. resuming a full-sequence run with the DF objective would silently train another method)."""
     new = yaml.safe_load(yaml.safe_dump(new, sort_keys=False))  # compare what would be saved
+
+    def recorded(n, s):  # keys a run saved before they existed (e.g. model.causal) ran with their default: skip them
+        return {k: recorded(v, s[k]) if isinstance(v, dict) and isinstance(s.get(k), dict) else v
+                for k, v in n.items() if k in s} if isinstance(n, dict) and isinstance(s, dict) else n
+
     for sec in FROZEN_ON_RESUME:
         if sec in saved and sec in new:
-            key = first_difference(saved[sec], new[sec], sec + ".")
+            key = first_difference(saved[sec], recorded(new[sec], saved[sec]), sec + ".")
             if key:
                 raise ConfigError(f"--resume {run_dir}: {key} differs from the run's config.yaml; it cannot change "
                                   "when resuming (pass the run's own settings, e.g. the same --method / preset)")

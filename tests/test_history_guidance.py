@@ -313,3 +313,20 @@ def test_a_causal_video_run_starts_a_bidirectional_one(tmp_path):
 
     with pytest.raises(CheckpointError, match="architecture"):
         load_init_weights(bidir, tmp_path)  # without naming the new parameters: refused
+
+
+def test_known_tokens_opening_a_later_chunk_with_the_fused_transformer_commit():
+    """A chunk that opens with known tokens commits them before its first row; with the transformer (whose commits
+    ride along with the next call) the previous chunk's last tokens are committed first: the same tokens as the
+    plain loop of re-reading every token (StatelessDenoiser, no cache)."""
+    from dforce.sampler import StatelessDenoiser
+
+    m = tiny("transformer")
+    values = torch.randn(2, 8, 2, generator=gen(4))
+    mask = torch.zeros(8, dtype=torch.bool)
+    mask[[4, 5]] = True  # the second chunk (window 4) opens with two known tokens
+    cfg = SamplerConfig(steps=3, window=4, stabilization_level=2)
+    cached = sample(m, SCH, cfg, known=(values, mask), length=8, generator=gen())
+    plain = sample(StatelessDenoiser(lambda x, k, c: m(x, k, c)), SCH, cfg, known=(values, mask), length=8,
+                   generator=gen())
+    torch.testing.assert_close(cached.x, plain.x, rtol=0, atol=1e-5)

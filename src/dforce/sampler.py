@@ -369,6 +369,10 @@ def sample(
             if hgc is not None:
                 hgc.commit(clean, stab_noise[:, sl], ks, cs, None if fixed is None else fixed[sl])
                 return
+            if pending is not None:  # the previous chunk's last tokens, not yet ridden along: commit them first
+                with autocast:
+                    state = net.absorb(pending.x, pending.levels.expand(batch, -1), pending.cond, state)
+                pending = None
             # levels shared by the batch are passed expanded (stride 0): models may compute per-level work once
             ks = ks.unsqueeze(0).expand(batch, -1)
             x_commit = schedule.add_noise(clean, ks, stab_noise[:, sl])

@@ -276,7 +276,8 @@ def stage_report(args) -> dict:
     for p in sorted(cells.glob("finetune_*")):
         ft = {f.stem: json.loads(f.read_text()) for f in p.glob("*.json")}
     cost = json.loads((cells / "cost.json").read_text()) if (cells / "cost.json").exists() else None
-    rep = {"command": "python benchmarks/history_guidance.py report", "cells": str(cells), "sweep": sweep,
+    rep = {"command": "python benchmarks/history_guidance.py report", "cells": str(cells), "scratch_run": args.scratch,
+           "sweep": sweep,
            "final": final, "final_summary": summ, "interpolation": interp, "finetune": ft, "cost": cost}
     s = {"seeds": len(summ["seeds"]) if summ else 0}
     if summ and summ["best"] and "30x" in summ["mean"]["none"]:
@@ -352,7 +353,11 @@ def markdown(rep: dict) -> str:
         L.append("")
     if rep["finetune"]:
         L += ["## Fine-tuning a full-sequence model into DF", "", "| run | Fréchet 1x | 5x | 10x | 30x |", "|---|---|---|---|---|"]
-        for n, c in rep["finetune"].items():
+        rows = dict(rep["finetune"])
+        scratch = rep["final"].get(Path(rep.get("scratch_run", "")).name, {}).get("none")
+        if scratch:
+            rows["scratch (DF, all steps)"] = scratch
+        for n, c in rows.items():
             L.append(f"| {n} ({c['run']}) | " + " | ".join(fmt(frechet(c, m)) for m in (1, 5, 10, 30)) + " |")
         L.append("")
     if rep["cost"]:

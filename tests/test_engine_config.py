@@ -105,3 +105,15 @@ def test_resume_refuses_a_changed_method_or_model(tmp_path):
         run(4, {**conf, "method": "full_sequence"}, True)
     with pytest.raises(ConfigError, match="model.width"):
         run(4, {**conf, "model": {"width": 16}}, True)
+
+
+def test_resume_accepts_keys_added_after_the_run_was_saved():
+    """A run saved before a config key existed (e.g. model.causal, objective.clean_token_prob) still resumes; keys
+    it recorded must match."""
+    from dforce.engine.trainer import check_resume_config
+
+    saved = {"model": {"width": 8}, "objective": {"weighting": "uniform"}}
+    check_resume_config(saved, {"model": {"width": 8, "causal": True},
+                                "objective": {"weighting": "uniform", "clean_token_prob": 0.0}}, "run")
+    with pytest.raises(ConfigError, match="model.width"):
+        check_resume_config(saved, {"model": {"width": 16, "causal": True}}, "run")

@@ -1,7 +1,9 @@
 """Guidance: ∇_x log c(x̂0) through the causal model, and Monte Carlo Guidance (MCG).
 
 A guidance function scores the model's clean-token prediction: ``log_c(x0_hat (B, T, *D), t0) -> (B,)``
-(higher is better; ``t0`` is the absolute index of the first token in the window). Its gradient with
+(higher is better; ``t0`` is the index, among the generated tokens, of the first token of ``x0_hat``). The sampler
+passes the current chunk from its first token: tokens already committed (clean, fixed) followed by the x̂0 of the
+tokens still moving, so a cost that integrates along the window (e.g. positions from velocities) sees all of it. Its gradient with
 respect to the *noisy* tokens flows back through the model, so a cost on far-future tokens pushes the
 near tokens that cause it (Diffusion Forcing, Algorithm 2, line 10).
 
@@ -68,6 +70,7 @@ def guided_prediction(
     mcg: MCGConfig = MCGConfig(),
     clip_x0: float | None = None,
     generator: torch.Generator | None = None,
+    prefix: torch.Tensor | None = None,
 ):
     """One guided model evaluation.
 
@@ -78,6 +81,8 @@ def guided_prediction(
         x0_prev: ``(B, T, *D)`` the previous row's x̂0 (zeros before the first row), used to redraw futures.
         log_c: guidance function; t0: index of the first token.
         mcg: N futures, which tokens replicas 1..N-1 redraw, and what gradient a redrawn token gets.
+        prefix: ``(B, a, *D)`` tokens before ``x`` in the window that ``log_c`` scores (committed, fixed values:
+            no gradient), so that ``log_c`` sees the window from its first token, ``t0``; None: ``x`` starts there.
     Returns:
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
@@ -110,6 +115,8 @@ def guided_prediction(
         xr, lr = xr.flatten(0, 1), lr.flatten(0, 1)
         pred = model_fn(xr, lr, N).float()
         x0_hat, _ = schedule.to_x0_eps(xr, lr, pred, clip_x0)
+        if prefix is not None and prefix.shape[1] > 0:
+            x0_hat = torch.cat([prefix.to(x0_hat).repeat_interleave(N, 0), x0_hat], 1)
         score = log_c(x0_hat, t0)
         if score.shape != (B * N,):
             raise ValueError(f"guidance function must return one log c per sample, shape ({B * N},), got {tuple(score.shape)}")

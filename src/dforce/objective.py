@@ -20,6 +20,13 @@ Loss weights (per token, from the token's SNR; γ = snr_clip):
                past and itself (f_t likewise with the unclipped SNR_t/γ); then the min_snr formula with
                (min(SNR, γ), SNR) ← (γ·f̃_t, γ·f_t) (REFERENCE.md §1, decay d ≈ 0.8–0.96).
                ``fused_snr_init="discounted"`` starts the running mean at c_0 = (1-d)·s̃_0 instead (dforce ≤ 0.1)
+
+Conditioning dropout (DFoT, "noise as masking"; applied on top of the drawn levels, off by default):
+    clean_token_prob   each token is shown clean (level 0, no loss) with this probability: exact given tokens
+                       at any positions (keyframes, interpolation) are otherwise rare (P(k = 0) = 1/(K+1))
+    masked_token_prob  each token is fully masked (level K) with this probability: "this token is unknown"
+    masked_prefix_prob with this probability per sequence a random-length prefix is at level K: the model learns
+                       to predict with the history dropped, the ε(∅) that vanilla history guidance subtracts
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class ObjectiveConfig:
     fused_snr_decay: float = 0.8  # d, discount of the running SNR along time (reference video: 0.8)
     # c_0 of the running SNR: first_token = s̃_0 (the reference's recurrence) | discounted = (1-d)·s̃_0 (dforce 0.1)
     fused_snr_init: str = "first_token"
+    # conditioning dropout (DFoT; see the module docstring): per-token clean / per-token masked (level K) /
+    # per-sequence masked random prefix probabilities; 0 = plain Diffusion Forcing levels
+    clean_token_prob: float = 0.0
+    masked_token_prob: float = 0.0
+    masked_prefix_prob: float = 0.0
 
     def __post_init__(self):
         check_choice("objective.level_strategy", self.level_strategy, LEVEL_STRATEGIES)
@@ -55,6 +67,16 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.snr_clip must be > 0, got {self.snr_clip}")
         if not 0.0 <= self.fused_snr_decay < 1.0:
             raise ConfigError(f"objective.fused_snr_decay must be in [0, 1), got {self.fused_snr_decay}")
+        for name in ("clean_token_prob", "masked_token_prob", "masked_prefix_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"objective.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.clean_token_prob + self.masked_token_prob > 1.0:
+            raise ConfigError("objective.clean_token_prob + objective.masked_token_prob must be <= 1, got "
+                              f"{self.clean_token_prob + self.masked_token_prob}")
+
+    @property
+    def drops_conditioning(self) -> bool:
+        return bool(self.clean_token_prob or self.masked_token_prob or self.masked_prefix_prob)
 
 
 class LossOutput(NamedTuple):
@@ -87,6 +109,27 @@ def sample_levels(
     noisy = torch.randint(1, K + 1, (batch, 1), **kw)
     k = torch.where(t < p, torch.zeros_like(t), torch.where(t == p, noisy, torch.full_like(t, K)))
     return k, (t == p).expand(batch, tokens)
+
+
+def condition_dropout(levels: torch.Tensor, loss_mask: torch.Tensor, cfg: ObjectiveConfig, num_levels: int,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the conditioning-dropout options of ``cfg`` to drawn ``levels: (B, T)`` (module docstring).
+
+    Clean tokens (level 0) carry no loss; masked ones (level K) keep theirs (predicting an unknown token is
+    unconditional generation). Returns the new ``(levels, loss_mask)``."""
+    if not cfg.drops_conditioning:
+        return levels, loss_mask
+    B, T = levels.shape
+    kw = dict(device=levels.device, generator=generator)
+    u = torch.rand((B, T), **kw)
+    clean = u < cfg.clean_token_prob
+    masked = (u >= cfg.clean_token_prob) & (u < cfg.clean_token_prob + cfg.masked_token_prob)
+    cut = torch.randint(1, T + 1, (B, 1), **kw)  # prefix length 1..T
+    prefix = (torch.rand((B, 1), **kw) < cfg.masked_prefix_prob) & (torch.arange(T, device=levels.device) < cut)
+    masked = (masked | prefix) & ~clean
+    levels = torch.where(clean, torch.zeros_like(levels), torch.where(masked, torch.full_like(levels, num_levels),
+                                                                      levels))
+    return levels, (loss_mask | masked) & ~clean
 
 
 def fused_snr(snr: torch.Tensor, snr_clip: float, decay: float,
@@ -163,6 +206,7 @@ def diffusion_forcing_loss(
     B, T = x0.shape[:2]
     if levels is None:
         levels, loss_mask = sample_levels(cfg.level_strategy, B, T, schedule.num_levels, x0.device, generator)
+        levels, loss_mask = condition_dropout(levels, loss_mask, cfg, schedule.num_levels, generator)
     else:
         loss_mask = levels > 0
     if mask is not None:

@@ -26,7 +26,14 @@ Stabilization (paper §3.4): generated context is shown to the model re-noised t
 as ground truth; ground-truth context stays at level 0. Returned tokens are always the clean values.
 
 Any callable ``f(x, levels, cond) -> prediction`` works: without ``absorb``/``init_state`` it is wrapped
-in :class:`StatelessDenoiser`, which re-reads the kept context every call (the reference's cost model).
+in :class:`StatelessDenoiser`, which re-reads the kept context every call (the reference's cost model). So is a
+model with ``causal = False`` (bidirectional: it cannot keep a state of committed tokens), whose rows then evaluate
+the whole chunk.
+
+Known tokens (``known=``, :mod:`dforce.known`): given tokens at any positions stay at their level in every row (a
+clean known prefix is context) and are committed as ground truth. History guidance
+(``cfg.history_guidance``, :mod:`dforce.history_guidance`): each row's model call carries G copies of the row whose
+states see the history at different levels, combined into one prediction.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule, sampling_levels
 from dforce.errors import ConfigError, DataError
 from dforce.guidance import GuidanceFn, MCGConfig, guided_prediction
+from dforce.history_guidance import HistoryCopies, HistoryGuidanceConfig
+from dforce.known import check_known, chunk_levels
 from dforce.scheduling import SCHEDULES, make_schedule, validate_schedule
 
 
@@ -66,6 +75,8 @@ class SamplerConfig:
     inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
     # transformer only: fp32 CPU inference passes in dforce's C++ kernel (built once, ~1 min; dforce.models.fused)
     fused_kernel: bool = False
+    # history guidance (DFoT): guide with copies of the row that see the history dropped / noised / windowed
+    history_guidance: HistoryGuidanceConfig = field(default_factory=HistoryGuidanceConfig)
     # keys of dforce 0.1 configs: old name -> new dotted name under sampler (None: removed; accepted only at the old
     # default, which was a no-op). Saved runs keep loading (engine.config applies the renames).
     RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {
@@ -202,6 +213,7 @@ def sample(
     progress: bool = False,
     keep_last: int | None = None,
     on_chunk: Callable[[int, torch.Tensor], None] | None = None,
+    known=None,
 ) -> SampleOutput:
     """Generate ``length`` tokens after ``context`` (Algorithm 2 with sliding windows).
 
@@ -213,7 +225,9 @@ def sample(
         batch, token_shape: B and D (inferred from ``context`` when given).
         context: ``(B, C, *D)`` ground-truth tokens, committed at level 0 and returned unchanged.
         cond: ``(B, C + L, C_dim)`` per-token conditioning (e.g. actions) for context and new tokens.
-        guidance: ``log_c(x0_hat (B, T_win, *D), t0) -> (B,)``; needs ``cfg.guidance_scale != 0``.
+        guidance: ``log_c(x0_hat (B, T_win, *D), t0) -> (B,)``; needs ``cfg.guidance_scale != 0``. ``x0_hat`` is
+            the current chunk from its first token (committed tokens at their values, the others' x̂0), ``t0``
+            the index of that token among the generated ones.
         matrix: custom scheduling matrix ``(M, window)`` in step units (validated); the last, shorter
             chunk uses its first columns.
         state: a model state to continue from (e.g. ``SampleOutput.state`` of an earlier call).
@@ -224,12 +238,17 @@ def sample(
             tokens (``t0``: index of its first token among the generated ones), e.g. to stream to disk. In an
             unguided rollout it runs inside ``torch.inference_mode``: ``.clone()`` a chunk you keep and will later
             write into or use with autograd.
+        known: ``(values (B, L, *D), mask (L,) or (B, L) bool[, level])``: tokens among the L generated positions
+            that are given (:mod:`dforce.known`): they stay at ``level`` (default 0: exact) for the whole sampling
+            and are returned as given; the rest are generated. A clean known prefix is the same as ``context``.
+            Keyframes after generated tokens need a model that looks ahead (``model.causal=false``); a causal model
+            carries them forward only. ``batch``/``token_shape`` are inferred from the values.
     Returns:
         :class:`SampleOutput` with ``x: (B, C + L, *D)``.
     """
     args = dict(length=length, batch=batch, token_shape=token_shape, context=context, cond=cond, guidance=guidance,
                 matrix=matrix, state=state, generator=generator, device=device, progress=progress, keep_last=keep_last,
-                on_chunk=on_chunk)
+                on_chunk=on_chunk, known=known)
     if cfg.fused_kernel:  # the model runs its passes in the C++ kernel for this rollout
         if not hasattr(model, "use_fused_kernel"):
             raise ConfigError(f"sampler.fused_kernel=true needs the transformer backbone (model.backbone=transformer); "
@@ -244,96 +263,164 @@ def sample(
         with torch.inference_mode():
             out = sample(model, schedule, cfg, **args)
         return out._replace(x=_outside_inference(out.x), state=_outside_inference(out.state))
+    hgc_cfg = cfg.history_guidance
+    if known is not None and context is None and batch is None:
+        batch, token_shape = known[0].shape[0], tuple(known[0].shape[2:])
     if context is not None:
         batch, token_shape = context.shape[0], tuple(context.shape[2:])
         device = context.device
     if batch is None or token_shape is None:
-        raise ConfigError("sample() needs either context or both batch and token_shape")
+        raise ConfigError("sample() needs either context, known tokens or both batch and token_shape")
     C = _check_inputs(context, cond, batch, length, token_shape)
+    C_user, L_user = C, length
     device = device or (cond.device if cond is not None else None) or next(iter(_params(model)), torch.zeros(0)).device
-    net = as_stateful(model)
+    dtype = context.dtype if context is not None else torch.get_default_dtype()
+    causal = getattr(model, "causal", True)
+    # a model that looks ahead cannot keep a state of committed tokens: it re-reads them with the chunk every call
+    net = as_stateful(model) if causal else StatelessDenoiser(model, getattr(model, "max_context", None))
     K = schedule.num_levels
     S = cfg.steps
     step_levels_cpu = sampling_levels(S, K)  # (S+1,)
-    k_stab = int(cfg.stabilization_level)
-    if k_stab > K:
-        raise ConfigError(f"sampler.stabilization_level must be <= num_levels={K}, got {k_stab}")
+    if int(cfg.stabilization_level) > K:
+        raise ConfigError(f"sampler.stabilization_level must be <= num_levels={K}, got {cfg.stabilization_level}")
+    k_stab = hgc_cfg.stabilization(int(cfg.stabilization_level))  # plain history guidance modes show history clean
     if matrix is not None:
         matrix = validate_schedule(matrix, None, S, "custom scheduling matrix")
     use_guidance = guidance is not None and cfg.guidance_scale != 0.0
     if keep_last is not None and keep_last < 0:
         raise ConfigError(f"keep_last must be >= 0 or None, got {keep_last}")
-    randn = lambda shape: torch.randn(shape, device=device, generator=generator)  # noqa: E731
+    randn = lambda shape: torch.randn(shape, device=device, generator=generator, dtype=dtype)  # noqa: E731
 
-    if state is None:
-        state = net.init_state(batch, device)
-    if C > 0:
-        zeros = torch.zeros(1, C, dtype=torch.long, device=device).expand(batch, -1)
-        state = net.absorb(context.float(), zeros, None if cond is None else cond[:, :C], state)
+    kn, prefix = None, None
+    if known is not None:
+        kn = check_known(known, batch, length, token_shape, K, device)
+        n = kn.prefix_len()
+        if n:  # a clean known prefix is prefix context
+            prefix = kn.values[:, :n].to(dtype)
+            context = prefix if context is None else torch.cat([context.to(dtype), prefix], 1)
+            kn, C, length = kn.tail(n), C + n, length - n
+        if not bool(kn.mask.any()):
+            kn = None
+    hgc = HistoryCopies(hgc_cfg, net, schedule, batch, device) if hgc_cfg.active else None
+
+    if hgc is not None:
+        hgc.start(state)
+        if C > 0:
+            zeros = torch.zeros(C, dtype=torch.long, device=device)
+            ctx = context.to(dtype)
+            hgc.end_chunk(ctx, torch.zeros_like(ctx), zeros, None if cond is None else cond[:, :C], committed=False)
+        state = None
+    else:
+        if state is None:
+            state = net.init_state(batch, device)
+        if C > 0:
+            zeros = torch.zeros(1, C, dtype=torch.long, device=device).expand(batch, -1)
+            state = net.absorb(context.to(dtype), zeros, None if cond is None else cond[:, :C], state)
 
     chunks, t = [], 0
     while t < length:
         h = min(cfg.window, length - t)
         chunks.append((t, h))
         t += h
-    full = use_guidance or not cfg.skip_inactive
+    full = use_guidance or not cfg.skip_inactive or not causal
     affine = not use_guidance and cfg.clip_x0 is None  # the reverse step is affine in (x, pred, noise)
-    plans = {}  # chunk width h -> (rows, raw levels (M, h), model-input levels (M, h), per-row affine step)
-    for _, h in chunks:
-        if h not in plans:
+    plans = {}  # (chunk width, known pattern) -> _ChunkPlan
+    for t0, h in chunks:
+        km = None if kn is None else kn.mask[t0 : t0 + h].cpu()
+        key = (h, None if km is None or not bool(km.any()) else tuple(km.tolist()))
+        if key not in plans:
+            km = None if key[1] is None else km
             mat = matrix[:, :h] if matrix is not None else make_schedule(cfg.schedule, h, S, cfg.uncertainty_scale)
-            lv = step_levels_cpu[mat.cpu()]  # (M, h) raw levels
-            lv_in = torch.where(lv == 0, torch.full_like(lv, k_stab), lv)  # clean tokens shown at k_stab
-            rows, lv, lv_in = row_plan(lv, full), lv.to(device), lv_in.to(device)
-            coefs = None
-            if affine:
-                coefs = row_coefficients(schedule, lv, lv_in, len(token_shape), cfg.eta, cfg.method)
-                coefs = [tuple(c[r.m, r.a : r.b] for c in coefs) for r in rows]  # per row: 3 × (b-a, *1)
-            plans[h] = (rows, lv, lv_in, coefs)
-    bar = tqdm(total=sum(plans[h][1].shape[0] - 1 for _, h in chunks), desc="sampling", disable=not progress,
-               leave=False)
+            plans[key] = _chunk_plan(schedule, step_levels_cpu[mat.cpu()], km, 0 if kn is None else kn.level, k_stab,
+                                     full, affine, len(token_shape), cfg, device)
+    bar = tqdm(total=sum(_plan_for(plans, kn, t0, h).lv.shape[0] - 1 for t0, h in chunks), desc="sampling",
+               disable=not progress, leave=False)
     autocast = (torch.autocast(torch.device(device or "cpu").type, torch.bfloat16) if cfg.precision == "bf16"
                 else contextlib.nullcontext())  # a disabled autocast still costs a few µs per row
     stochastic = cfg.eta > 0 or cfg.method == "ddpm"
 
     # commit finished tokens with the next row's call (one pass) where the model can; guidance re-runs the model
-    # on repeated states, so it commits at once
-    fuse = hasattr(net, "forward_absorb") and not use_guidance
+    # on repeated states and history guidance commits each copy at its own level, so they commit at once
+    fuse = hasattr(net, "forward_absorb") and not use_guidance and hgc is None
     pending = None  # a _Commit waiting for the next model call
     out, kept, calls, evaluated = [], 0, 0, 0
     for t0, h in chunks:
-        rows, lv, lv_in, coefs = plans[h]
+        plan = _plan_for(plans, kn, t0, h)
+        rows, lv, lv_in, coefs, fixed = plan.rows, plan.lv, plan.lv_in, plan.coefs, plan.fixed
         x = randn((batch, h, *token_shape))
         x0_hat = torch.zeros_like(x) if use_guidance else None  # previous row's x̂0 (MCG redraws futures)
         stab_noise = randn(x.shape)
         zero_noise = None if stochastic else torch.zeros_like(x)
         c_chunk = None if cond is None else cond[:, C + t0 : C + t0 + h]
+        kv = fmask = None
+        if fixed is not None:  # known tokens: set once, at their level, and never moved
+            kv = kn.values[:, t0 : t0 + h].to(dtype)
+            fmask = fixed.reshape(1, h, *((1,) * len(token_shape)))
+            klv = torch.full((1, h), kn.level, dtype=torch.long, device=device).expand(batch, -1)
+            x = torch.where(fmask, schedule.add_noise(kv, klv, stab_noise), x)
+
+        def commit(lo: int, hi: int):
+            """Commit chunk tokens [lo, hi) (clean generated ones at k_stab, known ones at their level)."""
+            nonlocal state, pending
+            sl = slice(lo, hi)
+            clean = x[:, sl] if kv is None else torch.where(fmask[:, sl], kv[:, sl], x[:, sl])
+            ks = plan.commit_levels[sl]  # (n,)
+            cs = None if c_chunk is None else c_chunk[:, sl]
+            if hgc is not None:
+                hgc.commit(clean, stab_noise[:, sl], ks, cs, None if fixed is None else fixed[sl])
+                return
+            if pending is not None:  # the previous chunk's last tokens, not yet ridden along: commit them first
+                with autocast:
+                    state = net.absorb(pending.x, pending.levels.expand(batch, -1), pending.cond, state)
+                pending = None
+            # levels shared by the batch are passed expanded (stride 0): models may compute per-level work once
+            ks = ks.unsqueeze(0).expand(batch, -1)
+            x_commit = schedule.add_noise(clean, ks, stab_noise[:, sl])
+            pending = _Commit(x_commit, ks[:1], cs)
+            if not fuse:
+                with autocast:
+                    state = net.absorb(x_commit, ks, cs, state)
+                pending = None
+
+        if plan.pre > 0:  # known tokens opening the chunk: history before its first row
+            commit(0, plan.pre)
         for i, r in enumerate(rows):
             a, b = r.a, r.b
             xs = x[:, a:b]
             kf = kt = k_in = None  # per-token levels (B, b-a): only the general step and re-noising read them
-            if coefs is None or r.any_clean:
+            if coefs is None or r.any_clean or hgc is not None:
                 kf, kt = lv[r.m, a:b].expand(batch, -1), lv[r.m + 1, a:b].expand(batch, -1)
                 k_in = lv_in[r.m, a:b].expand(batch, -1)
             if r.any_clean:  # clean-but-uncommitted generated tokens are shown at the stabilization level too
                 done = (kf == 0).reshape(*kf.shape, *((1,) * (xs.ndim - 2)))
+                if fixed is not None:
+                    done = done & ~fmask[:, a:b]
                 x_in = torch.where(done, schedule.add_noise(xs, k_in, stab_noise[:, a:b]), xs)
             else:
                 x_in = xs
             cs = None if c_chunk is None else c_chunk[:, a:b]
+            kargs = (None,) * 3 if fixed is None else (fixed[a:b], kv[:, a:b], stab_noise[:, a:b])
             if use_guidance:
-                fn = lambda xr, kr, n: _autocast_call(  # noqa: E731
-                    autocast, net.forward, xr, kr, None if cs is None else cs.repeat_interleave(n, 0),
-                    net.repeat_state(state, n),
-                )
+                rep = lambda t, n: None if t is None else t.repeat_interleave(n, 0)  # noqa: E731
+                if hgc is not None:
+                    fn = lambda xr, kr, n: hgc.predict(  # noqa: E731
+                        xr, kr, rep(cs, n), autocast, kargs[0], rep(kargs[1], n), rep(kargs[2], n), n)
+                else:
+                    fn = lambda xr, kr, n: _autocast_call(  # noqa: E731
+                        autocast, net.forward, xr, kr, rep(cs, n), net.repeat_state(state, n))
+                # guidance scores the chunk from its first token (t0): the committed ones are fixed values
+                done_x = x[:, :a] if kv is None else torch.where(fmask[:, :a], kv[:, :a], x[:, :a])
                 pred, grad = guided_prediction(
                     fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg, cfg.clip_x0, generator,
+                    prefix=done_x,
                 )
+            elif hgc is not None:
+                pred = hgc.predict(x_in, k_in, cs, autocast, *kargs)
             else:
                 with autocast:
                     pred, state = _predict(net, x_in, lv_in[r.m : r.m + 1, a:b], cs, state, pending)
                 pending = None
-            pred = pred.float()
+            pred = pred.to(x.dtype)
             calls += 1
             evaluated += b - a
             if coefs is not None:  # the same reverse step, as x·A + pred·P (+ noise·N) with precomputed A, P, N
@@ -344,18 +431,14 @@ def sample(
                 _step_row(schedule, cfg, x, xs, x_in, pred, kf, kt, k_in, a, b, x0_hat, grad if use_guidance else None,
                           randn(xs.shape) if stochastic else zero_noise[:, a:b])
             if r.commit_to > a:  # commit the clean prefix of the chunk into the model state
-                sl = slice(a, r.commit_to)
-                # levels shared by the batch are passed expanded (stride 0): models may compute per-level work once
-                ks = torch.full((1, r.commit_to - a), k_stab, dtype=torch.long, device=device).expand(batch, -1)
-                x_commit = schedule.add_noise(x[:, sl], ks, stab_noise[:, sl])
-                pending = _Commit(x_commit, ks[:1], None if c_chunk is None else c_chunk[:, sl])
-                if not fuse:
-                    with autocast:
-                        state = net.absorb(x_commit, ks, pending.cond, state)
-                    pending = None
+                commit(a, r.commit_to)
         bar.update(lv.shape[0] - 1)
+        if kv is not None:  # the given tokens are returned as given
+            x = torch.where(fmask, kv, x)
+        if hgc is not None:  # the chunk becomes history: each copy's own view of it
+            hgc.end_chunk(x, stab_noise, plan.commit_levels, c_chunk)
         if on_chunk is not None:
-            on_chunk(t0, x)
+            on_chunk(t0 + C - C_user, x)
         out.append(x)
         kept += h
         while keep_last is not None and out and kept - out[0].shape[1] >= keep_last:
@@ -364,11 +447,50 @@ def sample(
     if pending is not None:  # the last finished tokens: no next call to ride along with
         with autocast:
             state = net.absorb(pending.x, pending.levels.expand(batch, -1), pending.cond, state)
-    gen = torch.cat(out, 1) if out else torch.zeros(batch, 0, *token_shape, device=device)
+    if hgc is not None:
+        state = hgc.cond_state()
+    if prefix is not None and (keep_last is None or kept < keep_last):
+        out.insert(0, prefix)
+    gen = torch.cat(out, 1) if out else torch.zeros(batch, 0, *token_shape, device=device, dtype=dtype)
     if keep_last is not None:
         gen = gen[:, gen.shape[1] - min(keep_last, gen.shape[1]) :]
-    full_x = gen if context is None else torch.cat([context.to(gen), gen], 1)
-    return SampleOutput(full_x, C, state, calls, evaluated)
+    full_x = gen if C_user == 0 else torch.cat([context[:, :C_user].to(gen), gen], 1)
+    return SampleOutput(full_x, C_user, state, calls, evaluated)
+
+
+class _ChunkPlan(NamedTuple):
+    """Everything about one chunk shape that the row loop reads (computed once per shape, see :func:`row_plan`)."""
+
+    rows: list  # RowPlan per row that moves a token
+    lv: torch.Tensor  # (M, h) raw levels
+    lv_in: torch.Tensor  # (M, h) model-input levels (clean generated tokens at k_stab)
+    coefs: list | None  # per row the affine reverse step (A, P, N), or None for the general step
+    fixed: torch.Tensor | None  # (h,) bool: known tokens (never move), or None
+    commit_levels: torch.Tensor  # (h,) the level each token is committed at (k_stab, or a known token's level)
+    pre: int  # known tokens opening the chunk, committed before its first row
+
+
+def _chunk_plan(schedule, lv, fixed, known_level, k_stab, full, affine, token_ndim, cfg, device) -> _ChunkPlan:
+    """The :class:`_ChunkPlan` of a chunk with raw levels ``lv: (M, h)`` (CPU) and known tokens ``fixed: (h,)``."""
+    lv, lv_in = chunk_levels(lv, fixed, known_level, k_stab)
+    rows = row_plan(lv, full, fixed)
+    done0 = lv[0] == 0 if fixed is None else (lv[0] == 0) | fixed
+    pre = int(done0.long().cumprod(0).sum())
+    commit_levels = torch.full((lv.shape[1],), k_stab, dtype=torch.long)
+    if fixed is not None:
+        commit_levels[fixed] = known_level
+    lv, lv_in = lv.to(device), lv_in.to(device)
+    coefs = None
+    if affine:
+        coefs = row_coefficients(schedule, lv, lv_in, token_ndim, cfg.eta, cfg.method)
+        coefs = [tuple(c[r.m, r.a : r.b] for c in coefs) for r in rows]  # per row: 3 × (b-a, *1)
+    return _ChunkPlan(rows, lv, lv_in, coefs, None if fixed is None else fixed.to(device), commit_levels.to(device),
+                      pre)
+
+
+def _plan_for(plans: dict, kn, t0: int, h: int) -> _ChunkPlan:
+    km = None if kn is None else kn.mask[t0 : t0 + h]
+    return plans[(h, None if km is None or not bool(km.any()) else tuple(km.cpu().tolist()))]
 
 
 def _step_row(schedule, cfg, x, xs, x_in, pred, kf, kt, k_in, a, b, x0_hat, grad, noise):
@@ -437,21 +559,24 @@ class RowPlan(NamedTuple):
     a: int  # first evaluated token = first uncommitted one
     b: int  # one past the last evaluated token (last moving one + 1, or h when evaluating everything)
     commit_to: int  # after the row, tokens [a, commit_to) are clean with a clean prefix: commit them
-    any_clean: bool  # some token in [a, b) is clean already (shown re-noised at the stabilization level)
+    any_clean: bool  # some generated token in [a, b) is clean already (shown re-noised at the stabilization level)
 
 
-def row_plan(lv: torch.Tensor, evaluate_all: bool = False) -> list[RowPlan]:
+def row_plan(lv: torch.Tensor, evaluate_all: bool = False, fixed: torch.Tensor | None = None) -> list[RowPlan]:
     """Per-row work of one chunk from its raw-level matrix ``lv: (M, h)`` (CPU), computed once per shape.
 
-    Rows where no token moves are dropped. ``a`` is the length of the clean prefix at row m (levels never
-    increase, so it only grows and equals the number of committed tokens); ``b`` the last moving token + 1
-    (causality: tokens after it cannot change the ones that move), or ``h`` with ``evaluate_all``.
+    Rows where no token moves are dropped. ``a`` is the length of the finished prefix at row m (clean tokens and
+    the known ones, ``fixed: (h,)`` bool, at whatever level they are given; levels never increase, so it only
+    grows and equals the number of committed tokens); ``b`` the last moving token + 1 (causality: tokens after it
+    cannot change the ones that move), or ``h`` with ``evaluate_all``.
     """
     M, h = lv.shape
     moving = lv[:-1] != lv[1:]  # (M-1, h)
-    lead = (lv == 0).long().cumprod(1).sum(1).tolist()  # (M,) clean-prefix length per row
+    finished = lv == 0 if fixed is None else (lv == 0) | fixed
+    lead = finished.long().cumprod(1).sum(1).tolist()  # (M,) finished-prefix length per row
     last = torch.where(moving, torch.arange(h), torch.full_like(lv[:-1], -1)).max(1).values.tolist()
-    clean = (lv[:-1] == 0).long().cumsum(1)  # (M-1, h) running count of clean tokens
+    gen_clean = lv[:-1] == 0 if fixed is None else (lv[:-1] == 0) & ~fixed
+    clean = gen_clean.long().cumsum(1)  # (M-1, h) running count of clean generated tokens
     rows = []
     for m in range(M - 1):
         if last[m] < 0:

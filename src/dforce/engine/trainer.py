@@ -128,9 +128,14 @@ def check_resume_config(saved: dict, new: dict, run_dir) -> None:
     """Refuse to resume ``run_dir`` when a :data:`FROZEN_ON_RESUME` section differs from its config.yaml
     (e.g. resuming a full-sequence run with the DF objective would silently train another method)."""
     new = yaml.safe_load(yaml.safe_dump(new, sort_keys=False))  # compare what would be saved
+
+    def recorded(n, s):  # keys a run saved before they existed (e.g. model.causal) ran with their default: skip them
+        return {k: recorded(v, s[k]) if isinstance(v, dict) and isinstance(s.get(k), dict) else v
+                for k, v in n.items() if k in s} if isinstance(n, dict) and isinstance(s, dict) else n
+
     for sec in FROZEN_ON_RESUME:
         if sec in saved and sec in new:
-            key = first_difference(saved[sec], new[sec], sec + ".")
+            key = first_difference(saved[sec], recorded(new[sec], saved[sec]), sec + ".")
             if key:
                 raise ConfigError(f"--resume {run_dir}: {key} differs from the run's config.yaml; it cannot change "
                                   "when resuming (pass the run's own settings, e.g. the same --method / preset)")
@@ -170,7 +175,9 @@ def train(
     device = torch.device(device)
     info = dist_utils.current()
     if cfg.init_from is not None and not resume:  # before the EMA copy and the optimizer see the weights
-        ckpt.load_init_weights(model, cfg.init_from)
+        # a model may name parameters it adds to the other run's architecture (e.g. a bidirectional video model's
+        # backward stack): they keep their initialization
+        ckpt.load_init_weights(model, cfg.init_from, getattr(model, "init_allow_missing", ()))
     if len(dataset) < 1:
         raise ConfigError("the training data holds no windows (is data.window longer than every sequence?)")
     probe = get_batch(dataset, torch.zeros(1, dtype=torch.long), "cpu")["x"]  # (1, T, *D)

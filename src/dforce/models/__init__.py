@@ -31,6 +31,9 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # transformer MLP hidden size / width (standard ViT/DiT value)
     dropout: float = 0.0
     max_context: int | None = None  # transformer KV-cache window (None = unbounded)
+    # False: bidirectional, tokens also see later ones (DFoT's transformer; keyframes/interpolation); no KV cache.
+    # The vector GRU is causal only; the video recipe's spatial ConvGRU runs both ways with causal=false
+    causal: bool = True
 
     def __post_init__(self):
         check_choice("model.backbone", self.backbone, BACKBONES)
@@ -57,10 +60,14 @@ def build_model(
     common = dict(token_shape=tuple(token_shape), num_levels=num_levels, cond_dim=cond_dim, width=cfg.width,
                   depth=cfg.depth, dropout=cfg.dropout, encoder=encoder, decoder=decoder)
 
+    if cfg.backbone == "rnn" and not cfg.causal:
+        raise ConfigError("model.causal=false needs model.backbone=transformer (the GRU backbone is causal only)")
+
     def build():
         if cfg.backbone == "rnn":
             return RecurrentDenoiser(**common)
-        return CausalTransformer(**common, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_context=cfg.max_context)
+        return CausalTransformer(**common, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_context=cfg.max_context,
+                                 causal=cfg.causal)
 
     check_model_size(build, cfg.width, cfg.depth)  # a 4 TB typo is one error line, not the OOM killer
     return build()

@@ -252,6 +252,10 @@ class CausalTransformer(nn.Module):
         mlp_ratio: hidden size of each block's MLP relative to ``width``.
         max_context: cached tokens kept by ``absorb`` (a sliding window; ``None`` keeps all). Bounded memory
             for rollouts of any length; set it to training length minus the sampling window.
+        causal: False makes it bidirectional (DFoT's architecture): every token attends to every token of the
+            call, still with its own level through adaLN. Such a model keeps no KV cache (committed tokens would
+            depend on later ones): ``absorb`` and a non-empty ``state`` are refused, and the sampler re-reads the
+            committed tokens with each chunk (``dforce.sampler.StatelessDenoiser``).
     """
 
     def __init__(
@@ -267,8 +271,10 @@ class CausalTransformer(nn.Module):
         max_context: int | None = None,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
+        causal: bool = True,
     ):
         super().__init__()
+        self.causal = bool(causal)
         if width % heads or (width // heads) % 2:
             raise ValueError(f"model.width={width} must be divisible by model.heads={heads} into even head sizes")
         self.token_shape = tuple(token_shape)
@@ -477,6 +483,8 @@ class CausalTransformer(nn.Module):
         the lean blocks: they are in the store); the
         ``(store, start)`` they are views of, or None)."""
         B, T = x.shape[:2]
+        if not self.causal:
+            return self._run_bidirectional(x, levels, cond, state, n_commit, want_out)
         mods, out_mod, cc = self._conditioning(levels, cond, state, want_out)
         offset, L = (0, 0) if state is None else (state.offset, state.length)
         rot = self._rotation(offset, T, x.device)  # (T, hd/2)
@@ -514,6 +522,24 @@ class CausalTransformer(nn.Module):
                 h, kv = blk(h, mods[i], rot, past, mask, None, weights_t[i])
             all_kv.append(kv)
         return self._output(h, out_mod, n_commit) if want_out else None, all_kv, store
+
+    def _run_bidirectional(self, x, levels, cond, state, n_commit: int, want_out: bool):
+        """:meth:`_run` of a bidirectional model (``causal=False``): one pass in which every token sees every
+        other; no cache (a state with cached tokens, or committing tokens, is refused)."""
+        if n_commit or (state is not None and state.length > 0):
+            raise ValueError("a bidirectional transformer (model.causal=false) keeps no KV cache: pass every token "
+                             "to forward() (the sampler does this for you)")
+        T = x.shape[1]
+        mods, out_mod, cc = self._conditioning(levels, cond, None, want_out)
+        h = self.encoder(x)
+        if cc is not None:
+            h = h + cc
+        mods = mods.to(h.dtype).unbind(2)
+        rot = self._rotation(0, T, x.device)
+        everything = torch.ones(T, T, dtype=torch.bool, device=x.device)  # no causal mask
+        for i, blk in enumerate(self.blocks):
+            h, _ = blk(h, mods[i], rot, None, everything, None, None)
+        return self._output(h, out_mod, 0) if want_out else None, None, None
 
     def _output(self, h: torch.Tensor, out_mod: torch.Tensor, n_commit: int) -> torch.Tensor:
         """Prediction ``(B, T - n_commit, *D)`` of the last tokens of the final hidden states ``h: (B, T, W)``."""

@@ -70,11 +70,17 @@ class ConvGRUDenoiser(nn.Module):
         latent_side: side ``h = w`` of the recurrent map (a power-of-two fraction of H).
         latent_channels: channels ``Cz`` of the recurrent map.
         depth: stacked ConvGRU cells.
+        causal: False adds a second ConvGRU stack run backwards in time, and the decoder reads both latents, so
+            a token sees the tokens after it too (keyframes, interpolation; DFoT's "any subset" conditioning).
+            Such a model keeps no state: ``absorb`` is refused, and the sampler passes the committed tokens with
+            every chunk.
     """
 
     def __init__(self, frame_shape: tuple[int, int, int], num_levels: int, cond_dim: int = 0, channels: int = 32,
-                 max_channels: int = 64, latent_side: int = 8, latent_channels: int = 64, depth: int = 1):
+                 max_channels: int = 64, latent_side: int = 8, latent_channels: int = 64, depth: int = 1,
+                 causal: bool = True):
         super().__init__()
+        self.causal = bool(causal)
         C, H, W = frame_shape
         if H != W:
             raise ConfigError(f"video frames must be square, got {H}x{W}")
@@ -92,6 +98,15 @@ class ConvGRUDenoiser(nn.Module):
         self.cells = nn.ModuleList(ConvGRUCell(ch[-1] if i == 0 else latent_channels, latent_channels)
                                    for i in range(depth))
         self.mid = nn.Conv2d(latent_channels + ch[-1], ch[-1], 1)
+        if not self.causal:  # the backward-in-time stack, read through its own (zero-initialized) 1x1 conv
+            self.cells_back = nn.ModuleList(ConvGRUCell(ch[-1] if i == 0 else latent_channels, latent_channels)
+                                            for i in range(depth))
+            self.mid_back = nn.Conv2d(latent_channels, ch[-1], 1)
+            nn.init.zeros_(self.mid_back.weight)
+            nn.init.zeros_(self.mid_back.bias)
+        # a causal run's weights start a bidirectional model (train.init_from): the backward stack starts fresh and,
+        # zero-initialized, leaves the model equal to the causal one at step 0
+        self.init_allow_missing = () if self.causal else ("cells_back.", "mid_back.")
         self.merge = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in ch)
         self.dec = nn.ModuleList(FiLMBlock(c, E) for c in ch)
         self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 4, 2, 1) for a, b in zip(ch[:-1], ch[1:]))
@@ -132,26 +147,32 @@ class ConvGRUDenoiser(nn.Module):
                 h = self.downs[i](h)
         return h.view(B, T, *h.shape[1:]), skips
 
-    def _step(self, f: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _step(self, f: torch.Tensor, z: torch.Tensor, cells=None) -> torch.Tensor:
         """One ConvGRU-stack update: ``f: (N, c, h, w)``, ``z: (depth, N, Cz, h, w)`` → new ``z``."""
         out, inp = [], f
-        for cell, zl in zip(self.cells, z):
+        for cell, zl in zip(self.cells if cells is None else cells, z):
             inp = cell(inp, zl)
             out.append(inp)
         return torch.stack(out)
 
-    def _unroll(self, f: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
-        """``f: (B, T, c, h, w)`` → every state after token t, ``(T, depth, B, Cz, h, w)`` (the RNN unroll)."""
+    def _unroll(self, f: torch.Tensor, state: torch.Tensor | None, backwards: bool = False) -> torch.Tensor:
+        """``f: (B, T, c, h, w)`` → every state after token t, ``(T, depth, B, Cz, h, w)`` (the RNN unroll;
+        ``backwards``: the backward stack from the last token, states in token order)."""
         z = self.init_state(f.shape[0], f.device).to(f.dtype) if state is None else state.to(f.dtype)
         zs = []
-        for t in range(f.shape[1]):
-            z = self._step(f[:, t], z)
+        order = range(f.shape[1] - 1, -1, -1) if backwards else range(f.shape[1])
+        for t in order:
+            z = self._step(f[:, t], z, self.cells_back if backwards else None)
             zs.append(z)
-        return torch.stack(zs)
+        return torch.stack(zs[::-1] if backwards else zs)
 
-    def _decode(self, z: torch.Tensor, f: torch.Tensor, skips: list[torch.Tensor], e: torch.Tensor) -> torch.Tensor:
-        """Top-layer latent ``z: (N, Cz, h, w)`` + bottom map ``f: (N, c, h, w)`` → prediction ``(N, C, H, W)``."""
+    def _decode(self, z: torch.Tensor, f: torch.Tensor, skips: list[torch.Tensor], e: torch.Tensor,
+                zb: torch.Tensor | None = None) -> torch.Tensor:
+        """Top-layer latent ``z: (N, Cz, h, w)`` (and the backward stack's ``zb``) + bottom map ``f: (N, c, h, w)`` →
+        prediction ``(N, C, H, W)``."""
         h = self.mid(torch.cat([z, f], 1))
+        if zb is not None:
+            h = h + self.mid_back(zb)
         for i in reversed(range(len(self.chans))):
             h = self.dec[i](self.merge[i](torch.cat([h, skips[i]], 1)), e)
             if i > 0:
@@ -166,10 +187,31 @@ class ConvGRUDenoiser(nn.Module):
         e = self._emb(levels, cond)
         f, skips = self._encode(x, e)
         z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (B·T, Cz, h, w)
-        return self._decode(z, f.flatten(0, 1), skips, e).view(B, T, *self.frame_shape)
+        zb = None
+        if not self.causal:
+            if state is not None:
+                raise ValueError("a bidirectional model (model.causal=false) keeps no state: pass every token")
+            zb = self._unroll(f, None, backwards=True)[:, -1].transpose(0, 1).flatten(0, 1)  # (B·T, Cz, h, w)
+        return self._decode(z, f.flatten(0, 1), skips, e, zb).view(B, T, *self.frame_shape)
+
+    def forward_copies(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None, state: torch.Tensor,
+                       copies: int) -> torch.Tensor:
+        """:meth:`forward` of the same tokens ``x: (B, T, C, H, W)`` after ``copies`` latents (``state: (depth,
+        copies·B, ...)``, copy-major), e.g. history guidance's copies: the encoder (and its skips) runs once, the
+        ConvGRU and the decoder per copy. Returns ``(copies·B, T, C, H, W)``, equal to :meth:`forward` of the
+        repeated tokens."""
+        B, T = x.shape[:2]
+        e = self._emb(levels, cond)
+        f, skips = self._encode(x, e)
+        rep = lambda t: t.repeat(copies, *((1,) * (t.ndim - 1)))  # noqa: E731  copy-major
+        f = rep(f)
+        z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (copies·B·T, Cz, h, w)
+        return self._decode(z, f.flatten(0, 1), [rep(s) for s in skips], rep(e)).view(copies * B, T, *self.frame_shape)
 
     def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
         """Commit tokens to the latent (posterior update at their levels); returns ``(depth, B, Cz, h, w)``."""
+        if not self.causal:
+            raise ValueError("a bidirectional model (model.causal=false) keeps no state to absorb tokens into")
         f, _ = self._encode(x, self._emb(levels, cond))
         return self._unroll(f, state)[-1]
 

@@ -247,7 +247,8 @@ def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) ->
     shape = token_shape(cfg, channels)
     if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
         return ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
-                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth)
+                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth,
+                               causal=cfg.model.causal)
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
     mcfg = cfg.model
     if mcfg.backbone == "transformer" and mcfg.max_context is None:
@@ -336,6 +337,52 @@ def rollout(model, schedule: NoiseSchedule, cfg: VideoRunConfig, frames: torch.T
     return video, seconds
 
 
+def parse_keyframes(text: str) -> list[int]:
+    """``"0,8,16"`` → ``[0, 8, 16]`` (sorted, distinct, >= 0, at least two)."""
+    try:
+        ks = sorted({int(t) for t in str(text).split(",") if t.strip()})
+    except ValueError:
+        raise ConfigError(f"--keyframes must be frame indices like 0,16, got {text!r}") from None
+    if len(ks) < 2 or ks[0] < 0:
+        raise ConfigError(f"--keyframes needs at least two frame indices >= 0, got {text!r}")
+    return ks
+
+
+@torch.no_grad()
+def interpolate(model, schedule: NoiseSchedule, cfg: VideoRunConfig, frames: torch.Tensor, actions: torch.Tensor,
+                keyframes: list[int], sampler: SamplerConfig | None = None, seed: int = 0, device: str = "cpu",
+                progress: bool = False) -> tuple[torch.Tensor, float]:
+    """Generate every frame between the given ``keyframes`` (frame indices, e.g. ``[0, 16]``) under the real
+    actions: frames ``0 .. max(keyframes)``, the keyframes returned as given (``sample(..., known=...)``).
+
+    A bidirectional model (``model.causal=false``) sees every keyframe; a causal one only carries each keyframe to
+    the frames after it. The whole span is one chunk (the sampler window is widened to it).
+
+    Args:
+        frames: ``(N, ≥ max(keyframes) + 1, C, H, W)`` real frames (only the keyframes are shown).
+        actions: ``(N, ≥ max(keyframes) + 1, A)``.
+    Returns:
+        ``(video (N, max(keyframes) + 1, C, H, W), seconds)``.
+    """
+    k = cfg.frame_stack
+    total = max(keyframes) + 1
+    if k != 1:
+        raise ConfigError(f"interpolation works on single-frame tokens (frame_stack=1), this run has {k}")
+    if frames.shape[1] < total or actions.shape[1] < total:
+        raise DataError(f"keyframes up to frame {total - 1} need {total} frames and actions, got "
+                        f"{frames.shape[1]} and {actions.shape[1]}")
+    into = actions_into_frames(actions[:, :total].float())
+    mask = torch.zeros(total, dtype=torch.bool)
+    mask[list(keyframes)] = True
+    smp = sampler or method_config(cfg).sampler
+    smp = dataclasses.replace(smp, window=max(smp.window, total))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    t0 = time.perf_counter()
+    out = sample(model, schedule, smp, length=total, known=(frames[:, :total].float().to(device), mask.to(device)),
+                 cond=into.to(device), generator=gen, device=device, progress=progress)
+    return out.x.clamp(-1, 1).cpu(), time.perf_counter() - t0
+
+
 def parse_length(text: str, window: int) -> int:
     """``"10x"`` → 10 · window frames; ``"200"`` → 200 frames."""
     t = str(text).strip().lower()
@@ -368,4 +415,4 @@ def copy_last_psnr(frames: torch.Tensor, context: int, k: int = 1) -> float:
 
 __all__ = ["VideoDataConfig", "VideoRunConfig", "METHODS", "LATENTS", "CleanPastTeacherForcing", "uses_clean_past",
            "method_config", "load_video_data", "stack_frames", "unstack_frames", "VideoTokenDataset", "build_video_model", "train_video", "load_run", "rollout",
-           "parse_length", "one_step_psnr", "copy_last_psnr"]
+           "parse_length", "parse_keyframes", "interpolate", "one_step_psnr", "copy_last_psnr"]

@@ -46,6 +46,9 @@ class ObjectiveConfig:
     fused_snr_decay: float = 0.8  # d, discount of the running SNR along time (reference video: 0.8)
     # c_0 of the running SNR: first_token = s̃_0 (the reference's recurrence) | discounted = (1-d)·s̃_0 (dforce 0.1)
     fused_snr_init: str = "first_token"
+    # few-step students only (model.shortcut_steps > 0, dforce.shortcut): share of training sequences that learn
+    # self-consistency targets (two half steps = one full step) instead of the DF loss (Frans et al. 2024: 1/4)
+    shortcut_fraction: float = 0.25
 
     def __post_init__(self):
         check_choice("objective.level_strategy", self.level_strategy, LEVEL_STRATEGIES)
@@ -55,6 +58,8 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.snr_clip must be > 0, got {self.snr_clip}")
         if not 0.0 <= self.fused_snr_decay < 1.0:
             raise ConfigError(f"objective.fused_snr_decay must be in [0, 1), got {self.fused_snr_decay}")
+        if not 0.0 <= self.shortcut_fraction <= 1.0:
+            raise ConfigError(f"objective.shortcut_fraction must be in [0, 1], got {self.shortcut_fraction}")
 
 
 class LossOutput(NamedTuple):

@@ -44,6 +44,7 @@ from dforce.diffusion import NoiseSchedule, sampling_levels
 from dforce.errors import ConfigError, DataError
 from dforce.guidance import MCG_FUTURE_GRADS, GuidanceFn, guided_prediction
 from dforce.scheduling import SCHEDULES, make_schedule, validate_schedule
+from dforce.shortcut import step_conditioned
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -267,6 +268,7 @@ def sample(
         raise ConfigError(f"sampler.stabilization_level must be <= num_levels={K}, got {k_stab}")
     if matrix is not None:
         matrix = validate_schedule(matrix, None, S, "custom scheduling matrix")
+    net = step_conditioned(net, S, K, matrix)  # a few-step student takes its step size from the matrix (shortcut)
     use_guidance = guidance is not None and cfg.guidance_scale != 0.0
     if keep_last is not None and keep_last < 0:
         raise ConfigError(f"keep_last must be >= 0 or None, got {keep_last}")

@@ -33,6 +33,9 @@ from dforce.engine.config import first_difference
 from dforce.errors import CheckpointError, ConfigError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.plotting import save_figure
+from dforce.self_rollout import RolloutSpec, self_rollout_loss
+from dforce.shortcut import shortcut_loss, step_embedding, student_prefixes
+from dforce.distill import load_teacher, teacher_fn
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class TrainConfig:
     # a run directory whose weights start this run (fine-tuning, e.g. a full-sequence model into DF; DFoT §4.3);
     # its model must have the same architecture. Read once at the start, not on --resume.
     init_from: str | None = None
+    # few-step students (model.shortcut_steps > 0): a trained run (or .safetensors file) to distill from
+    # (dforce.distill: class-0 targets are its predictions, class-1 targets two of its DDIM steps); None: learn from data
+    distill_from: str | None = None
+    # share of each batch trained on a past the model generated itself with the recipe's sampler (dforce.self_rollout,
+    # Self Forcing's idea); recipes that pass their sampler to train() (video). 0: off
+    self_rollout: float = 0.0
 
     def __post_init__(self):
         check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
@@ -63,6 +72,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.self_rollout <= 1.0:
+            raise ConfigError(f"train.self_rollout must be in [0, 1], got {self.self_rollout}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -113,6 +124,7 @@ class TrainResult:
 
 # top-level config sections that fix what the weights mean; a resume may change the rest (train.steps, lr, ...)
 FROZEN_ON_RESUME = ("method", "latent", "frame_stack", "model", "codec", "diffusion", "objective")
+OFF_VALUES = (None, 0, 0.0, False, [], "")  # what a key added to dforce after a run was made may hold on resume
 
 
 def check_resume_config(saved: dict, new: dict, run_dir) -> None:
@@ -121,7 +133,10 @@ def check_resume_config(saved: dict, new: dict, run_dir) -> None:
     new = yaml.safe_load(yaml.safe_dump(new, sort_keys=False))  # compare what would be saved
     for sec in FROZEN_ON_RESUME:
         if sec in saved and sec in new:
-            key = first_difference(saved[sec], new[sec], sec + ".")
+            now = new[sec]
+            if isinstance(now, dict) and isinstance(saved[sec], dict):  # keys newer than the run: off = as before
+                now = {k: v for k, v in now.items() if k in saved[sec] or v not in OFF_VALUES}
+            key = first_difference(saved[sec], now, sec + ".")
             if key:
                 raise ConfigError(f"--resume {run_dir}: {key} differs from the run's config.yaml; it cannot change "
                                   "when resuming (pass the run's own settings, e.g. the same --method / preset)")
@@ -142,6 +157,7 @@ def train(
     eval_every: int = 0,
     log_fn: Callable[[dict], None] | None = None,
     entry_weights: torch.Tensor | None = None,
+    rollout: RolloutSpec | None = None,
 ) -> TrainResult:
     """Train ``model`` with the Diffusion Forcing objective (single process or DDP under torchrun).
 
@@ -154,6 +170,9 @@ def train(
         eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
         log_fn: called with every metrics record on rank 0 (e.g. a TensorBoard writer).
         entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``).
+        rollout: the recipe's sampler and context for ``cfg.self_rollout`` (:mod:`dforce.self_rollout`).
+    A few-step student (``model.shortcut_steps``) trains with :func:`dforce.shortcut.shortcut_loss` (from the data,
+    or from ``cfg.distill_from``'s predictions); see :func:`training_loss`.
     Under DDP (a process group initialised by :func:`dforce.engine.distributed.init_distributed`),
     ``cfg.batch_size`` is per process; see :mod:`dforce.engine.distributed` for the batch semantics.
     """
@@ -161,7 +180,8 @@ def train(
     device = torch.device(device)
     info = dist_utils.current()
     if cfg.init_from is not None and not resume:  # before the EMA copy and the optimizer see the weights
-        ckpt.load_init_weights(model, cfg.init_from)
+        ckpt.load_init_weights(model, cfg.init_from, allow_missing=student_prefixes(model))
+    loss_of = training_loss(model, schedule, objective, cfg, rollout, entry_weights)
     model.to(device)
     schedule.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -240,10 +260,7 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with autocast(cfg.precision, device):
-            out = diffusion_forcing_loss(
-                net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen,
-                entry_weights=entry_weights,
-            )
+            out = loss_of(net, batch, noise_gen)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower train.lr or check the data")
         opt.zero_grad(set_to_none=True)
@@ -278,6 +295,48 @@ def train(
     if writer and history:
         plot_curves(history, run_dir / "loss.png")
     return TrainResult(final, model, step, time.time() - t_start, history)
+
+
+def training_loss(model: torch.nn.Module, schedule: NoiseSchedule, objective: ObjectiveConfig, cfg: TrainConfig,
+                  rollout: RolloutSpec | None = None, entry_weights: torch.Tensor | None = None):
+    """The loss the loop minimizes, ``loss_of(net, batch, generator) -> LossOutput``: Algorithm 1
+    (:func:`dforce.objective.diffusion_forcing_loss`) for a DF model; the shortcut loss for a few-step student
+    (:func:`dforce.shortcut.shortcut_loss`; with ``cfg.distill_from``, from that teacher); either one continued from
+    the model's own rollouts on a share ``cfg.self_rollout`` of the batch (:func:`dforce.self_rollout.self_rollout_loss`).
+    """
+    emb = step_embedding(model)
+    if cfg.distill_from is not None and emb is None:
+        raise ConfigError("train.distill_from needs a few-step student to train (set model.shortcut_steps, e.g. 32)")
+    if cfg.self_rollout > 0 and rollout is None:
+        raise ConfigError("train.self_rollout needs a recipe that samples during training (the video recipe)")
+    if cfg.self_rollout > 0 and cfg.distill_from is not None:
+        raise ConfigError("train.self_rollout and train.distill_from cannot be combined (the teacher has no state "
+                          "of the student's rollout); fine-tune a distilled run with self_rollout instead")
+    teacher = None
+    if cfg.distill_from is not None:
+        teacher = teacher_fn(load_teacher(model, cfg.distill_from).to(next(model.parameters()).device))
+
+    def loss_fn(net, x0, cond, mask, generator, target_model=None, classes=None):
+        if emb is None:
+            return diffusion_forcing_loss(net, schedule, x0, objective, cond, mask, generator,
+                                          entry_weights=entry_weights)
+        return shortcut_loss(net, schedule, x0, objective, cond, mask, generator, max_steps=emb.max_steps,
+                             teacher=teacher, target_model=target_model or model, classes=classes,
+                             entry_weights=entry_weights)
+
+    def classes_fn(n: int) -> torch.Tensor | None:  # self-rollout rows of a student: one kind for the sub-batch
+        dev = next(model.parameters()).device
+        if torch.rand(()) >= objective.shortcut_fraction or emb.num_classes < 2:
+            return torch.zeros(n, dtype=torch.long, device=dev)
+        return torch.randint(1, emb.num_classes, (n,), device=dev)
+
+    def loss_of(net, batch, generator):
+        if cfg.self_rollout > 0:
+            return self_rollout_loss(loss_fn, net, model, schedule, batch, rollout, cfg.self_rollout, generator,
+                                     None if emb is None else classes_fn)
+        return loss_fn(net, batch["x"], batch.get("cond"), batch.get("mask"), generator)
+
+    return loss_of
 
 
 def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("loss",)) -> None:

@@ -30,6 +30,9 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # transformer MLP hidden size / width (standard ViT/DiT value)
     dropout: float = 0.0
     max_context: int | None = None  # transformer KV-cache window (None = unbounded)
+    # few-step student (dforce.shortcut): the most sampling steps per token it is trained for, a power of two; it
+    # samples with S = shortcut_steps / 2^j (e.g. 32: S = 32, 16, ..., 1). 0: an ordinary Diffusion Forcing model
+    shortcut_steps: int = 0
 
     def __post_init__(self):
         check_choice("model.backbone", self.backbone, BACKBONES)
@@ -42,6 +45,10 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.max_context is not None and self.max_context < 1:
             raise ConfigError(f"model.max_context must be >= 1 or null, got {self.max_context}")
+        if self.shortcut_steps:
+            from dforce.shortcut import check_max_steps
+
+            check_max_steps(self.shortcut_steps)
 
 
 def build_model(
@@ -56,8 +63,14 @@ def build_model(
     common = dict(token_shape=tuple(token_shape), num_levels=num_levels, cond_dim=cond_dim, width=cfg.width,
                   depth=cfg.depth, dropout=cfg.dropout, encoder=encoder, decoder=decoder)
     if cfg.backbone == "rnn":
-        return RecurrentDenoiser(**common)
-    return CausalTransformer(**common, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_context=cfg.max_context)
+        model = RecurrentDenoiser(**common)
+    else:
+        model = CausalTransformer(**common, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, max_context=cfg.max_context)
+    if cfg.shortcut_steps:  # a few-step student: the level embedding also takes a step size (dforce.shortcut)
+        from dforce.shortcut import make_student
+
+        make_student(model, cfg.shortcut_steps)
+    return model
 
 
 __all__ = ["ModelConfig", "build_model", "RecurrentDenoiser", "CausalTransformer", "KVCache", "BACKBONES"]

@@ -42,6 +42,7 @@ from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
 from dforce.recipes.video.codec import CodecConfig, frame_codec
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
+from dforce.shortcut import make_student
 
 METHODS = ("df", "teacher_forcing", "full_sequence")
 LATENTS = ("vector", "spatial")
@@ -246,8 +247,9 @@ def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) ->
     """
     shape = token_shape(cfg, channels)
     if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
-        return ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
-                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth)
+        model = ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
+                                cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth)
+        return make_student(model, cfg.model.shortcut_steps) if cfg.model.shortcut_steps else model
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
     mcfg = cfg.model
     if mcfg.backbone == "transformer" and mcfg.max_context is None:

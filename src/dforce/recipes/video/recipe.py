@@ -42,6 +42,7 @@ from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
 from dforce.recipes.video.codec import CodecConfig, frame_codec
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
+from dforce.self_rollout import RolloutSpec
 from dforce.shortcut import make_student
 
 METHODS = ("df", "teacher_forcing", "full_sequence")
@@ -277,8 +278,10 @@ def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "
     schedule = NoiseSchedule(cfg.diffusion)
     conf = config_to_dict(cfg)
     conf["n_actions"], conf["channels"] = int(actions.shape[-1]), int(frames.shape[2])
+    # train.self_rollout: a share of each batch continues the model's own rollout, sampled as at test time
+    spec = RolloutSpec(cfg.sampler, cfg.context // cfg.frame_stack) if cfg.train.self_rollout > 0 else None
     res = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
-                resume=resume, device=device, progress=progress)
+                resume=resume, device=device, progress=progress, rollout=spec)
     if two_stream:  # hand back the sampling model itself
         res = dataclasses.replace(res, model=res.model.net, raw_model=res.raw_model.net)
     return res

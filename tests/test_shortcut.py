@@ -209,3 +209,25 @@ def test_self_rollout_training_runs_and_updates_the_model(student):
     res = train(model, sch, DS(), cfg, ObjectiveConfig(shortcut_fraction=0.5), progress=False, rollout=spec)
     assert res.step == 3 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_cli_trains_samples_and_refuses_bad_step_counts_of_a_student(tmp_path, capsys):
+    """``dforce train`` makes a student from a DF run (--init-from), ``dforce sample/eval`` use it like any run, and a
+    step count it was not trained for is one ``error:`` line with exit code 2."""
+    from dforce import cli
+
+    tiny = ["train.steps=6", "train.checkpoint_every=6", "train.warmup_steps=2", "train.batch_size=8",
+            "data.synthetic_sequences=48", "data.window=8", "model.width=16", "sampler.window=8", "device=cpu"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    assert cli.main(["train", "sequence_small", *tiny, "--out", str(teacher), "--quiet"]) == 0
+    assert cli.main(["train", "sequence_small", *tiny, "model.shortcut_steps=4", "sampler.steps=1",
+                     "sampler.schedule=full_sequence", "--init-from", str(teacher), "--out", str(student),
+                     "--quiet"]) == 0
+    assert ckpt.load_yaml(student / "config.yaml")["model"]["shortcut_steps"] == 4  # the run says it is a student
+    capsys.readouterr()
+    assert cli.main(["sample", str(student), "--length", "12", "--num", "2", "--quiet"]) == 0
+    for bad, why in (("3", "power of two"), ("8", "at most 4 steps")):
+        capsys.readouterr()
+        rc = cli.main(["sample", str(student), "--length", "4", "--num", "2", "--quiet", f"sampler.steps={bad}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("error: sampler.steps=") and why in err[0], err

@@ -54,7 +54,10 @@ DEMO = {
 }
 FORECAST = {
     "config": "forecast_small",
-    "student": ["model.shortcut_steps=8", "objective.shortcut_fraction=0.75", "sampler.steps=1",
+    # fraction 0.5 and lr 3e-4 (the preset: 1e-3): the exchange-rate tokens are heavy-tailed (training losses spike
+    # into the hundreds), and at 0.75 / 1e-3 one spike fed back through the self-consistency targets ruined the
+    # student (validation CRPS-sum 0.42 after one epoch; docs/few_step.md)
+    "student": ["model.shortcut_steps=8", "objective.shortcut_fraction=0.5", "train.lr=3e-4", "sampler.steps=1",
                 "sampler.schedule=full_sequence"],
     "teacher_steps": [1, 2, 4, 10, 20], "student_steps": [1, 2, 4, 8],
 }
@@ -66,8 +69,9 @@ VIDEO = {
                 "sampler.schedule=full_sequence", "train.steps=1200", "train.warmup_steps=50"],  # 1200 of the teacher's 3000 steps (+ bootstrap calls)
     "self_rollout": ["train.self_rollout=0.25"],  # a quarter of each batch continues the student's own rollout
     "self_rollout_seeds": [0],  # the self-rollout student is trained for these seeds (CPU time)
-    "episodes": 32, "multiple": 30,  # video.json: 32 held-out videos, rollouts of 30 x T = 480 frames
-    "teacher_steps": [2, 10, 20], "student_steps": [1, 2, 4], "reference_steps": 20,
+    # 16 held-out videos (video.json: 32; halved for the shared CPU's time), rollouts of 30 x T = 480 frames
+    "episodes": 16, "multiple": 30,
+    "teacher_steps": [2, 20], "student_steps": [1, 2, 4], "reference_steps": 20,  # S = 5-100: steps_study.md
 }
 PLANNING = {
     "config": "planning_umaze_small",  # the maze benchmark's preset, with its per-maze overrides (maze2d.py)

@@ -29,7 +29,8 @@ Loss (:func:`shortcut_loss`), per training sequence:
         midpoint to k_t', one class-j step below; the target is the x̂0 for which one DDIM step from k_t lands
         on the same x_t' (Salimans & Ho 2022, eq. 9 / "x̃"):
             x̂0* = (x_t' − c·x_t) / (√ᾱ_t' − c·√ᾱ_t),  c = √(1 − ᾱ_t') / √(1 − ᾱ_t),
-        regressed in the objective's space (eps | x0 | v) with the objective's loss weights.
+        regressed in the objective's space (eps | x0 | v) with the objective's loss weights; x̂0* is bounded by
+        the batch's largest |x0| (a target outside the data's range is never right).
 """
 
 from __future__ import annotations
@@ -228,15 +229,19 @@ def ddim_x0_target(schedule: NoiseSchedule, x_t: torch.Tensor, k_t: torch.Tensor
 
 
 def two_step_target(half, schedule: NoiseSchedule, x_t: torch.Tensor, k_t: torch.Tensor, k_mid: torch.Tensor,
-                    k_end: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+                    k_end: torch.Tensor, cond: torch.Tensor | None, clip: float | torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """Self-consistency target in the objective's space: two DDIM steps of ``half(x, levels, cond)`` (the
     smaller step: raw levels in, prediction out) move every token ``k_t → k_mid → k_end`` together; the
-    result is the prediction one step ``k_t → k_end`` must make. Shapes as :func:`ddim_x0_target`."""
+    result is the prediction one step ``k_t → k_end`` must make. Shapes as :func:`ddim_x0_target`; ``clip``
+    bounds the target's x̂0 to ``[-clip, clip]`` (None: unbounded)."""
     x = x_t
     for k_from, k_to in ((k_t, k_mid), (k_mid, k_end)):
         x0, eps = schedule.to_x0_eps(x, k_from, half(x, k_from, cond).float())
         x = schedule.step(x, k_from, k_to, x0, eps)
     x0 = ddim_x0_target(schedule, x_t, k_t, k_end, x)
+    if clip is not None:
+        x0 = torch.maximum(torch.minimum(x0, torch.as_tensor(clip).to(x0)), -torch.as_tensor(clip).to(x0))
     return schedule.target(x0, k_t, schedule.eps_from_x0(x_t, k_t, x0))
 
 
@@ -331,7 +336,11 @@ def shortcut_loss(
                     out[t] = teacher(x[t], k[t], None if c is None else c[t]).float()
                 return out
 
-            boot_target = two_step_target(half, schedule, x_noisy[i], levels[i], k_mid[i], k_end[i], c_b)
+            # a target outside the data's range is never right: its x̂0 is bounded by the batch's largest |x0|
+            # (heavy-tailed data, e.g. forecast tokens, otherwise feeds one bad prediction back as the next target)
+            real = x0.abs().flatten(2).amax(-1) if mask is None else x0.abs().flatten(2).amax(-1) * mask
+            boot_target = two_step_target(half, schedule, x_noisy[i], levels[i], k_mid[i], k_end[i], c_b,
+                                          clip=real.max())
             target = target.index_copy(0, i, boot_target.to(target))
     pred = model(x_noisy, encode_levels(levels, classes[:, None], K), cond)
     sq = (pred.float() - target.float()).pow(2).flatten(2)  # (B, T, prod(D))

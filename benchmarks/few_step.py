@@ -523,11 +523,14 @@ def main(argv=None) -> int:
                 res = video_task(runs, cells, args.seeds or [0, 1], args.wait)
             else:
                 res = planning_task(runs, cells, args.mazes)
-            report["results"][task] = json.loads(json.dumps(res))  # int keys -> str, as read back
+            # merge into the file as it is now (another process may have written its tasks meanwhile)
+            latest = json.loads(path.read_text()) if path.exists() else {"results": {}}
+            report["results"] = {**latest.get("results", {}), task: json.loads(json.dumps(res))}  # int keys -> str
             report["command"] = "python benchmarks/few_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
             report["runs"] = str(runs)
             finish(report, path)
-    finish(report, path)
+    else:
+        finish(report, path)
     print(json.dumps(report["summary"], indent=1))
     return 0
 

@@ -66,7 +66,8 @@ VIDEO = {
     "teachers": "/work/runs/shared/vizdoom32_df_s{seed}",  # the lead's shared DF runs (3000 steps, read-only)
     "feature_net": str(RESULTS / "video_vizdoom32_feature_net"),  # the video benchmark's Fréchet features
     "student": ["model.shortcut_steps=16", "objective.shortcut_fraction=0.75", "sampler.steps=2",
-                "sampler.schedule=full_sequence", "train.steps=1200", "train.warmup_steps=50"],  # 1200 of the teacher's 3000 steps (+ bootstrap calls)
+                # 1200 of the teacher's 3000 steps (each + two no-grad calls on the self-consistency rows)
+                "sampler.schedule=full_sequence", "train.steps=1200", "train.warmup_steps=50"],
     "self_rollout": ["train.self_rollout=0.25"],  # a quarter of each batch continues the student's own rollout
     "self_rollout_seeds": [0],  # the self-rollout student is trained for these seeds (CPU time)
     # 16 held-out videos (video.json: 32; halved for the shared CPU's time), rollouts of 30 x T = 480 frames

@@ -52,7 +52,8 @@ class WithState:
 def split_point(tokens: int, context: int, generator: torch.Generator | None) -> int:
     """The first real target token p, uniform in [context + 1, T − 1] (at least one generated, one target)."""
     if tokens < context + 2:
-        raise ConfigError(f"train.self_rollout needs windows of at least context + 2 = {context + 2} tokens, got {tokens}")
+        raise ConfigError(f"train.self_rollout needs windows of at least context + 2 = {context + 2} tokens, "
+                          f"got {tokens}")
     dev = generator.device if generator is not None else "cpu"
     return int(torch.randint(context + 1, tokens, (1,), device=dev, generator=generator))
 

@@ -56,7 +56,7 @@ class TrainConfig:
     # its model must have the same architecture. Read once at the start, not on --resume.
     init_from: str | None = None
     # few-step students (model.shortcut_steps > 0): a trained run (or .safetensors file) to distill from
-    # (dforce.distill: class-0 targets are its predictions, class-1 targets two of its DDIM steps); None: learn from data
+    # (dforce.distill: class-0 targets are its predictions, class-1 targets two of its DDIM steps); None: the data
     distill_from: str | None = None
     # share of each batch trained on a past the model generated itself with the recipe's sampler (dforce.self_rollout,
     # Self Forcing's idea); recipes that pass their sampler to train() (video). 0: off
@@ -302,7 +302,8 @@ def training_loss(model: torch.nn.Module, schedule: NoiseSchedule, objective: Ob
     """The loss the loop minimizes, ``loss_of(net, batch, generator) -> LossOutput``: Algorithm 1
     (:func:`dforce.objective.diffusion_forcing_loss`) for a DF model; the shortcut loss for a few-step student
     (:func:`dforce.shortcut.shortcut_loss`; with ``cfg.distill_from``, from that teacher); either one continued from
-    the model's own rollouts on a share ``cfg.self_rollout`` of the batch (:func:`dforce.self_rollout.self_rollout_loss`).
+    the model's own rollouts on a share ``cfg.self_rollout`` of the batch
+    (:func:`dforce.self_rollout.self_rollout_loss`).
     """
     emb = step_embedding(model)
     if cfg.distill_from is not None and emb is None:

@@ -321,7 +321,9 @@ def shortcut_loss(
         levels = torch.where(mask.bool(), levels, torch.full_like(levels, K))
     x_noisy = schedule.add_noise(x0, levels, noise)
     target = schedule.target(x0, levels, noise)
-    with torch.no_grad():
+    # targets in fp32 even under bf16 autocast: near level K the x̂0 of ddim_x0_target divides by √ᾱ' − c·√ᾱ_t, which is
+    # small, and amplifies bf16's rounding of the two steps into noise the student would learn
+    with torch.no_grad(), torch.autocast(x0.device.type, enabled=False):
         if teacher is not None:  # distillation: class 0 regresses onto the teacher
             target = torch.where(_rows(~boot, x0), teacher(x_noisy, levels, cond).to(target), target)
         if k_mid is not None:

@@ -53,6 +53,7 @@ from dforce.guidance import GuidanceFn, MCGConfig, guided_prediction
 from dforce.history_guidance import HistoryCopies, HistoryGuidanceConfig
 from dforce.known import check_known, chunk_levels
 from dforce.scheduling import SCHEDULES, make_schedule, validate_schedule
+from dforce.shortcut import step_conditioned
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -286,6 +287,7 @@ def sample(
     k_stab = hgc_cfg.stabilization(int(cfg.stabilization_level))  # plain history guidance modes show history clean
     if matrix is not None:
         matrix = validate_schedule(matrix, None, S, "custom scheduling matrix")
+    net = step_conditioned(net, S, K, matrix)  # a few-step student takes its step size from the matrix (shortcut)
     use_guidance = guidance is not None and cfg.guidance_scale != 0.0
     if keep_last is not None and keep_last < 0:
         raise ConfigError(f"keep_last must be >= 0 or None, got {keep_last}")

@@ -212,15 +212,18 @@ def sampling_weights(run_dir: str | Path) -> Path:
 def load_init_weights(module: torch.nn.Module, run_dir: str | Path, allow_missing: tuple[str, ...] = ()) -> Path:
     """Start ``module`` from another run's weights (fine-tuning, ``train.init_from``); returns the file used.
 
-    The EMA weights are used when the run kept them (they are what it samples with), else ``model.safetensors``.
+    ``run_dir`` is a run directory or a ``.safetensors`` file. The EMA weights are used when the run kept them (they are what it samples with), else ``model.safetensors``.
     The architecture must match: every tensor of the file must exist in ``module`` with the same shape, and every
     tensor of ``module`` must be in the file, except names starting with one of ``allow_missing`` (parameters the
     new model adds, which keep their initialization). Anything else is a :class:`CheckpointError` naming the tensor.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if run_dir.is_file() and run_dir.suffix == ".safetensors":  # a weights file (e.g. a forecast run's best weights)
+        path = run_dir
+    elif not run_dir.is_dir():
         raise CheckpointError(f"train.init_from={run_dir}: run directory not found")
-    path = sampling_weights(run_dir)
+    else:
+        path = sampling_weights(run_dir)
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:

@@ -35,6 +35,9 @@ from dforce.engine.config import first_difference
 from dforce.errors import CheckpointError, ConfigError, TrainingError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
 from dforce.plotting import save_figure
+from dforce.self_rollout import RolloutSpec, self_rollout_loss
+from dforce.shortcut import shortcut_loss, step_embedding, student_prefixes
+from dforce.distill import load_teacher, teacher_fn
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ class TrainConfig:
     # a run directory whose weights start this run (fine-tuning, e.g. a full-sequence model into DF; DFoT §4.3);
     # its model must have the same architecture. Read once at the start, not on --resume.
     init_from: str | None = None
+    # few-step students (model.shortcut_steps > 0): a trained run (or .safetensors file) to distill from
+    # (dforce.distill: class-0 targets are its predictions, class-1 targets two of its DDIM steps); None: the data
+    distill_from: str | None = None
+    # share of each batch trained on a past the model generated itself with the recipe's sampler (dforce.self_rollout,
+    # Self Forcing's idea); recipes that pass their sampler to train() (video). 0: off
+    self_rollout: float = 0.0
 
     def __post_init__(self):
         check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
@@ -72,6 +81,8 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.seed < 0:
             raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+        if not 0.0 <= self.self_rollout <= 1.0:
+            raise ConfigError(f"train.self_rollout must be in [0, 1], got {self.self_rollout}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -156,6 +167,7 @@ def train(
     eval_every: int = 0,
     log_fn: Callable[[dict], None] | None = None,
     entry_weights: torch.Tensor | None = None,
+    rollout: RolloutSpec | None = None,
 ) -> TrainResult:
     """Train ``model`` with the Diffusion Forcing objective (single process or DDP under torchrun).
 
@@ -168,6 +180,9 @@ def train(
         eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
         log_fn: called with every metrics record on rank 0 (e.g. a TensorBoard writer).
         entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``).
+        rollout: the recipe's sampler and context for ``cfg.self_rollout`` (:mod:`dforce.self_rollout`).
+    A few-step student (``model.shortcut_steps``) trains with :func:`dforce.shortcut.shortcut_loss` (from the data,
+    or from ``cfg.distill_from``'s predictions); see :func:`training_loss`.
     Under DDP (a process group initialised by :func:`dforce.engine.distributed.init_distributed`),
     ``cfg.batch_size`` is per process; see :mod:`dforce.engine.distributed` for the batch semantics.
     """
@@ -175,13 +190,15 @@ def train(
     device = torch.device(device)
     info = dist_utils.current()
     if cfg.init_from is not None and not resume:  # before the EMA copy and the optimizer see the weights
-        # a model may name parameters it adds to the other run's architecture (e.g. a bidirectional video model's
-        # backward stack): they keep their initialization
-        ckpt.load_init_weights(model, cfg.init_from, getattr(model, "init_allow_missing", ()))
+        # parameters a model adds to the other run's architecture keep their initialization: a bidirectional video
+        # model's backward stack (init_allow_missing), a few-step student's step-size embedding (student_prefixes)
+        allow = tuple(getattr(model, "init_allow_missing", ())) + student_prefixes(model)
+        ckpt.load_init_weights(model, cfg.init_from, allow)
     if len(dataset) < 1:
         raise ConfigError("the training data holds no windows (is data.window longer than every sequence?)")
     probe = get_batch(dataset, torch.zeros(1, dtype=torch.long), "cpu")["x"]  # (1, T, *D)
     check_training_memory(model, cfg.batch_size, probe.shape[1], device)  # before the optimizer and EMA copies
+    loss_of = training_loss(model, schedule, objective, cfg, rollout, entry_weights)
     model.to(device)
     schedule.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
@@ -268,10 +285,7 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             with autocast(cfg.precision, device):
-                out = diffusion_forcing_loss(
-                    net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen,
-                    entry_weights=entry_weights,
-                )
+                out = loss_of(net, batch, noise_gen)
             if not torch.isfinite(out.loss):
                 raise TrainingError(f"the loss became {out.loss.item()} at step {step + 1} (train.lr={cfg.lr:g}); "
                                     "lower train.lr or check the data" + _kept(run_dir, writer))
@@ -331,6 +345,49 @@ def _kept(run_dir: Path | None, writer: bool) -> str:
     except (CheckpointError, KeyError, TypeError, ValueError):
         return ""
     return f" (the checkpoint of step {step} in {run_dir} is kept)"
+
+
+def training_loss(model: torch.nn.Module, schedule: NoiseSchedule, objective: ObjectiveConfig, cfg: TrainConfig,
+                  rollout: RolloutSpec | None = None, entry_weights: torch.Tensor | None = None):
+    """The loss the loop minimizes, ``loss_of(net, batch, generator) -> LossOutput``: Algorithm 1
+    (:func:`dforce.objective.diffusion_forcing_loss`) for a DF model; the shortcut loss for a few-step student
+    (:func:`dforce.shortcut.shortcut_loss`; with ``cfg.distill_from``, from that teacher); either one continued from
+    the model's own rollouts on a share ``cfg.self_rollout`` of the batch
+    (:func:`dforce.self_rollout.self_rollout_loss`).
+    """
+    emb = step_embedding(model)
+    if cfg.distill_from is not None and emb is None:
+        raise ConfigError("train.distill_from needs a few-step student to train (set model.shortcut_steps, e.g. 32)")
+    if cfg.self_rollout > 0 and rollout is None:
+        raise ConfigError("train.self_rollout needs a recipe that samples during training (the video recipe)")
+    if cfg.self_rollout > 0 and cfg.distill_from is not None:
+        raise ConfigError("train.self_rollout and train.distill_from cannot be combined (the teacher has no state "
+                          "of the student's rollout); fine-tune a distilled run with self_rollout instead")
+    teacher = None
+    if cfg.distill_from is not None:
+        teacher = teacher_fn(load_teacher(model, cfg.distill_from).to(next(model.parameters()).device))
+
+    def loss_fn(net, x0, cond, mask, generator, target_model=None, classes=None):
+        if emb is None:
+            return diffusion_forcing_loss(net, schedule, x0, objective, cond, mask, generator,
+                                          entry_weights=entry_weights)
+        return shortcut_loss(net, schedule, x0, objective, cond, mask, generator, max_steps=emb.max_steps,
+                             teacher=teacher, target_model=target_model or model, classes=classes,
+                             entry_weights=entry_weights)
+
+    def classes_fn(n: int) -> torch.Tensor | None:  # self-rollout rows of a student: one kind for the sub-batch
+        dev = next(model.parameters()).device
+        if torch.rand(()) >= objective.shortcut_fraction or emb.num_classes < 2:
+            return torch.zeros(n, dtype=torch.long, device=dev)
+        return torch.randint(1, emb.num_classes, (n,), device=dev)
+
+    def loss_of(net, batch, generator):
+        if cfg.self_rollout > 0:
+            return self_rollout_loss(loss_fn, net, model, schedule, batch, rollout, cfg.self_rollout, generator,
+                                     None if emb is None else classes_fn)
+        return loss_fn(net, batch["x"], batch.get("cond"), batch.get("mask"), generator)
+
+    return loss_of
 
 
 def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("loss",)) -> None:

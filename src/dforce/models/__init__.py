@@ -34,6 +34,9 @@ class ModelConfig:
     # False: bidirectional, tokens also see later ones (DFoT's transformer; keyframes/interpolation); no KV cache.
     # The vector GRU is causal only; the video recipe's spatial ConvGRU runs both ways with causal=false
     causal: bool = True
+    # few-step student (dforce.shortcut): the most sampling steps per token it is trained for, a power of two; it
+    # samples with S = shortcut_steps / 2^j (e.g. 32: S = 32, 16, ..., 1). 0: an ordinary Diffusion Forcing model
+    shortcut_steps: int = 0
 
     def __post_init__(self):
         check_choice("model.backbone", self.backbone, BACKBONES)
@@ -46,6 +49,10 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.max_context is not None and self.max_context < 1:
             raise ConfigError(f"model.max_context must be >= 1 or null, got {self.max_context}")
+        if self.shortcut_steps:
+            from dforce.shortcut import check_max_steps
+
+            check_max_steps(self.shortcut_steps)
 
 
 def build_model(
@@ -70,7 +77,12 @@ def build_model(
                                  causal=cfg.causal)
 
     check_model_size(build, cfg.width, cfg.depth)  # a 4 TB typo is one error line, not the OOM killer
-    return build()
+    model = build()
+    if cfg.shortcut_steps:  # a few-step student: the level embedding also takes a step size (dforce.shortcut)
+        from dforce.shortcut import make_student
+
+        make_student(model, cfg.shortcut_steps)
+    return model
 
 
 __all__ = ["ModelConfig", "build_model", "RecurrentDenoiser", "CausalTransformer", "KVCache", "BACKBONES"]

@@ -42,6 +42,8 @@ from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
 from dforce.recipes.video.codec import CodecConfig, frame_codec
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
+from dforce.self_rollout import RolloutSpec
+from dforce.shortcut import make_student
 
 METHODS = ("df", "teacher_forcing", "full_sequence")
 LATENTS = ("vector", "spatial")
@@ -246,9 +248,10 @@ def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) ->
     """
     shape = token_shape(cfg, channels)
     if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
-        return ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
-                               cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth,
-                               causal=cfg.model.causal)
+        model = ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
+                                cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth,
+                                causal=cfg.model.causal)
+        return make_student(model, cfg.model.shortcut_steps) if cfg.model.shortcut_steps else model
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
     mcfg = cfg.model
     if mcfg.backbone == "transformer" and mcfg.max_context is None:
@@ -276,8 +279,10 @@ def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "
     schedule = NoiseSchedule(cfg.diffusion)
     conf = config_to_dict(cfg)
     conf["n_actions"], conf["channels"] = int(actions.shape[-1]), int(frames.shape[2])
+    # train.self_rollout: a share of each batch continues the model's own rollout, sampled as at test time
+    spec = RolloutSpec(cfg.sampler, cfg.context // cfg.frame_stack) if cfg.train.self_rollout > 0 else None
     res = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
-                resume=resume, device=device, progress=progress)
+                resume=resume, device=device, progress=progress, rollout=spec)
     if two_stream:  # hand back the sampling model itself
         res = dataclasses.replace(res, model=res.model.net, raw_model=res.raw_model.net)
     return res

@@ -17,6 +17,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,12 +33,13 @@ from dforce.diffusion import NoiseSchedule
 from dforce.engine import checkpoint as ckpt
 from dforce.engine import distributed as dist_utils
 from dforce.engine.config import first_difference
+from dforce.models import ModelConfig
 from dforce.errors import CheckpointError, ConfigError, TrainingError
 from dforce.objective import ObjectiveConfig, diffusion_forcing_loss
+from dforce.distill import load_teacher, teacher_fn
 from dforce.plotting import save_figure
 from dforce.self_rollout import RolloutSpec, self_rollout_loss
 from dforce.shortcut import shortcut_loss, step_embedding, student_prefixes
-from dforce.distill import load_teacher, teacher_fn
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class TrainResult:
 
 
 # top-level config sections that fix what the weights mean; a resume may change the rest (train.steps, lr, ...)
+OFF_VALUES = (None, 0, 0.0, False, [], "")  # what a key added to dforce after a run was made holds when off
 FROZEN_ON_RESUME = ("method", "latent", "frame_stack", "model", "codec", "diffusion", "objective")
 
 
@@ -140,13 +143,20 @@ def check_resume_config(saved: dict, new: dict, run_dir) -> None:
     (e.g. resuming a full-sequence run with the DF objective would silently train another method)."""
     new = yaml.safe_load(yaml.safe_dump(new, sort_keys=False))  # compare what would be saved
 
-    def recorded(n, s):  # keys a run saved before they existed (e.g. model.causal) ran with their default: skip them
-        return {k: recorded(v, s[k]) if isinstance(v, dict) and isinstance(s.get(k), dict) else v
-                for k, v in n.items() if k in s} if isinstance(n, dict) and isinstance(s, dict) else n
+    defaults = {"model": dataclasses.asdict(ModelConfig()), "objective": dataclasses.asdict(ObjectiveConfig())}
+
+    def recorded(n, s, d):
+        """``n`` less the keys ``s`` lacks that hold their default or an off value: a run saved before a key existed
+        (e.g. model.causal, model.shortcut_steps) ran as that default; setting such a key on resume is refused."""
+        if not (isinstance(n, dict) and isinstance(s, dict)):
+            return n
+        d = d if isinstance(d, dict) else {}
+        return {k: recorded(v, s[k], d.get(k)) if k in s else v for k, v in n.items()
+                if k in s or not (v in OFF_VALUES or (k in d and v == d[k]))}
 
     for sec in FROZEN_ON_RESUME:
         if sec in saved and sec in new:
-            key = first_difference(saved[sec], recorded(new[sec], saved[sec]), sec + ".")
+            key = first_difference(saved[sec], recorded(new[sec], saved[sec], defaults.get(sec)), sec + ".")
             if key:
                 raise ConfigError(f"--resume {run_dir}: {key} differs from the run's config.yaml; it cannot change "
                                   "when resuming (pass the run's own settings, e.g. the same --method / preset)")

@@ -153,7 +153,8 @@ def train(
         resume: continue from ``run_dir``'s last checkpoint (same batch stream, optimizer, RNG).
         eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
         log_fn: called with every metrics record on rank 0 (e.g. a TensorBoard writer).
-        entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``).
+        entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``); a batch's own
+            ``entry_weights`` ``(B, T, prod(D))`` (from the dataset) take their place.
     Under DDP (a process group initialised by :func:`dforce.engine.distributed.init_distributed`),
     ``cfg.batch_size`` is per process; see :mod:`dforce.engine.distributed` for the batch semantics.
     """
@@ -242,7 +243,7 @@ def train(
         with autocast(cfg.precision, device):
             out = diffusion_forcing_loss(
                 net, schedule, batch["x"], objective, batch.get("cond"), batch.get("mask"), noise_gen,
-                entry_weights=entry_weights,
+                entry_weights=batch.get("entry_weights", entry_weights),  # a dataset may weigh entries per token
             )
         if not torch.isfinite(out.loss):
             raise FloatingPointError(f"loss became {out.loss.item()} at step {step}; lower train.lr or check the data")

@@ -2,7 +2,7 @@
 
     dforce video train --data digits --config video_digits_tiny --out runs/video_digits [key=value ...]
     dforce video train --data my.npz --config video_vizdoom32_small data.resolution=32
-    dforce video sample runs/video_digits --length 10x --out runs/video_digits/rollout.gif
+    dforce video sample runs/video_digits --length 4x --episodes 8   # held-out videos; vs copy-last-frame; GIF/MP4/PNG/JSON
 """
 
 from __future__ import annotations
@@ -40,40 +40,36 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     import dataclasses
-    from pathlib import Path
 
-    from dforce.recipes.video.viz import write_rollout_video
-    from dforce.recipes.video.metrics import horizon_metrics
-    from dforce.recipes.video.recipe import load_run, load_video_data, method_config, parse_length, rollout
+    from dforce.recipes.video.evaluate import DEFAULT_MULTIPLES
+    from dforce.recipes.video.recipe import load_run, method_config, parse_length
+    from dforce.recipes.video.report import evaluate_run
 
     set_threads(args.threads)
     model, schedule, cfg = load_run(args.run_dir, args.device)
-    T = cfg.data.window
-    length = parse_length(args.length, T)
+    length = parse_length(args.length, cfg.data.window)
     smp = method_config(cfg).sampler
     changes = {k: v for k, v in (("steps", args.steps), ("stabilization_level", args.stabilization_level)) if v is not None}
     smp = dataclasses.replace(smp, **changes)
-    need = (length + cfg.context) // T + 1
-    dcfg = dataclasses.replace(cfg.data, eval_episodes=args.episodes, eval_multiple=max(cfg.data.eval_multiple, need))
-    frames, actions = load_video_data(dcfg, "eval", not args.quiet)
-    if actions.shape[1] < cfg.context + length:
-        from dforce.errors import DataError
-
-        raise DataError(f"the held-out videos have {actions.shape[1]} frames; a rollout of {length} frames after "
-                        f"{cfg.context} context frames needs {cfg.context + length} actions")
-    frames, actions = frames[: args.episodes], actions[: args.episodes]
-    video, seconds = rollout(model, schedule, cfg, frames, actions, length, smp, args.seed, args.device,
-                             progress=not args.quiet)
-    truth = frames[:, : video.shape[1]]
-    out = Path(args.out or Path(args.run_dir) / f"rollout_{length}.gif")
-    write_rollout_video(out, {"truth": truth, cfg.method: video}, context=cfg.context, fps=args.fps)
-    gen = video.shape[0] * (video.shape[1] - cfg.context)
-    rows = horizon_metrics(video[:, cfg.context:], truth[:, cfg.context:], T)
-    report = {"gif": str(out), "frames": int(video.shape[1]), "context": cfg.context, "seconds": round(seconds, 2),
-              "frames_per_second": round(gen / seconds, 2), "sampler": dataclasses.asdict(smp),
-              "horizons": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows]}
+    multiples = parse_horizons(args.horizons) if args.horizons else DEFAULT_MULTIPLES
+    report = evaluate_run(args.run_dir, length, args.episodes, smp, args.seed, multiples, frechet=not args.no_frechet,
+                          out=args.out, fps=args.fps, device=args.device, progress=not args.quiet, model=model,
+                          schedule=schedule, cfg=cfg)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def parse_horizons(text: str) -> tuple[int, ...]:
+    """``"1,2,4,8"`` → (1, 2, 4, 8)."""
+    from dforce.errors import ConfigError
+
+    try:
+        out = tuple(int(v) for v in str(text).replace("x", "").split(","))
+    except ValueError:
+        raise ConfigError(f"--horizons must be comma-separated multiples of the training window like 1,2,4, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise ConfigError(f"--horizons must be multiples >= 1, got {text!r}")
+    return out
 
 
 def register(subparsers) -> None:
@@ -94,15 +90,21 @@ def register(subparsers) -> None:
     t.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=500 model.width=128")
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="roll out from real context frames under the real actions; write a GIF")
+    s = sub.add_parser("sample", help="roll out held-out videos from real context frames under the real actions; "
+                       "scores (PSNR, SSIM, moving-pixel error, Fréchet) against copy-last-frame; GIF, MP4, PNG strips, JSON")
     s.add_argument("run_dir", help="a training run directory")
     s.add_argument("--length", default="10x", help="frames to generate: N or a multiple of the training length (10x)")
-    s.add_argument("--episodes", type=int, default=4, help="held-out videos to roll out (default: 4)")
+    s.add_argument("--episodes", type=int, default=4,
+                   help="held-out videos to roll out (default: 4); a file source: the first n of the run's held-out episodes")
+    s.add_argument("--horizons", default=None, help="horizon windows in training windows, e.g. 1,2,4,8 (default 1,2,4)")
+    s.add_argument("--no-frechet", action="store_true",
+                   help="skip the Fréchet distance (else a feature net is trained once on the run's training videos)")
     s.add_argument("--steps", type=int, help="sampling steps (default: the run's sampler.steps)")
     s.add_argument("--stabilization-level", type=int, help="level generated frames are fed back at")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fps", type=int, default=10)
-    s.add_argument("--out", help="GIF path (default: RUN_DIR/rollout_<frames>.gif)")
+    s.add_argument("--out", help="output stem: writes STEM.gif, STEM.mp4, STEM_strip<i>.png, STEM.json, STEM.md "
+                   "(default: RUN_DIR/rollout_<frames>)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--quiet", action="store_true")
     add_threads_argument(s)
@@ -118,8 +120,19 @@ def cmd_data_vizdoom(args) -> int:
     return 0
 
 
+def cmd_data_atari(args) -> int:
+    from dforce.recipes.video.atari import run
+
+    return run(args)
+
+
 def register_data(dsub) -> None:
-    """``dforce data vizdoom``: record (and cache) ViZDoom videos."""
+    """``dforce data vizdoom``: record (and cache) ViZDoom videos; ``dforce data atari``: Atari videos to a file."""
+    from dforce.recipes.video.atari import add_arguments
+
+    a = dsub.add_parser("atari", help="Atari game videos with random persistent actions (ale-py) into an .npz file")
+    add_arguments(a)
+    a.set_defaults(func=cmd_data_atari)
     v = dsub.add_parser("vizdoom", help="ViZDoom maze exploration videos (frames + actions)")
     v.add_argument("--episodes", type=int, default=100, help="episodes to record (default 100)")
     v.add_argument("--length", type=int, default=64, help="frames per episode (default 64)")

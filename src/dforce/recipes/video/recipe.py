@@ -25,6 +25,7 @@ window; full-sequence schedule over a sliding window).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,11 +336,27 @@ def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "
     if run_dir is not None:  # which episodes are held out, recorded before the first step
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_split(run_dir, data_split_record(cfg.data))
+    cpu0 = _cpu_seconds()
     res = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
                 resume=resume, device=device, progress=progress)
+    if run_dir is not None:  # what the training cost: wall time, and this process's CPU time (a shared machine)
+        cost = {"steps": res.step, "seconds": round(res.seconds, 1), "cpu_seconds": round(_cpu_seconds() - cpu0, 1),
+                "threads": torch.get_num_threads(), "resumed": resume}
+        ckpt.atomic_write_bytes(Path(run_dir) / TRAIN_TIME_FILE, json.dumps(cost).encode())
     if two_stream:  # hand back the sampling model itself
         res = dataclasses.replace(res, model=res.model.net, raw_model=res.raw_model.net)
     return res
+
+
+TRAIN_TIME_FILE = "train_time.json"  # {"steps", "seconds" (wall), "cpu_seconds" (this process), "threads", "resumed"}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def uses_clean_past(cfg: VideoRunConfig) -> bool:

@@ -75,10 +75,11 @@ def run_feature_net(run_dir: str | Path, cfg, steps: int = FEATURE_STEPS, progre
 def evaluate_run(run_dir: str | Path, length: int, episodes: int = 4, sampler=None, seed: int = 0,
                  multiples: tuple[int, ...] = DEFAULT_MULTIPLES, frechet: bool = True, out: str | Path | None = None,
                  fps: int = 10, device: str = "cpu", progress: bool = False, feature_steps: int = FEATURE_STEPS,
-                 model=None, schedule=None, cfg=None) -> dict:
+                 model=None, schedule=None, cfg=None, feature_net=None) -> dict:
     """Roll out ``episodes`` held-out videos ``length`` frames past the context, score them and copy-last-frame on
     every horizon window and on all generated frames, and write ``<out>.gif``, ``<out>.mp4``, ``<out>_strip<i>.png``
-    and ``<out>.json`` (``out`` default: ``<run>/rollout_<length>``). Returns the report (what the JSON holds)."""
+    and ``<out>.json`` (``out`` default: ``<run>/rollout_<length>``). Returns the report (what the JSON holds).
+    ``feature_net``: score Fréchet with this net (e.g. one net shared by the runs of a study) instead of the run's."""
     from dforce.recipes.video.recipe import load_run, method_config, rollout
     from dforce.recipes.video.viz import write_rollout_outputs
 
@@ -90,7 +91,7 @@ def evaluate_run(run_dir: str | Path, length: int, episodes: int = 4, sampler=No
     video, seconds = rollout(model, schedule, cfg, frames, actions, length, smp, seed, device, progress=progress)
     truth = frames[:, :video.shape[1]]
     copy = copy_last_rollout(truth, C, video.shape[1] - C)
-    net = run_feature_net(run_dir, cfg, feature_steps, progress) if frechet else None
+    net = (feature_net or run_feature_net(run_dir, cfg, feature_steps, progress)) if frechet else None
     t0 = time.perf_counter()
     scores = rollout_scores({cfg.method: video, "copy_last": copy}, truth, C, T, multiples, net)
     stem = Path(out) if out is not None else Path(run_dir) / f"rollout_{length}"

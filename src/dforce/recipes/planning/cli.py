@@ -58,7 +58,7 @@ def cmd_eval(args) -> int:
     cfg, model, schedule, norm = load_planner(args.run_dir, args.device)
     if args.overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), args.overrides, PlanningConfig))
-    sampler = cfg.sampler if args.mcg is None else dataclasses.replace(cfg.sampler, mcg_samples=args.mcg)
+    sampler = cfg.sampler if args.mcg is None else dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=args.mcg))
     planner = Planner(cfg, model, schedule, norm, args.device, sampler)
     task = get_maze(args.maze or cfg.data.maze, args.episode_steps)
     # what the scores are normalized against, settled before the rollout (a custom maze: its random and oracle
@@ -73,7 +73,7 @@ def cmd_eval(args) -> int:
     report = {"maze": task.name, "setting": setting, "episodes": args.episodes, "episode_steps": task.max_episode_steps,
               **roll.result.summary(), "normalization": scale.to_dict(),
               "plan_seconds_mean": float(sum(roll.plan_seconds) / len(roll.plan_seconds)),
-              "mcg_samples": sampler.mcg_samples, "executor": args.executor or cfg.plan.executor, "seed": args.seed,
+              "mcg_samples": sampler.mcg.samples, "executor": args.executor or cfg.plan.executor, "seed": args.seed,
               "png": str(png)}
     atomic_write_bytes(out / f"eval_{task.name}_{setting}.json", json.dumps(report, indent=2).encode())
     print(json.dumps(report, indent=2))

@@ -24,7 +24,7 @@ Your own maps (docs/your_data.md): ``--maps FILE ...`` adds one row per map file
 oracle (100) policies on the same episodes (``maze2d.references``); methods df, random, oracle by default. The rows
 also go to ``user_data.json`` (``summary.maze``):
 
-    PYTHONPATH=src python benchmarks/maze2d.py --maps benchmarks/maps/rooms.txt benchmarks/maps/corridors.txt \
+    PYTHONPATH=src python benchmarks/maze2d.py --maps benchmarks/maps/rooms.txt benchmarks/maps/loops.txt \
         --mazes --runs runs/maze2d_maps --quiet
 """
 

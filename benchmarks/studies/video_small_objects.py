@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     p.add_argument("--long-context", type=int, default=6, help="the 'longer context' evaluation (< training window)")
     p.add_argument("--name", default="video_small_objects")
     p.add_argument("--out", default=str(ROOT / "results" / "studies"))
+    p.add_argument("--no-frechet", action="store_true", help="skip the Fréchet distance (and its feature net)")
+    p.add_argument("overrides", nargs="*", help="training overrides for every variant, e.g. train.batch_size=4")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     results["command"] = "python benchmarks/studies/video_small_objects.py " + " ".join(sys.argv[1:] if argv is None else argv)
     base = load_config(VideoRunConfig, args.config, [f"data.source={args.data}"])
-    net = run_feature_net(Path(args.runs) / "feature_net_run", base, progress=not args.quiet)  # one scale for every row
+    net = None if args.no_frechet else run_feature_net(Path(args.runs) / "feature_net_run", base,
+                                                        progress=not args.quiet)  # one scale for every row
 
     def score(label: str, run: Path, cfg=None, sampler=None, context=None):
         model, schedule, rcfg = load_run(run)
@@ -77,8 +80,9 @@ def main(argv=None) -> int:
         if context is not None:
             rcfg = dataclasses.replace(rcfg, context=context)
         T = rcfg.data.window
-        rep = evaluate_run(run, args.length_x * T, args.eval_episodes, sampler=sampler, out=out / "small_objects" / label,
-                           model=model, schedule=schedule, cfg=rcfg, feature_net=net, progress=not args.quiet)
+        rep = evaluate_run(run, args.length_x * T, args.eval_episodes, sampler=sampler, out=Path(args.runs) / "eval" / label,
+                           model=model, schedule=schedule, cfg=rcfg, feature_net=net, frechet=net is not None,
+                           progress=not args.quiet)
         cost = json.loads((run / "train_time.json").read_text())
         results["rows"][label] = {"run": str(run), "train": cost, "context": rcfg.context,
                                   "sampler_steps": rep["sampler"]["steps"], "scores": rep["scores"]}
@@ -90,7 +94,7 @@ def main(argv=None) -> int:
         run = Path(args.runs) / v.replace("+", "_")
         if not (run / "train_time.json").exists():
             cfg = load_config(VideoRunConfig, args.config, [f"data.source={args.data}", f"train.steps={args.steps}",
-                                                             *VARIANTS[v]])
+                                                             *args.overrides, *VARIANTS[v]])
             train_video(cfg, run, progress=not args.quiet)
         score(v, run)
     best = Path(args.runs) / "prev_motion"

@@ -113,6 +113,19 @@ class PlanDataConfig:
 PLAN_TOKENS_BY_DIAMETER = ((8, 20), (15, 30), (None, 40))  # (max diameter, tokens)
 
 
+# Training steps by maze diameter (train.steps: null): the benchmark's 2500 for U-Maze / Medium (diameters 6 / 11); a
+# larger maze 5000 (the benchmark's Large planner trains 10 000; 5000 is the 2-CPU budget of planning_maze)
+TRAIN_STEPS_BY_DIAMETER = ((15, 2500), (None, 5000))  # (max diameter, steps)
+
+
+def train_steps_for(task) -> int:
+    """The default training steps for a maze (:data:`TRAIN_STEPS_BY_DIAMETER`)."""
+    from dforce.recipes.planning.maze2d.maps import maze_diameter
+
+    d = maze_diameter(task.walls)
+    return next(n for limit, n in TRAIN_STEPS_BY_DIAMETER if limit is None or d <= limit)
+
+
 def plan_tokens_for(task) -> int:
     """The default planned tokens for a maze (:data:`PLAN_TOKENS_BY_DIAMETER`)."""
     from dforce.recipes.planning.maze2d.maps import maze_diameter
@@ -212,7 +225,15 @@ class PlanModelConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class PlanTrainConfig(TrainConfig):
-    steps: int = 2500  # 2-CPU budget (reference: 120k steps at batch 4096)
+    # 2-CPU budget (reference: 120k steps at batch 4096). None: from the maze's diameter (train_steps_for: 2500 as the
+    # benchmark's U-Maze / Medium up to 15 cells, 5000 beyond); training writes the number into the run
+    steps: int | None = 2500
+
+    def __post_init__(self):
+        if self.steps is None:  # resolved from the maze when training starts; check every other field now
+            dataclasses.replace(self, steps=1)
+        else:
+            super().__post_init__()
     batch_size: int = 64
     lr: float = 1e-3  # small model, short run (reference: 2e-4)
     checkpoint_every: int = 250
@@ -435,10 +456,13 @@ def train_planner(cfg: PlanningConfig, run_dir: str | Path | None, device: str =
 
 
 def with_plan_tokens(cfg: PlanningConfig) -> PlanningConfig:
-    """``cfg`` with ``data.horizon`` as a number (None: the maze's default, :func:`plan_tokens_for`)."""
-    if cfg.data.horizon is not None:
-        return cfg
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, horizon=cfg.data.plan_tokens))
+    """``cfg`` with ``data.horizon`` and ``train.steps`` as numbers (None: the maze's defaults, :func:`plan_tokens_for`,
+    :func:`train_steps_for`)."""
+    if cfg.data.horizon is None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, horizon=cfg.data.plan_tokens))
+    if cfg.train.steps is None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=train_steps_for(get_maze(cfg.data.maze))))
+    return cfg
 
 
 def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"):

@@ -100,6 +100,14 @@ def test_custom_maze_defaults_follow_its_size():
 
     assert default_dataset_steps(get_maze(TINY)) == 1_000_000 and default_dataset_steps(get_maze("large")) == 4_000_000
     assert [plan_tokens_for(get_maze(m)) for m in ("umaze", "medium", "large")] == [20, 30, 40]  # the benchmark's
+    from dforce.engine.config import load_config
+    from dforce.recipes.planning.recipe import PlanningConfig, train_steps_for, with_plan_tokens
+
+    assert [train_steps_for(get_maze(m)) for m in ("umaze", "medium", "large")] == [2500, 2500, 5000]
+    cfg = load_config(PlanningConfig, "planning_maze", ["data.maze=large"])
+    assert cfg.train.steps is None and cfg.data.horizon is None  # resolved when training starts
+    cfg = with_plan_tokens(cfg)
+    assert (cfg.train.steps, cfg.data.horizon, cfg.data.window) == (5000, 40, 42)
 
 
 def test_references_are_computed_once_cached_and_used(cache):

@@ -365,7 +365,8 @@ def uses_clean_past(cfg: VideoRunConfig) -> bool:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, NoiseSchedule, VideoRunConfig]:
-    """Rebuild the EMA model of a training run directory (``config.yaml`` + ``ema.safetensors``)."""
+    """Rebuild the sampling model of a training run directory (``config.yaml`` + the EMA weights, or the raw ones for
+    a run too short for its EMA: :func:`sampling_weights`)."""
     run_dir = Path(run_dir)
     if not (run_dir / ckpt.CONFIG_FILE).exists():
         raise CheckpointError(f"{run_dir}: not a video run directory (no {ckpt.CONFIG_FILE})")
@@ -374,8 +375,24 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module,
     cfg = ckpt.read_run_config(run_dir, VideoRunConfig, "video", config=conf)
     model = build_video_model(cfg, n_actions, channels)
     saved = CleanPastTeacherForcing(model, cfg.frame_stack * n_actions) if uses_clean_past(cfg) else model
-    ckpt.load_weights(saved, ckpt.sampling_weights(run_dir))
+    ckpt.load_weights(saved, sampling_weights(run_dir, cfg))
     return model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), cfg
+
+
+EMA_MIN_FORGOTTEN = 3.0  # use the EMA once steps · (1 − decay) ≥ 3: < 5 % of the random init left (the planner's rule)
+
+
+def sampling_weights(run_dir: Path, cfg: VideoRunConfig) -> Path:
+    """The EMA weights, unless the run is too short for the EMA to have forgotten its random initialization
+    (``steps · (1 − ema_decay) < 3``: 200 steps at decay 0.995 keep 37 % of the init, whose zero output head samples
+    pure noise); then the raw weights (as :func:`dforce.recipes.planning.recipe.load_planner`)."""
+    steps = cfg.train.steps
+    if (run_dir / TRAIN_TIME_FILE).exists():
+        steps = json.loads((run_dir / TRAIN_TIME_FILE).read_text()).get("steps", steps)
+    raw = run_dir / ckpt.MODEL_FILE
+    if steps * (1 - cfg.train.ema_decay) < EMA_MIN_FORGOTTEN and raw.exists():
+        return raw
+    return ckpt.sampling_weights(run_dir)
 
 
 # ---------------------------------------------------------------------------------------- rollout

@@ -123,6 +123,9 @@ def test_sample_uses_heldout_episodes_and_writes_outputs_that_decode(tmp_path, c
     assert cli_main(["video", "train", "--data", str(tmp_path / "v.npz"), "--out", str(run), "--quiet",
                      "--threads", "1", *TINY]) == 0
     capsys.readouterr()
+    from dforce.recipes.video.recipe import load_run, sampling_weights
+
+    assert sampling_weights(run, load_run(run)[2]).name == "model.safetensors"  # 4 steps: the EMA is still the init
     split = json.loads((run / "split.json").read_text())
     assert split["kind"] == "file" and len(split["heldout"]) == 2
     assert not set(split["train"]) & set(split["heldout"]) and len(split["train"]) + 2 == 6

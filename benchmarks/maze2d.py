@@ -196,9 +196,9 @@ def plot(maze: str, setting: str, paths: dict, args) -> None:
     out = Path(args.out) / (f"maze2d_{name}.png" if setting == "single" else f"maze2d_{name}_multi.png")
     curves = {}
     for m, roll in paths.items():
-        step, final = roll.final_plan()
+        step, final, _ = roll.final_plan()
         curves[f"{m} executed"] = roll.executed[0, :, :2]
-        curves[f"{m} final plan (t={step})"] = final[:, :2]
+        curves[f"{m} final plan's forces (t={step})"] = final
     plot_maze_paths(maze, curves, out, goal=next(iter(paths.values())).goals[0], clip=True,
                     title=f"{name} ({setting}), episode 0: executed path and final plan")
 

@@ -81,13 +81,13 @@ def cmd_eval(args) -> int:
 
 
 def plot_rollout(task, roll, path, setting: str):
-    """Episode 0: the executed path, the first plan and the final plan (the last plan before the first arrival),
-    clipped to the maze."""
+    """Episode 0: the executed path, and where the first and the final plan's forces lead (the final plan: the last
+    one before the first arrival), clipped to the maze."""
     from dforce.recipes.planning.maze2d import plot_maze_paths
 
-    step, final = roll.final_plan()
-    curves = {"executed": roll.executed[0, :, :2], "first plan (t=0)": roll.first_plan[0, :, :2],
-              f"final plan (t={step})": final[:, :2]}
+    step, final, _ = roll.final_plan()
+    curves = {"executed": roll.executed[0, :, :2], "first plan's forces (t=0)": roll.plans0[0][1],
+              f"final plan's forces (t={step})": final}
     arrived = roll.result.steps_to_goal[0]
     title = (f"{task.name} {setting}, episode 0: score {roll.result.scores[0]:.0f},\n"
              + (f"goal reached at t={arrived}" if arrived >= 0 else "goal not reached"))

@@ -735,6 +735,14 @@ class Planner:
         return Plan(np.clip(raw[..., :2], -1, 1), raw[..., 2:], time.perf_counter() - t0)
 
 
+def force_path(planner: Planner, obs: np.ndarray, actions: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Where a plan's forces ``actions (L, 2)`` lead from the real state ``obs (4,)``: positions ``(L, 2)``
+    (:func:`action_positions` without a window; ``states (L, 4)`` are the plan's own, unused then)."""
+    dyn = planner.action_dynamics()
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)[None])  # noqa: E731
+    return action_positions(dyn, t(obs[:2]), t(obs[2:]), t(actions), t(states), 0)[0].numpy()
+
+
 def pd_action(target: np.ndarray, obs: np.ndarray, gains=(1.0, 1.0)) -> np.ndarray:
     """Diffuser's maze2d controller: ``a = kp (w_pos − pos) + kd (w_vel − vel)``; (N, 4) each → (N, 2)."""
     return np.clip(gains[0] * (target[:, :2] - obs[:, :2]) + gains[1] * (target[:, 2:] - obs[:, 2:]), -1, 1)
@@ -747,11 +755,15 @@ class RolloutResult:
     first_plan: np.ndarray  # (N, H·k, 4) the first plan's states
     goals: np.ndarray  # (N, 2)
     plan_seconds: list[float]  # wall time of each batched planning call
-    plans0: list[tuple[int, np.ndarray]] = field(default_factory=list)  # episode 0: (env step, plan states (H·k, 4)) of every plan
+    # episode 0, every plan: (env step, where the plan's forces lead from the real state (H·k, 2), plan states (H·k, 4))
+    plans0: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
 
-    def final_plan(self, episode: int = 0) -> tuple[int, np.ndarray]:
-        """``(step, states (H·k, 4))`` of the last plan episode 0 made before it first reached the goal (the plan
-        that brought it there; its last plan when it never arrived). Only episode 0's plans are kept."""
+    def final_plan(self, episode: int = 0) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(step, force path (H·k, 2), states (H·k, 4))`` of the last plan episode 0 made before it first reached the
+        goal (the plan that brought it there; its last plan when it never arrived). The force path is where the
+        plan's forces (the executed channels) lead from the state it was made in, under the velocity response fitted
+        to the data (:func:`action_positions`): what the planner does, where the plan's position channels are only
+        what it predicts. Only episode 0's plans are kept."""
         if episode != 0 or not self.plans0:
             raise ConfigError("only episode 0's plans are recorded")
         first = self.result.steps_to_goal[0] if self.result.steps_to_goal is not None else -1
@@ -786,7 +798,7 @@ def run_planner(planner: Planner, maze, episodes: int = 100, multi_goal: bool = 
             plan = planner.plan(np.stack(obs_hist), ah, env.goals, gen, guided)
             times.append(plan.seconds)
             first = plan.states if first is None else first
-            plans0.append((t, plan.states[0].copy()))
+            plans0.append((t, force_path(planner, obs[0], plan.actions[0], plan.states[0]), plan.states[0].copy()))
         j = t % r
         a = plan.actions[:, j] if executor == "actions" else pd_action(plan.states[:, j], obs, (planner.cfg.plan.pd_kp, planner.cfg.plan.pd_kd))
         obs, _, done, info = env.step(a)

@@ -18,6 +18,14 @@ reference code logs (``docs/planning.md``: "Which unit is the paper's Table 1 in
     PYTHONPATH=src python benchmarks/maze2d.py --mazes umaze            # one maze (results merge into the JSON)
     PYTHONPATH=src python benchmarks/maze2d.py --quick                   # smoke run: tiny training, 10 episodes
     PYTHONPATH=src python benchmarks/maze2d.py --config planning_gpu --device cuda
+
+Your own maps (docs/your_data.md): ``--maps FILE ...`` adds one row per map file, trained with the preset
+``planning_maze`` as ``dforce plan train --maze FILE`` does (nothing tuned per map), scored against the random (0) and
+oracle (100) policies on the same episodes (``maze2d.references``); methods df, random, oracle by default. The rows
+also go to ``user_data.json`` (``summary.maze``):
+
+    PYTHONPATH=src python benchmarks/maze2d.py --maps benchmarks/maps/rooms.txt benchmarks/maps/loops.txt \
+        --mazes --runs runs/maze2d_maps --quiet
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import torch
 from dforce.recipes.planning.maze2d import (MAZE_NAMES, OraclePolicy, RandomPolicy, episode_return, evaluate_policy, get_maze,
                                  normalized_score, plot_maze_paths)
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict, load_config
+from dforce.recipes.planning.maze2d.references import score_scale
 from dforce.recipes.planning.recipe import Planner, PlanningConfig, load_planner, run_planner, train_planner
 
 METHODS = ("df_mcg", "df", "diffuser_actions", "diffuser_pd", "random", "oracle")
@@ -89,28 +98,40 @@ SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": [
 # not have, not for the scores.
 MCG = ["sampler.mcg.redraw_above=0.9", "sampler.mcg.future_grad=own"]
 ROOT = Path(__file__).resolve().parent
+MAP_CONFIG = "planning_maze"  # your own maps: the preset `dforce plan train --maze FILE` uses (nothing tuned per map)
+MAP_METHODS = ("df", "random", "oracle")  # your own maps: the methods run by default
+USER_DATA = "user_data.json"  # the maps' rows (and benchmarks/video_atari.py's Atari row): summary.maze / summary.atari
+
+
+def is_map(maze: str) -> bool:
+    """A map file (your own maze) rather than one of D4RL's names."""
+    return maze not in MAZE_NAMES
 
 
 def get_run(maze: str, kind: str, args) -> tuple[Path, float]:
     """Train (or reuse) the planner of ``kind`` (df | diffuser); returns (run dir, training seconds)."""
-    run = Path(args.runs) / f"{maze}_{kind}"
+    run = Path(args.runs) / f"{get_maze(maze).name}_{kind}"
     if (run / "ema.safetensors").exists() and (run / "train_time.json").exists() and not args.retrain:
         return run, json.loads((run / "train_time.json").read_text())["seconds"]
-    ov = [f"data.maze={maze}", f"data.horizon={HORIZON[maze]}", f"sampler.window={HORIZON[maze]}", *GUIDANCE[maze]]
-    if TRAIN_STEPS[maze]:
+    if is_map(maze):  # as `dforce plan train --maze FILE`: the preset's recipe, horizon from the maze
+        ov = [f"data.maze={maze}"]
+    else:
+        ov = [f"data.maze={maze}", f"data.horizon={HORIZON[maze]}", f"sampler.window={HORIZON[maze]}", *GUIDANCE[maze]]
+    if not is_map(maze) and TRAIN_STEPS[maze]:
         ov.append(f"train.steps={TRAIN_STEPS[maze]}")  # before args.overrides: a command-line value wins
     if kind == "diffuser":
         ov += ["objective.level_strategy=full_sequence", "sampler.schedule=full_sequence", "plan.inpaint_goal=true"]
     if args.quick:
         ov += ["train.steps=300", "train.warmup_steps=20", "data.num_steps=100000"]
-    cfg = load_config(PlanningConfig, args.config, ov + list(args.overrides))
+    cfg = load_config(PlanningConfig, MAP_CONFIG if is_map(maze) else args.config, ov + list(args.overrides))
     result, _ = train_planner(cfg, run, device=args.device, progress=not args.quiet)
     return run, result.seconds
 
 
 def planner_for(run: Path, args, mcg: int, maze: str) -> Planner:
     cfg, model, schedule, norm = load_planner(run, args.device)
-    overrides = GUIDANCE[maze] + SAMPLER[maze] + MCG + list(args.eval_overrides)
+    # your own maps: the run's own (preset) guidance and sampler, as `dforce plan eval` uses them
+    overrides = ([] if is_map(maze) else GUIDANCE[maze] + SAMPLER[maze] + MCG) + list(args.eval_overrides)
     if overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), overrides, PlanningConfig))
     return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=mcg)))
@@ -122,6 +143,9 @@ def entry(res, seconds=None) -> dict:
          "success": round(float(res.success.mean()), 3),
          # per episode, in episode order (the same starts and goals for every method at one seed: paired comparisons)
          "episode_scores": [round(float(v), 2) for v in res.scores]}
+    if res.mean_steps_to_goal is not None:
+        e["steps_to_goal_mean"] = round(res.mean_steps_to_goal, 1)  # over the episodes that reached the goal
+    e["normalization"] = res.normalization
     if seconds:
         e["plan_seconds_per_call"] = round(float(np.mean(seconds)), 3)
         e["plan_calls"] = len(seconds)
@@ -132,24 +156,31 @@ def run_maze(maze: str, args, results: dict) -> None:
     # method -> (planner kind, MCG samples, executor); only the planners the chosen methods use are trained
     kinds = {"df_mcg": ("df", args.mcg, "actions"), "df": ("df", 1, "actions"),
              "diffuser_actions": ("diffuser", 1, "actions"), "diffuser_pd": ("diffuser", 1, "pd")}
-    runs = {k: get_run(maze, k, args) for k in sorted({kinds[m][0] for m in args.methods if m in kinds})}
-    results.setdefault("training", {})[maze] = {k: {"run_dir": str(r), "seconds": round(s, 1)} for k, (r, s) in runs.items()}
+    methods = args.map_methods if is_map(maze) else args.methods
+    name = get_maze(maze).name
+    runs = {k: get_run(maze, k, args) for k in sorted({kinds[m][0] for m in methods if m in kinds})}
+    results.setdefault("training", {})[name] = {k: {"run_dir": str(r), "seconds": round(s, 1)} for k, (r, s) in runs.items()}
+    if is_map(maze):
+        results.setdefault("maps", {})[name] = {"file": maze, "map": get_maze(maze).parsed_map().to_text().splitlines(),
+                                                "episode_steps": get_maze(maze).max_episode_steps}
     for setting in args.settings:
         multi = setting == "multi"
-        key = f"{setting}/{maze}"
+        key = f"{setting}/{name}"
         summary, paths = {}, {}
         specs = {m: (runs[kind][0], mcg, executor) for m, (kind, mcg, executor) in kinds.items() if kind in runs}
-        for method in args.methods:
+        # what the scores are normalized against, before any rollout (your maps: random 0 / oracle 100, these episodes)
+        scale = score_scale(maze, multi, args.episodes, args.seed)
+        for method in methods:
             t0 = time.time()
             if method in specs:
                 run, mcg, executor = specs[method]
                 roll = run_planner(planner_for(run, args, mcg, maze), maze, args.episodes, multi, args.seed, executor,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, scale=scale)
                 summary[method] = entry(roll.result, roll.plan_seconds)
                 paths[method] = roll
             else:
                 policy = RandomPolicy(args.seed) if method == "random" else OraclePolicy(seed=args.seed)
-                summary[method] = entry(evaluate_policy(maze, policy, args.episodes, args.seed, multi))
+                summary[method] = entry(evaluate_policy(maze, policy, args.episodes, args.seed, multi, scale=scale))
             summary[method]["wall_seconds"] = round(time.time() - t0, 1)
             print(f"{key:14s} {method:17s} {summary[method]['score_mean']:7.1f} ± {summary[method]['score_se']:.1f}"
                   f"  ({summary[method]['wall_seconds']} s)", flush=True)
@@ -160,14 +191,16 @@ def run_maze(maze: str, args, results: dict) -> None:
 
 
 def plot(maze: str, setting: str, paths: dict, args) -> None:
-    """Planned (first plan) vs executed paths of episode 0 for each planner method."""
-    out = Path(args.out) / (f"maze2d_{maze}.png" if setting == "single" else f"maze2d_{maze}_multi.png")
+    """Executed paths and final plans (the last plan before the first arrival) of episode 0 per planner method."""
+    name = get_maze(maze).name
+    out = Path(args.out) / (f"maze2d_{name}.png" if setting == "single" else f"maze2d_{name}_multi.png")
     curves = {}
     for m, roll in paths.items():
-        curves[f"{m} planned"] = roll.first_plan[0, :, :2]
+        step, final, _ = roll.final_plan()
         curves[f"{m} executed"] = roll.executed[0, :, :2]
-    plot_maze_paths(maze, curves, out, goal=next(iter(paths.values())).goals[0],
-                    title=f"{maze} ({setting}), episode 0: first plan vs executed")
+        curves[f"{m} final plan's forces (t={step})"] = final
+    plot_maze_paths(maze, curves, out, goal=next(iter(paths.values())).goals[0], clip=True,
+                    title=f"{name} ({setting}), episode 0: executed path and final plan")
 
 
 def write(results: dict, args) -> None:
@@ -180,7 +213,8 @@ def write(results: dict, args) -> None:
              "(compare with df_mcg) and without (compare with df). "
              "Our oracle scores far above D4RL's reference max (docs/planning.md): compare against it too.", "",
              "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF w/o MCG |", "|---" * (len(METHODS) + 3) + "|"]
-    for key in sorted(results["summary"]):
+    d4rl_keys = [k for k in sorted(results["summary"]) if k.split("/")[1] in MAZE_NAMES]
+    for key in d4rl_keys:
         row = results["summary"][key]
         cells = [f"{row[m]['score_mean']:.1f} ± {row[m]['score_se']:.1f} (n={row[m]['episodes']})" if m in row else "—"
                  for m in METHODS]
@@ -192,7 +226,7 @@ def write(results: dict, args) -> None:
               "gives them as normalized scores under that reading.", "",
               "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF w/o MCG | paper DF as a normalized score, if raw |",
               "|---" * (len(METHODS) + 4) + "|"]
-    for key in sorted(results["summary"]):
+    for key in d4rl_keys:
         row, maze = results["summary"][key], key.split("/")[1]
         slope = float(episode_return(maze, 100.0) - episode_return(maze, 0.0)) / 100.0
         cells = [f"{float(episode_return(maze, row[m]['score_mean'])):.1f} ± {row[m]['score_se'] * slope:.1f}"
@@ -201,7 +235,8 @@ def write(results: dict, args) -> None:
         as_score = f"{float(normalized_score(maze, paper)):.1f}" if paper is not None else "—"
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {paper if paper is not None else '—'} | "
                      f"{PAPER_NO_MCG.get(key, '—')} | {as_score} |")
-    paired = [(key, d) for key in sorted(results["summary"]) if (d := paired_difference(results["summary"][key]))]
+    lines += map_lines(results)
+    paired = [(key, d) for key in d4rl_keys if (d := paired_difference(results["summary"][key]))]
     if paired:
         lines += ["", "## MCG vs no MCG, paired by episode", "",
                   "df_mcg − df per episode (the same start and goal: one seed), mean ± standard error of the "
@@ -220,6 +255,50 @@ def write(results: dict, args) -> None:
             lines.append(f"| {maze} | {kind} | {info['seconds']} | {per_s} |")
     lines += ["", f"Settings: {json.dumps(results['settings'])}"]
     (out / "maze2d.md").write_text("\n".join(lines) + "\n")
+    write_user_data(results, out)
+
+
+def map_lines(results: dict) -> list[str]:
+    """The markdown section of your own maps: normalized scores (random 0, oracle 100 on the same episodes), success
+    rates, steps to the goal and raw returns."""
+    keys = [k for k in sorted(results["summary"]) if k.split("/")[1] not in MAZE_NAMES]
+    if not keys:
+        return []
+    lines = ["", "## Your own maps (benchmarks/maps/; normalized: random policy 0, waypoint oracle 100 on the same "
+             "episodes)", "", "Trained with the preset `planning_maze` (`dforce plan train --maze FILE`), nothing tuned "
+             "per map; scores mean ± standard error over episodes.", "",
+             "| setting | df | random | oracle | df success | df steps to goal | oracle steps to goal | df raw return | "
+             "oracle raw return | random raw return |", "|---" * 10 + "|"]
+    for key in keys:
+        row = results["summary"][key]
+        g = lambda m, f, fmt: format(row[m][f], fmt) if m in row and row[m].get(f) is not None else "—"  # noqa: E731
+        cells = [f"{row[m]['score_mean']:.1f} ± {row[m]['score_se']:.1f} (n={row[m]['episodes']})" if m in row else "—"
+                 for m in ("df", "random", "oracle")]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {g('df', 'success', '.0%')} | "
+                     f"{g('df', 'steps_to_goal_mean', '.0f')} | {g('oracle', 'steps_to_goal_mean', '.0f')} | "
+                     f"{g('df', 'return_mean', '.1f')} | {g('oracle', 'return_mean', '.1f')} | {g('random', 'return_mean', '.1f')} |")
+    for name, m in results.get("maps", {}).items():
+        lines += ["", f"`{m['file']}` ({m['episode_steps']} steps per episode):", "", "```", *m["map"], "```"]
+    return lines
+
+
+def write_user_data(results: dict, out: Path) -> None:
+    """``user_data.json``'s ``summary.maze``: per map and setting the normalized scores of df, random and oracle (the
+    Atari part is written by benchmarks/video_atari.py; each script keeps the other's part)."""
+    maps = {}
+    for key, row in results["summary"].items():
+        setting, name = key.split("/")
+        if name in MAZE_NAMES:
+            continue
+        maps.setdefault(name, {})[setting] = {m: row[m]["score_mean"] for m in ("df", "random", "oracle") if m in row}
+    if not maps:
+        return
+    path = out / USER_DATA
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault("summary", {}).setdefault("maze", {}).update(maps)
+    data.setdefault("maze", {}).update({k: {"command": results["command"], "cells": {
+        key: results["summary"][key] for key in results["summary"] if key.split("/")[1] == k}} for k in maps})
+    path.write_text(json.dumps(data, indent=2))
 
 
 def paired_difference(row: dict, a: str = "df_mcg", b: str = "df") -> dict | None:
@@ -249,6 +328,7 @@ def merge(args) -> int:
         for key, row in part["summary"].items():
             if keep(key.split("/")[1]):
                 results["summary"].setdefault(key, {}).update(row)
+        results.setdefault("maps", {}).update({k: v for k, v in part.get("maps", {}).items() if keep(k)})
         for m, t in part.get("training", {}).items():  # per planner: a maze's DF and Diffuser rows may come apart
             if keep(m):
                 results["training"].setdefault(m, {}).update(t)
@@ -273,7 +353,10 @@ def merge(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mazes", nargs="+", default=list(MAZE_NAMES), help="umaze medium large")
+    p.add_argument("--mazes", nargs="*", default=list(MAZE_NAMES), help="umaze medium large (none: only --maps)")
+    p.add_argument("--maps", nargs="*", default=[], help="your own map files (docs/your_data.md), e.g. benchmarks/maps/rooms.txt")
+    p.add_argument("--map-methods", nargs="+", default=list(MAP_METHODS), choices=METHODS,
+                   help="methods run on --maps (default df random oracle)")
     p.add_argument("--settings", nargs="+", default=["single", "multi"], choices=("single", "multi"))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--episodes", type=int, default=100)
@@ -297,15 +380,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.merge:
         return merge(args)
-    for m in args.mazes:
-        get_maze(m)  # clear error on a bad name
+    for m in args.mazes + args.maps:
+        get_maze(m)  # clear error on a bad name or map
     if args.quick:
         args.episodes = min(args.episodes, 10)
         args.out = args.out if args.out != str(ROOT / "results") else str(ROOT / "results" / "quick")
     if args.threads:
         torch.set_num_threads(args.threads)  # 1 on a shared CPU: oversubscribed OpenMP threads spin
     if args.train_only is not None:
-        for maze in args.mazes:
+        for maze in args.mazes + args.maps:
             for kind in args.train_only or ("df", "diffuser"):
                 run, seconds = get_run(maze, kind, args)
                 print(f"{maze} {kind}: {run} ({seconds:.0f} s of training)")
@@ -318,8 +401,8 @@ def main(argv=None) -> int:
                            "overrides": list(args.overrides), "eval_overrides": list(args.eval_overrides),
                            "horizon_tokens": HORIZON, "train_steps": TRAIN_STEPS, "guidance": GUIDANCE,
                            "sampler": SAMPLER, "mcg_overrides": MCG,
-                           "quick": args.quick}
-    for maze in args.mazes:
+                           "quick": args.quick, "map_config": MAP_CONFIG}
+    for maze in args.mazes + args.maps:
         run_maze(maze, args, results)
     write(results, args)
     return 0

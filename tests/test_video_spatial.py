@@ -106,7 +106,8 @@ def test_spatial_teacher_forcing_run_saves_and_reloads(tmp_path):
     res = train_video(cfg, tmp_path / "tf", progress=False)
     assert isinstance(res.model, ConvGRUDenoiser) and res.step == 3
     model, schedule, cfg2 = load_run(tmp_path / "tf")
-    for a, b in zip(model.state_dict().values(), res.model.state_dict().values()):
+    # 3 steps are too few for the EMA to forget its init (steps · (1 − decay) < 3): the run samples with its raw weights
+    for a, b in zip(model.state_dict().values(), res.raw_model.state_dict().values()):
         torch.testing.assert_close(a, b)
     frames, actions = load_video_data(cfg2.data, "eval")
     video, _ = rollout(model, schedule, cfg2, frames, actions, 5)

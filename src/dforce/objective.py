@@ -212,7 +212,8 @@ def diffusion_forcing_loss(
             (a causal model never sees the padding from earlier tokens).
         levels, noise: override the random draws (tests).
         entry_weights: optional ``(prod(D),)`` weights of the flattened token entries in the per-token MSE
-            (e.g. up-weighting the action entries of a ``[a, o]`` token); None: uniform.
+            (e.g. up-weighting the action entries of a ``[a, o]`` token), or ``(B, T, prod(D))`` per token (e.g.
+            up-weighting the pixels that move in a video frame); None: uniform.
     """
     B, T = x0.shape[:2]
     if levels is None:
@@ -231,8 +232,9 @@ def diffusion_forcing_loss(
     target = schedule.target(x0, levels, noise)
     sq = (pred.float() - target.float()).pow(2).flatten(2)  # (B, T, prod(D))
     if entry_weights is not None:
-        if entry_weights.shape != sq.shape[-1:]:
-            raise ValueError(f"entry_weights has shape {tuple(entry_weights.shape)}, expected ({sq.shape[-1]},)")
+        if entry_weights.shape not in (sq.shape[-1:], sq.shape):
+            raise ValueError(f"entry_weights has shape {tuple(entry_weights.shape)}, expected ({sq.shape[-1]},) "
+                             f"or {tuple(sq.shape)}")
         sq = sq * entry_weights.to(sq.device, sq.dtype)
     token_loss = sq.mean(-1)  # (B, T)
     weights = loss_weights(levels, schedule, cfg) * loss_mask

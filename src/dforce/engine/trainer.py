@@ -189,7 +189,8 @@ def train(
         resume: continue from ``run_dir``'s last checkpoint (same batch stream, optimizer, RNG).
         eval_fn: ``eval_fn(sampling_model, step) -> dict`` of metrics, run every ``eval_every`` steps.
         log_fn: called with every metrics record on rank 0 (e.g. a TensorBoard writer).
-        entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``).
+        entry_weights: optional per-entry loss weights of a token (``diffusion_forcing_loss``); a batch's own
+            ``entry_weights`` ``(B, T, prod(D))`` (from the dataset) take their place.
         rollout: the recipe's sampler and context for ``cfg.self_rollout`` (:mod:`dforce.self_rollout`).
     A few-step student (``model.shortcut_steps``) trains with :func:`dforce.shortcut.shortcut_loss` (from the data,
     or from ``cfg.distill_from``'s predictions); see :func:`training_loss`.
@@ -377,13 +378,12 @@ def training_loss(model: torch.nn.Module, schedule: NoiseSchedule, objective: Ob
     if cfg.distill_from is not None:
         teacher = teacher_fn(load_teacher(model, cfg.distill_from).to(next(model.parameters()).device))
 
-    def loss_fn(net, x0, cond, mask, generator, target_model=None, classes=None):
+    def loss_fn(net, x0, cond, mask, generator, target_model=None, classes=None, weights=entry_weights):
         if emb is None:
-            return diffusion_forcing_loss(net, schedule, x0, objective, cond, mask, generator,
-                                          entry_weights=entry_weights)
+            return diffusion_forcing_loss(net, schedule, x0, objective, cond, mask, generator, entry_weights=weights)
         return shortcut_loss(net, schedule, x0, objective, cond, mask, generator, max_steps=emb.max_steps,
                              teacher=teacher, target_model=target_model or model, classes=classes,
-                             entry_weights=entry_weights)
+                             entry_weights=weights)
 
     def classes_fn(n: int) -> torch.Tensor | None:  # self-rollout rows of a student: one kind for the sub-batch
         dev = next(model.parameters()).device
@@ -393,9 +393,14 @@ def training_loss(model: torch.nn.Module, schedule: NoiseSchedule, objective: Ob
 
     def loss_of(net, batch, generator):
         if cfg.self_rollout > 0:
+            if "entry_weights" in batch:
+                raise ConfigError("train.self_rollout cannot be combined with a dataset's per-token entry weights "
+                                  "(e.g. video motion_weight); set one of them to 0")
             return self_rollout_loss(loss_fn, net, model, schedule, batch, rollout, cfg.self_rollout, generator,
                                      None if emb is None else classes_fn)
-        return loss_fn(net, batch["x"], batch.get("cond"), batch.get("mask"), generator)
+        # a dataset may weigh entries per token: (B, T, prod(D)) in the batch
+        return loss_fn(net, batch["x"], batch.get("cond"), batch.get("mask"), generator,
+                       weights=batch.get("entry_weights", entry_weights))
 
     return loss_of
 

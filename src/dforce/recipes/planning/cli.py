@@ -1,7 +1,12 @@
-"""``dforce plan``: train and evaluate Maze2D Diffusion Forcing planners.
+"""``dforce plan``: train and evaluate Maze2D Diffusion Forcing planners, on D4RL's mazes or your own map.
 
+    dforce data maze2d --maze my_maze.txt                          # generate + cache the dataset
+    dforce plan train --maze my_maze.txt --out runs/my_maze        # preset planning_maze unless --config
+    dforce plan eval runs/my_maze --episodes 100 [--multi] [--mcg 4] [--executor pd] [--set key=value ...]
     dforce plan train --maze umaze --config planning_umaze_small --out runs/plan_umaze [key=value ...]
-    dforce plan eval runs/plan_umaze --episodes 100 [--multi] [--mcg 4] [--executor pd] [--set key=value ...]
+
+A maze is a D4RL name (umaze, medium, large), a map file (.txt text map, .json/.yaml list of rows) or an inline
+map ('#####/#G..#/###.#/#S..#/#####'): dforce.recipes.planning.maze2d.maps.
 """
 
 from __future__ import annotations
@@ -9,6 +14,9 @@ from __future__ import annotations
 import json
 
 from dforce._cli import OVERWRITE_OUT_HELP, OVERWRITE_TRAIN_HELP, add_threads_argument, at_least, set_threads
+
+DEFAULT_PRESET = "planning_maze"  # `plan train` without --config: the benchmark's recipe for any maze
+MAZE_HELP = "umaze | medium | large, a map file (.txt: '#' wall, '.' free, 'G' goal, 'S' start; .json/.yaml 0/1 grid) or an inline map ('#####/#G..#/#####')"
 
 
 def cmd_train(args) -> int:
@@ -18,13 +26,18 @@ def cmd_train(args) -> int:
 
     overrides = list(args.overrides)
     if args.maze:
+        from dforce.recipes.planning.maze2d import get_maze
+
+        get_maze(args.maze)  # a bad name or map: its own error line, before the config is read
         overrides.append(f"data.maze={args.maze}")
     if args.init_from:
         from pathlib import Path
 
         overrides.append(f"train.init_from={Path(args.init_from).expanduser().absolute()}")
-    cfg = load_config(PlanningConfig, args.config, overrides)
-    out = args.out or f"runs/plan_{cfg.data.maze}"
+    cfg = load_config(PlanningConfig, args.config or DEFAULT_PRESET, overrides)
+    from dforce.recipes.planning.maze2d import get_maze
+
+    out = args.out or f"runs/plan_{get_maze(cfg.data.maze).name}"
     from dforce.engine.rundir import claim
 
     claim(out, "plan", resume=args.resume, overwrite=args.overwrite)  # never into your files or another run
@@ -39,10 +52,10 @@ def cmd_eval(args) -> int:
     import dataclasses
     from pathlib import Path
 
-    import numpy as np
-
-    from dforce.recipes.planning.maze2d import plot_maze_paths
+    from dforce.engine.checkpoint import atomic_write_bytes
     from dforce.engine.config import apply_overrides, config_to_dict, from_dict
+    from dforce.recipes.planning.maze2d import get_maze
+    from dforce.recipes.planning.maze2d.references import score_scale
     from dforce.recipes.planning.recipe import Planner, PlanningConfig, load_planner, run_planner
 
     from dforce.engine.rundir import expect_kind, prepare_outputs
@@ -56,21 +69,38 @@ def cmd_eval(args) -> int:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), args.overrides, PlanningConfig))
     sampler = cfg.sampler if args.mcg is None else dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=args.mcg))
     planner = Planner(cfg, model, schedule, norm, args.device, sampler)
-    maze = args.maze or cfg.data.maze
+    task = get_maze(args.maze or cfg.data.maze, args.episode_steps)
     setting = "multi" if args.multi else "single"
     out = Path(args.out or args.run_dir)  # checked before the episodes run, written after
-    prepare_outputs(out, [f"eval_{maze}_{setting}.png", f"eval_{maze}_{setting}.json"], args.overwrite)
-    roll = run_planner(planner, maze, args.episodes, args.multi, args.seed, args.executor, progress=not args.quiet)
-    png = plot_maze_paths(maze, {"planned (first plan)": roll.first_plan[0, :, :2], "executed": roll.executed[0, :, :2]},
-                          out / f"eval_{maze}_{setting}.png", goal=roll.goals[0],
-                          title=f"{maze} {setting}: score {roll.result.scores[0]:.0f}")
-    report = {"maze": maze, "setting": setting, "episodes": args.episodes, "score_mean": roll.result.mean,
-              "score_se": roll.result.sem, "success": float(roll.result.success.mean()),
-              "plan_seconds_mean": float(np.mean(roll.plan_seconds)), "mcg_samples": sampler.mcg.samples,
-              "executor": args.executor or cfg.plan.executor, "png": str(png)}
-    (out / f"eval_{maze}_{setting}.json").write_text(json.dumps(report, indent=2))
+    prepare_outputs(out, [f"eval_{task.name}_{setting}.png", f"eval_{task.name}_{setting}.json"], args.overwrite)
+    # what the scores are normalized against, settled before the rollout (a custom maze: its random and oracle
+    # references on these episodes, computed once and cached)
+    scale = score_scale(task, args.multi, args.episodes, args.seed, args.normalization)
+    roll = run_planner(planner, task, args.episodes, args.multi, args.seed, args.executor, progress=not args.quiet,
+                       scale=scale)
+    png = plot_rollout(task, roll, out / f"eval_{task.name}_{setting}.png", setting)
+    report = {"maze": task.name, "setting": setting, "episodes": args.episodes, "episode_steps": task.max_episode_steps,
+              **roll.result.summary(), "normalization": scale.to_dict(),
+              "plan_seconds_mean": float(sum(roll.plan_seconds) / len(roll.plan_seconds)),
+              "mcg_samples": sampler.mcg.samples, "executor": args.executor or cfg.plan.executor, "seed": args.seed,
+              "png": str(png)}
+    atomic_write_bytes(out / f"eval_{task.name}_{setting}.json", json.dumps(report, indent=2).encode())
     print(json.dumps(report, indent=2))
     return 0
+
+
+def plot_rollout(task, roll, path, setting: str):
+    """Episode 0: the executed path, and where the first and the final plan's forces lead (the final plan: the last
+    one before the first arrival), clipped to the maze."""
+    from dforce.recipes.planning.maze2d import plot_maze_paths
+
+    step, final, _ = roll.final_plan()
+    curves = {"executed": roll.executed[0, :, :2], "first plan's forces (t=0)": roll.plans0[0][1],
+              f"final plan's forces (t={step})": final}
+    arrived = roll.result.steps_to_goal[0]
+    title = (f"{task.name} {setting}, episode 0: score {roll.result.scores[0]:.0f},\n"
+             + (f"goal reached at t={arrived}" if arrived >= 0 else "goal not reached"))
+    return plot_maze_paths(task, curves, path, goal=roll.goals[0], title=title, clip=True)
 
 
 def register(subparsers) -> None:
@@ -78,9 +108,10 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="plan_command", required=True)
 
     t = sub.add_parser("train", help="train a planner on the D4RL-style Maze2D dataset (generated and cached)")
-    t.add_argument("--maze", default=None, help="umaze | medium | large (overrides data.maze)")
-    t.add_argument("--config", default=None, help="preset name (e.g. planning_umaze_small; `dforce presets` lists them) or a YAML file")
-    t.add_argument("--out", default=None, help="run directory (default runs/plan_<maze>)")
+    t.add_argument("--maze", default=None, help=MAZE_HELP + " (overrides data.maze)")
+    t.add_argument("--config", default=None, help=f"preset name (e.g. planning_umaze_small; `dforce presets` lists them) "
+                   f"or a YAML file (default: {DEFAULT_PRESET}, the benchmark's recipe for any maze)")
+    t.add_argument("--out", default=None, help="run directory (default runs/plan_<maze name or map file stem>)")
     t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     t.add_argument("--overwrite", action="store_true", help=OVERWRITE_TRAIN_HELP)
@@ -90,11 +121,17 @@ def register(subparsers) -> None:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 model.width=256")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="closed-loop MPC episodes; writes scores (JSON) and a path PNG")
+    e = sub.add_parser("eval", help="closed-loop MPC episodes; writes scores (JSON: normalized score, raw return, "
+                       "success rate, steps to goal) and a path PNG")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, default=100)
     e.add_argument("--multi", action="store_true", help="Multi2D: a random goal per episode")
-    e.add_argument("--maze", default=None, help="evaluate on this maze (default: the training maze)")
+    e.add_argument("--maze", default=None, help="evaluate on this maze (default: the training maze): " + MAZE_HELP)
+    e.add_argument("--episode-steps", type=int, default=None,
+                   help="episode length (default: D4RL's 300/600/800; a custom maze: 42 steps per cell of its diameter)")
+    e.add_argument("--normalization", default="auto", choices=("auto", "d4rl", "maze"),
+                   help="auto: D4RL's constants on its mazes, else random = 0 / oracle = 100 on the same episodes "
+                        "(computed once, cached); maze: the latter on any maze")
     e.add_argument("--mcg", type=int, default=None, help="Monte Carlo Guidance samples (default: the config's)")
     e.add_argument("--executor", default=None, choices=("actions", "pd"), help="diffused actions or PD on states")
     e.add_argument("--seed", type=int, default=0)
@@ -109,21 +146,24 @@ def register(subparsers) -> None:
 
 
 def cmd_data_maze2d(args) -> int:
-    from dforce.recipes.planning.maze2d import dataset_stats, load_or_generate_maze2d
+    from dforce.recipes.planning.maze2d import dataset_stats, get_maze, load_or_generate_maze2d
     from dforce.recipes.planning.maze2d.dataset import dataset_path
 
     at_least("--steps", args.steps)  # 0 is not "the default size"
     at_least("--seed", args.seed, 0)
-    data = load_or_generate_maze2d(args.maze, args.steps, args.seed, progress=not args.quiet)
-    print(json.dumps({"path": str(dataset_path(args.maze, args.steps, args.seed)), **dataset_stats(data)}, indent=1))
+    task = get_maze(args.maze)
+    data = load_or_generate_maze2d(task, args.steps, args.seed, progress=not args.quiet)
+    print(json.dumps({"maze": task.name, "map": task.parsed_map().to_text().splitlines(),
+                      "episode_steps": task.max_episode_steps, "path": str(dataset_path(task, args.steps, args.seed)),
+                      **dataset_stats(data)}, indent=1))
     return 0
 
 
 def register_data(dsub) -> None:
     """``dforce data maze2d``: generate (and cache) a D4RL-style dataset."""
     m = dsub.add_parser("maze2d", help="D4RL-style Maze2D trajectories (MuJoCo point mass + waypoint controller)")
-    m.add_argument("--maze", default="umaze", help="umaze | medium | large (default umaze)")
-    m.add_argument("--steps", type=int, help="dataset size in steps (default 1M/2M/4M as D4RL)")
+    m.add_argument("--maze", default="umaze", help=MAZE_HELP + " (default umaze)")
+    m.add_argument("--steps", type=int, help="dataset size in steps (default 1M/2M/4M as D4RL; a custom maze: by its free cells)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_data_maze2d)

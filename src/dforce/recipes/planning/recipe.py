@@ -35,9 +35,11 @@ import numpy as np
 import torch
 
 from dforce._utils import check_choice
-from dforce.recipes.planning.maze2d import Maze2DBatchEnv, get_maze, load_or_generate_maze2d, normalized_score
-from dforce.recipes.planning.maze2d.controller import EvalResult
+from dforce.recipes.planning.maze2d import Maze2DBatchEnv, get_maze, load_or_generate_maze2d
+from dforce.recipes.planning.maze2d.controller import EvalResult, eval_result
+from dforce.recipes.planning.maze2d.references import score_scale
 from dforce.recipes.planning.maze2d.geodesic import WALLS, GeodesicField
+from dforce.recipes.planning.maze2d.maps import run_maze_file, save_run_maze
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
 from dforce.engine import checkpoint as ckpt
 from dforce.engine.config import config_to_dict, from_dict
@@ -67,11 +69,15 @@ STATS_FILE = "stats.json"
 
 @dataclass(frozen=True)
 class PlanDataConfig:
-    maze: str = "umaze"  # umaze | medium | large (D4RL maze2d-*-v1)
-    num_steps: int | None = None  # dataset size (None: D4RL's 1M / 2M / 4M)
+    # umaze | medium | large (D4RL maze2d-*-v1), a map file (.txt text map, .json/.yaml list of rows), an inline map
+    # ('#####/#G..#/#####'), or a list of rows (YAML): dforce.recipes.planning.maze2d.maps
+    maze: str | list = "umaze"
+    num_steps: int | None = None  # dataset size (None: D4RL's 1M / 2M / 4M; custom mazes by free cells, default_dataset_steps)
     frame_stack: int = 10  # k step rows per token (reference: 10)
     context_tokens: int = 2  # real tokens committed before a plan (start token included)
-    horizon: int = 20  # planned tokens H (U-Maze: 200 steps ≥ the longest oracle path)
+    # planned tokens H (U-Maze: 200 steps ≥ the longest oracle path). None: from the maze's diameter as the benchmark
+    # sets D4RL's (20 / 30 / 40 for U-Maze / Medium / Large: plan_tokens_for); training writes the number into the run
+    horizon: int | None = None
     segments: str = "streams"  # streams: split where the data jumps (continuous rollouts) | timeouts: at every goal switch
     # True: every training window opens with a start token of its own first observation, and a plan sees only
     # the current observation (context_tokens is not used), so plans may start at any step (reference:
@@ -80,10 +86,15 @@ class PlanDataConfig:
 
     def __post_init__(self):
         check_choice("data.segments", self.segments, ("streams", "timeouts"))
-        for k in ("frame_stack", "context_tokens", "horizon"):
+        for k in ("frame_stack", "context_tokens") + (("horizon",) if self.horizon is not None else ()):
             if getattr(self, k) < 1:
                 raise ConfigError(f"data.{k} must be >= 1, got {getattr(self, k)}")
-        get_maze(self.maze)  # fails clearly on a bad name
+        get_maze(self.maze)  # fails clearly on a bad name, a missing file or an invalid map
+
+    @property
+    def plan_tokens(self) -> int:
+        """Planned tokens H: ``horizon``, or the maze's default (:func:`plan_tokens_for`)."""
+        return self.horizon if self.horizon is not None else plan_tokens_for(get_maze(self.maze))
 
     @property
     def context(self) -> int:
@@ -93,7 +104,34 @@ class PlanDataConfig:
 
     @property
     def window(self) -> int:
-        return self.context + self.horizon
+        return self.context + self.plan_tokens
+
+
+# Planned tokens by maze diameter (cell moves of the longest shortest path): the benchmark's 20 / 30 / 40 tokens for
+# U-Maze / Medium / Large (diameters 6 / 11 / 19); mazes larger than Large keep 40 (a plan of 400 steps: the
+# data-geodesic guidance measures the distance along the maze, so the plan need not reach a far goal)
+PLAN_TOKENS_BY_DIAMETER = ((8, 20), (15, 30), (None, 40))  # (max diameter, tokens)
+
+
+# Training steps by maze diameter (train.steps: null): the benchmark's 2500 for U-Maze / Medium (diameters 6 / 11); a
+# larger maze 5000 (the benchmark's Large planner trains 10 000; 5000 is the 2-CPU budget of planning_maze)
+TRAIN_STEPS_BY_DIAMETER = ((15, 2500), (None, 5000))  # (max diameter, steps)
+
+
+def train_steps_for(task) -> int:
+    """The default training steps for a maze (:data:`TRAIN_STEPS_BY_DIAMETER`)."""
+    from dforce.recipes.planning.maze2d.maps import maze_diameter
+
+    d = maze_diameter(task.walls)
+    return next(n for limit, n in TRAIN_STEPS_BY_DIAMETER if limit is None or d <= limit)
+
+
+def plan_tokens_for(task) -> int:
+    """The default planned tokens for a maze (:data:`PLAN_TOKENS_BY_DIAMETER`)."""
+    from dforce.recipes.planning.maze2d.maps import maze_diameter
+
+    d = maze_diameter(task.walls)
+    return next(h for limit, h in PLAN_TOKENS_BY_DIAMETER if limit is None or d <= limit)
 
 
 @dataclass(frozen=True)
@@ -187,7 +225,15 @@ class PlanModelConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class PlanTrainConfig(TrainConfig):
-    steps: int = 2500  # 2-CPU budget (reference: 120k steps at batch 4096)
+    # 2-CPU budget (reference: 120k steps at batch 4096). None: from the maze's diameter (train_steps_for: 2500 as the
+    # benchmark's U-Maze / Medium up to 15 cells, 5000 beyond); training writes the number into the run
+    steps: int | None = 2500
+
+    def __post_init__(self):
+        if self.steps is None:  # resolved from the maze when training starts; check every other field now
+            dataclasses.replace(self, steps=1)
+        else:
+            super().__post_init__()
     batch_size: int = 64
     lr: float = 1e-3  # small model, short run (reference: 2e-4)
     checkpoint_every: int = 250
@@ -196,7 +242,7 @@ class PlanTrainConfig(TrainConfig):
 @dataclass(frozen=True)
 class PlanSamplerConfig(SamplerConfig):
     steps: int = 20  # DDIM steps (reference: 50; fewer for CPU planning)
-    window: int = 20  # the planner overrides it with data.horizon (one chunk = the whole plan)
+    window: int = 20  # the planner overrides it with the planned tokens (data.horizon: one chunk = the whole plan)
     guidance_scale: float = 0.05  # tuned on U-Maze with 20 episodes (0.05 > 0.15, 0.3)
 
 
@@ -215,7 +261,7 @@ class PlanningConfig:
         if self.plan.replan_every % self.data.frame_stack and not self.data.markovian:
             raise ConfigError(f"plan.replan_every={self.plan.replan_every} must be a multiple of "
                               f"data.frame_stack={self.data.frame_stack} (or set data.markovian=true)")
-        if self.plan.replan_every > self.data.frame_stack * self.data.horizon:
+        if self.plan.replan_every > self.data.frame_stack * self.data.plan_tokens:
             raise ConfigError("plan.replan_every must not exceed the planned steps (frame_stack × horizon)")
 
 
@@ -387,7 +433,10 @@ def train_planner(cfg: PlanningConfig, run_dir: str | Path | None, device: str =
                   resume: bool = False, data: dict | None = None):
     """Train a planner (DF or, with ``objective.level_strategy=full_sequence``, Diffuser-style).
 
-    Returns ``(TrainResult, Normalizer)``; writes the trainer's files plus ``stats.json`` to ``run_dir``."""
+    Returns ``(TrainResult, Normalizer)``; writes the trainer's files plus ``stats.json`` to ``run_dir`` (and a custom
+    maze's map as ``maze/<name>.txt``, which :func:`load_planner` evaluates on). The saved config holds the planned
+    tokens as a number (``data.horizon``; None resolves to the maze's default first)."""
+    cfg = with_plan_tokens(cfg)
     torch.manual_seed(cfg.train.seed)
     data = data if data is not None else load_or_generate_maze2d(cfg.data.maze, cfg.data.num_steps, progress=progress)
     norm = Normalizer.fit(data)
@@ -397,12 +446,23 @@ def train_planner(cfg: PlanningConfig, run_dir: str | Path | None, device: str =
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_bytes(Path(run_dir) / STATS_FILE, json.dumps(norm.to_dict()).encode())
+        save_run_maze(get_maze(cfg.data.maze), run_dir)
     result = train(model, schedule, ds, cfg.train, cfg.objective, run_dir=run_dir, config_dict=config_to_dict(cfg),
                    resume=resume, device=device, progress=progress)
     if run_dir is not None:
         ckpt.atomic_write_bytes(Path(run_dir) / "train_time.json",
                                 json.dumps({"seconds": result.seconds, "steps": result.step}).encode())
     return result, norm
+
+
+def with_plan_tokens(cfg: PlanningConfig) -> PlanningConfig:
+    """``cfg`` with ``data.horizon`` and ``train.steps`` as numbers (None: the maze's defaults, :func:`plan_tokens_for`,
+    :func:`train_steps_for`)."""
+    if cfg.data.horizon is None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, horizon=cfg.data.plan_tokens))
+    if cfg.train.steps is None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=train_steps_for(get_maze(cfg.data.maze))))
+    return cfg
 
 
 def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"):
@@ -417,7 +477,11 @@ def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"
     for f in (ckpt.CONFIG_FILE, STATS_FILE):
         if not (run_dir / f).exists():
             raise CheckpointError(f"{run_dir} is not a planning run directory (missing {f})")
-    cfg = from_dict(PlanningConfig, ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE))
+    conf = ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE)
+    saved_map = run_maze_file(run_dir)
+    if saved_map is not None and isinstance(conf.get("data"), dict):  # the run's own copy of its custom map
+        conf["data"]["maze"] = str(saved_map)
+    cfg = from_dict(PlanningConfig, conf)
     norm = Normalizer.from_dict(json.loads((run_dir / STATS_FILE).read_text()))
     model = build_model(cfg.model, (cfg.data.frame_stack, ROW), cfg.diffusion.num_levels)
     if weights == "auto":
@@ -589,7 +653,7 @@ class Planner:
         self.cfg, self.model, self.schedule, self.norm = cfg, model, schedule, norm
         self.device = torch.device(device)
         s = sampler or cfg.sampler
-        self.sampler = dataclasses.replace(s, window=cfg.data.horizon)  # one chunk = the plan
+        self.sampler = dataclasses.replace(s, window=cfg.data.plan_tokens)  # one chunk = the plan
         self.geodesic = geodesic  # plan.distance=data_geodesic: built from the training data on first use
         self.dynamics: ActionDynamics | None = None  # guidance positions "actions": fitted to the data on first use
 
@@ -658,7 +722,7 @@ class Planner:
         if n > 1 and pc.candidate_guidance_min != 1.0:  # log c scaled per candidate = its own guidance scale
             w = torch.linspace(pc.candidate_guidance_min, 1.0, n, device=self.device).repeat(len(goals))  # (N·n,)
             steer = lambda x0, t0: guide(x0, t0) * w.repeat_interleave(x0.shape[0] // len(w))  # noqa: E731
-        out = sample(model, self.schedule, self.sampler, length=self.cfg.data.horizon, context=ctx,
+        out = sample(model, self.schedule, self.sampler, length=self.cfg.data.plan_tokens, context=ctx,
                      guidance=steer if guided else None, generator=generator)
         tokens = out.x[:, out.context_len:]  # (N·n, H, k, 6) normalized
         if n > 1:
@@ -669,6 +733,14 @@ class Planner:
         if self.cfg.plan.inpaint_goal:
             raw[:, -1, 2:4] = goals
         return Plan(np.clip(raw[..., :2], -1, 1), raw[..., 2:], time.perf_counter() - t0)
+
+
+def force_path(planner: Planner, obs: np.ndarray, actions: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Where a plan's forces ``actions (L, 2)`` lead from the real state ``obs (4,)``: positions ``(L, 2)``
+    (:func:`action_positions` without a window; ``states (L, 4)`` are the plan's own, unused then)."""
+    dyn = planner.action_dynamics()
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)[None])  # noqa: E731
+    return action_positions(dyn, t(obs[:2]), t(obs[2:]), t(actions), t(states), 0)[0].numpy()
 
 
 def pd_action(target: np.ndarray, obs: np.ndarray, gains=(1.0, 1.0)) -> np.ndarray:
@@ -683,37 +755,55 @@ class RolloutResult:
     first_plan: np.ndarray  # (N, H·k, 4) the first plan's states
     goals: np.ndarray  # (N, 2)
     plan_seconds: list[float]  # wall time of each batched planning call
+    # episode 0, every plan: (env step, where the plan's forces lead from the real state (H·k, 2), plan states (H·k, 4))
+    plans0: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def final_plan(self, episode: int = 0) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(step, force path (H·k, 2), states (H·k, 4))`` of the last plan episode 0 made before it first reached the
+        goal (the plan that brought it there; its last plan when it never arrived). The force path is where the
+        plan's forces (the executed channels) lead from the state it was made in, under the velocity response fitted
+        to the data (:func:`action_positions`): what the planner does, where the plan's position channels are only
+        what it predicts. Only episode 0's plans are kept."""
+        if episode != 0 or not self.plans0:
+            raise ConfigError("only episode 0's plans are recorded")
+        first = self.result.steps_to_goal[0] if self.result.steps_to_goal is not None else -1
+        before = [p for p in self.plans0 if first < 0 or p[0] < first]
+        return (before or self.plans0)[-1]
 
 
-def run_planner(planner: Planner, maze: str, episodes: int = 100, multi_goal: bool = False, seed: int = 0,
+def run_planner(planner: Planner, maze, episodes: int = 100, multi_goal: bool = False, seed: int = 0,
                 executor: str | None = None, max_episode_steps: int | None = None, progress: bool = False,
-                guided: bool = True, starts: np.ndarray | None = None) -> RolloutResult:
+                guided: bool = True, starts: np.ndarray | None = None, scale=None) -> RolloutResult:
     """Closed-loop MPC episodes, all ``episodes`` in one batch (``starts (N, 2)`` overrides the random
-    start positions). Scores are D4RL-normalized."""
+    start positions). Scores are D4RL-normalized on D4RL's mazes and normalized against the maze's random (0) and
+    oracle (100) references on the same episodes elsewhere (``scale``: a
+    :class:`~dforce.recipes.planning.maze2d.references.ScoreScale`; by default :func:`score_scale`, computed or read
+    from its cache *before* the rollout, so a maze that cannot be scored fails at once)."""
     executor = executor or planner.cfg.plan.executor
     check_choice("executor", executor, ("actions", "pd"))
+    if scale is None:
+        scale = score_scale(maze, multi_goal, episodes, seed, max_episode_steps=max_episode_steps)
     env = Maze2DBatchEnv(maze, episodes, seed=seed, multi_goal=multi_goal, max_episode_steps=max_episode_steps)
     obs = env.reset(start=starts)
     gen = torch.Generator(device=planner.device).manual_seed(seed)
-    obs_hist, act_hist, times = [obs], [], []
-    ever = np.zeros(episodes, dtype=bool)
+    obs_hist, act_hist, times, plans0 = [obs], [], [], []
+    first_hit = np.full(episodes, -1, dtype=np.int64)
     r = planner.cfg.plan.replan_every
     plan, first = None, None
     from tqdm.auto import tqdm
 
-    for t in tqdm(range(env.max_episode_steps), desc=f"plan {maze}", disable=not progress, leave=False):
+    for t in tqdm(range(env.max_episode_steps), desc=f"plan {env.task.name}", disable=not progress, leave=False):
         if t % r == 0:
             ah = np.stack(act_hist) if act_hist else np.zeros((0, episodes, 2))
             plan = planner.plan(np.stack(obs_hist), ah, env.goals, gen, guided)
             times.append(plan.seconds)
             first = plan.states if first is None else first
+            plans0.append((t, force_path(planner, obs[0], plan.actions[0], plan.states[0]), plan.states[0].copy()))
         j = t % r
         a = plan.actions[:, j] if executor == "actions" else pd_action(plan.states[:, j], obs, (planner.cfg.plan.pd_kp, planner.cfg.plan.pd_kd))
         obs, _, done, info = env.step(a)
-        ever |= info.success
+        first_hit = np.where((first_hit < 0) & info.success, env.t, first_hit)
         obs_hist.append(obs)
         act_hist.append(a)
-    scores = np.asarray(normalized_score(env.task, env.episode_returns))
-    sem = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
-    res = EvalResult(float(scores.mean()), float(sem), scores, env.episode_returns.copy(), ever)
-    return RolloutResult(res, np.stack(obs_hist, 1), first, env.goals.copy(), times)
+    res = eval_result(env.episode_returns, first_hit >= 0, first_hit, scale)
+    return RolloutResult(res, np.stack(obs_hist, 1), first, env.goals.copy(), times, plans0)

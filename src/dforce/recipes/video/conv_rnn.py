@@ -74,13 +74,19 @@ class ConvGRUDenoiser(nn.Module):
             a token sees the tokens after it too (keyframes, interpolation; DFoT's "any subset" conditioning).
             Such a model keeps no state: ``absorb`` is refused, and the sampler passes the committed tokens with
             every chunk.
+        prev_frame: also feed the *previous token* as it was given (``x_{t−1}`` at its level, full resolution) and its
+            noise level (a constant channel ``k_{t−1}/K``) to the stem of token t. The recurrent map is
+            ``latent_side``² (8 × 8 for 64 px frames): too coarse to carry a 2-pixel ball or paddle, which vanished
+            from rollouts; the previous token brings them at full resolution (pixel-space refinement). Causal: token
+            t sees tokens < t only, at the levels they were given. The state becomes ``(z, x_{t−1}, k_{t−1})``.
     """
 
     def __init__(self, frame_shape: tuple[int, int, int], num_levels: int, cond_dim: int = 0, channels: int = 32,
                  max_channels: int = 64, latent_side: int = 8, latent_channels: int = 64, depth: int = 1,
-                 causal: bool = True):
+                 causal: bool = True, prev_frame: bool = False):
         super().__init__()
         self.causal = bool(causal)
+        self.prev_frame, self.num_levels = prev_frame, num_levels
         C, H, W = frame_shape
         if H != W:
             raise ConfigError(f"video frames must be square, got {H}x{W}")
@@ -92,7 +98,7 @@ class ConvGRUDenoiser(nn.Module):
         self.chans = ch
         self.level_emb = LevelEmbedding(E, num_levels)
         self.cond_proj = nn.Linear(cond_dim, E) if cond_dim > 0 else None
-        self.stem = nn.Conv2d(C, ch[0], 3, padding=1)
+        self.stem = nn.Conv2d(C + (C + 1 if prev_frame else 0), ch[0], 3, padding=1)
         self.enc = nn.ModuleList(FiLMBlock(c, E) for c in ch)
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(ch[:-1], ch[1:]))
         self.cells = nn.ModuleList(ConvGRUCell(ch[-1] if i == 0 else latent_channels, latent_channels)
@@ -116,14 +122,42 @@ class ConvGRUDenoiser(nn.Module):
 
     # -- state ---------------------------------------------------------------------------------------
 
-    def init_state(self, batch: int, device=None) -> torch.Tensor:
-        """Zero latent ``(depth, B, Cz, h, w)``."""
-        return torch.zeros(self.depth, batch, *self.latent, device=device)
+    def init_state(self, batch: int, device=None):
+        """Zero latent ``(depth, B, Cz, h, w)``; with ``prev_frame`` the tuple ``(z, x_prev (B, C, H, W) zeros,
+        k_prev (B,) = K)`` (no previous token: shown as pure noise)."""
+        z = torch.zeros(self.depth, batch, *self.latent, device=device)
+        if not self.prev_frame:
+            return z
+        return (z, torch.zeros(batch, *self.frame_shape, device=device),
+                torch.full((batch,), self.num_levels, dtype=torch.long, device=device))
 
     @staticmethod
-    def repeat_state(state: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """Repeat each batch element's latent ``n`` times (``(L, B, ...)`` → ``(L, B·n, ...)``)."""
-        return None if state is None else state.repeat_interleave(n, dim=1)
+    def repeat_state(state, n: int):
+        """Repeat each batch element's state ``n`` times (latent ``(L, B, ...)`` → ``(L, B·n, ...)``)."""
+        if state is None:
+            return None
+        if isinstance(state, tuple):
+            z, xp, kp = state
+            return (z.repeat_interleave(n, dim=1), xp.repeat_interleave(n, dim=0), kp.repeat_interleave(n, dim=0))
+        return state.repeat_interleave(n, dim=1)
+
+    def _split_state(self, state, x: torch.Tensor):
+        """``(z or None, previous-token inputs (B, T, C + 1, H, W) or None)`` for tokens ``x: (B, T, C, H, W)``."""
+        if not self.prev_frame:
+            return state, None
+        B, T = x.shape[:2]
+        z, xp, kp = state if state is not None else self.init_state(B, x.device)
+        return z, (xp.to(x.dtype), kp)
+
+    def _prev_inputs(self, x: torch.Tensor, levels: torch.Tensor, prev) -> torch.Tensor | None:
+        """Token t's previous token and its level channel: ``(B, T, C + 1, H, W)`` from ``x: (B, T, C, H, W)``,
+        ``levels: (B, T)`` and the state's last token ``prev = (x_prev (B, C, H, W), k_prev (B,))``."""
+        if prev is None:
+            return None
+        xp, kp = prev
+        px = torch.cat([xp.unsqueeze(1), x[:, :-1]], 1)  # (B, T, C, H, W)
+        pk = torch.cat([kp.to(levels.device).view(-1, 1), levels[:, :-1]], 1).to(x.dtype) / self.num_levels  # (B, T)
+        return torch.cat([px, pk[..., None, None, None].expand(*px.shape[:2], 1, *px.shape[3:])], 2)
 
     # -- pieces --------------------------------------------------------------------------------------
 
@@ -135,10 +169,11 @@ class ConvGRUDenoiser(nn.Module):
             e = e + self.cond_proj(cond.to(e.dtype))
         return F.silu(e).flatten(0, 1)  # (B·T, E)
 
-    def _encode(self, x: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``x: (B, T, C, H, W)`` → bottom maps ``(B, T, c, h, w)`` and per-level skips ``(B·T, c_i, ...)``."""
+    def _encode(self, x: torch.Tensor, e: torch.Tensor, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``x: (B, T, C, H, W)`` (and ``prev: (B, T, C + 1, H, W)``, :meth:`_prev_inputs`) → bottom maps
+        ``(B, T, c, h, w)`` and per-level skips ``(B·T, c_i, ...)``."""
         B, T = x.shape[:2]
-        h = self.stem(x.flatten(0, 1))
+        h = self.stem((x if prev is None else torch.cat([x, prev], 2)).flatten(0, 1))
         skips = []
         for i, blk in enumerate(self.enc):
             h = blk(h, e)
@@ -158,7 +193,8 @@ class ConvGRUDenoiser(nn.Module):
     def _unroll(self, f: torch.Tensor, state: torch.Tensor | None, backwards: bool = False) -> torch.Tensor:
         """``f: (B, T, c, h, w)`` → every state after token t, ``(T, depth, B, Cz, h, w)`` (the RNN unroll;
         ``backwards``: the backward stack from the last token, states in token order)."""
-        z = self.init_state(f.shape[0], f.device).to(f.dtype) if state is None else state.to(f.dtype)
+        z = (torch.zeros(self.depth, f.shape[0], *self.latent, device=f.device, dtype=f.dtype) if state is None
+             else state.to(f.dtype))
         zs = []
         order = range(f.shape[1] - 1, -1, -1) if backwards else range(f.shape[1])
         for t in order:
@@ -185,8 +221,9 @@ class ConvGRUDenoiser(nn.Module):
         """Predict every token of ``x: (B, T, C, H, W)`` at ``levels: (B, T)`` after latent ``state``."""
         B, T = x.shape[:2]
         e = self._emb(levels, cond)
-        f, skips = self._encode(x, e)
-        z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (B·T, Cz, h, w)
+        z0, prev = self._split_state(state, x)
+        f, skips = self._encode(x, e, self._prev_inputs(x, levels, prev))
+        z = self._unroll(f, z0)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (B·T, Cz, h, w)
         zb = None
         if not self.causal:
             if state is not None:
@@ -194,26 +231,31 @@ class ConvGRUDenoiser(nn.Module):
             zb = self._unroll(f, None, backwards=True)[:, -1].transpose(0, 1).flatten(0, 1)  # (B·T, Cz, h, w)
         return self._decode(z, f.flatten(0, 1), skips, e, zb).view(B, T, *self.frame_shape)
 
-    def forward_copies(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None, state: torch.Tensor,
+    def forward_copies(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None, state,
                        copies: int) -> torch.Tensor:
         """:meth:`forward` of the same tokens ``x: (B, T, C, H, W)`` after ``copies`` latents (``state: (depth,
         copies·B, ...)``, copy-major), e.g. history guidance's copies: the encoder (and its skips) runs once, the
         ConvGRU and the decoder per copy. Returns ``(copies·B, T, C, H, W)``, equal to :meth:`forward` of the
-        repeated tokens."""
+        repeated tokens. (With ``prev_frame`` each copy's previous token differs: the encoder runs per copy.)"""
+        rep = lambda t: t.repeat(copies, *((1,) * (t.ndim - 1)))  # noqa: E731  copy-major
+        if self.prev_frame or not self.causal:
+            return self.forward(rep(x), rep(levels), None if cond is None else rep(cond), state)
         B, T = x.shape[:2]
         e = self._emb(levels, cond)
         f, skips = self._encode(x, e)
-        rep = lambda t: t.repeat(copies, *((1,) * (t.ndim - 1)))  # noqa: E731  copy-major
         f = rep(f)
         z = self._unroll(f, state)[:, -1].transpose(0, 1).flatten(0, 1)  # top layer, (copies·B·T, Cz, h, w)
         return self._decode(z, f.flatten(0, 1), [rep(s) for s in skips], rep(e)).view(copies * B, T, *self.frame_shape)
 
     def absorb(self, x: torch.Tensor, levels: torch.Tensor, cond: torch.Tensor | None = None, state=None):
-        """Commit tokens to the latent (posterior update at their levels); returns ``(depth, B, Cz, h, w)``."""
+        """Commit tokens to the latent (posterior update at their levels); returns ``(depth, B, Cz, h, w)`` (with
+        ``prev_frame``: ``(z, x[:, -1], levels[:, -1])``)."""
         if not self.causal:
             raise ValueError("a bidirectional model (model.causal=false) keeps no state to absorb tokens into")
-        f, _ = self._encode(x, self._emb(levels, cond))
-        return self._unroll(f, state)[-1]
+        z0, prev = self._split_state(state, x)
+        f, _ = self._encode(x, self._emb(levels, cond), self._prev_inputs(x, levels, prev))
+        z = self._unroll(f, z0)[-1]
+        return (z, x[:, -1], levels[:, -1]) if self.prev_frame else z
 
     def forward_clean_past(self, x: torch.Tensor, levels: torch.Tensor, clean: torch.Tensor,
                            cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,12 +266,15 @@ class ConvGRUDenoiser(nn.Module):
         from z_{t-1} (zeros for t = 0) with its noisy input, for all t in parallel.
         """
         B, T = x.shape[:2]
-        fc, _ = self._encode(clean, self._emb(torch.zeros_like(levels), cond))
+        clean_levels = torch.zeros_like(levels)
+        _, prev0 = self._split_state(None, clean)  # no token before the window
+        prev_clean = self._prev_inputs(clean, clean_levels, prev0)  # token t's previous token: clean[t-1] at level 0
+        fc, _ = self._encode(clean, self._emb(clean_levels, cond), prev_clean)
         zc = self._unroll(fc, None)  # (T, depth, B, ...)
         prev = torch.cat([torch.zeros_like(zc[:1]), zc[:-1]])  # state before token t
         prev = prev.permute(1, 2, 0, 3, 4, 5).flatten(1, 2)  # (depth, B·T, Cz, h, w)
         e = self._emb(levels, cond)
-        f, skips = self._encode(x, e)
+        f, skips = self._encode(x, e, prev_clean)
         f = f.flatten(0, 1)
         z = self._step(f, prev)[-1]
         return self._decode(z, f, skips, e).view(B, T, *self.frame_shape)

@@ -25,11 +25,13 @@ window; full-sequence schedule over a sliding window).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from dforce.recipes.video.common import VideoData, actions_into_frames, to_model_frames
 from dforce.diffusion import NoiseSchedule, NoiseScheduleConfig
@@ -40,6 +42,7 @@ from dforce.errors import CheckpointError, ConfigError, DataError
 from dforce.models import ModelConfig, build_model
 from dforce.recipes.video.conv_rnn import ConvGRUDenoiser
 from dforce.recipes.video.codec import CodecConfig, frame_codec
+from dforce.recipes.video.heldout import EVAL_SEED_OFFSET, episode_split, save_split, split_record
 from dforce.objective import ObjectiveConfig
 from dforce.sampler import SamplerConfig, sample
 from dforce.self_rollout import RolloutSpec
@@ -57,15 +60,24 @@ class VideoDataConfig:
     episodes: int = 256  # training videos generated (digits/vizdoom)
     episode_length: int = 64  # frames per training video
     window: int = 16  # training length T in frames (reference DMLab: 36 frames)
-    eval_episodes: int = 8  # held-out videos (generated with another seed; files: the last ones)
+    eval_episodes: int = 8  # held-out videos (generated with another seed; files: a seeded split by episode)
     eval_multiple: int = 30  # held-out videos are long enough for rollouts of this many × T
     seed: int = 0
+    # files: the held-out episodes (0-based indices into the file); None: eval_episodes of them drawn by a permutation
+    # seeded with split_seed. Recorded in <run>/split.json; training never sees them (dforce.recipes.video.heldout)
+    heldout: list[int] | None = None
+    split_seed: int = 0
 
     def __post_init__(self):
         if self.window < 2 or self.episode_length < self.window:
             raise ConfigError(f"data.window must be in [2, data.episode_length], got {self.window}")
         if self.episodes < 1 or self.eval_episodes < 1 or self.eval_multiple < 1:
             raise ConfigError("data.episodes, data.eval_episodes and data.eval_multiple must be >= 1")
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the videos come from a user's file (split by episode) rather than a generator."""
+        return self.source not in BUILTIN_SOURCES
 
 
 @dataclass(frozen=True)
@@ -84,8 +96,18 @@ class VideoRunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-3, batch_size=16, steps=1000))
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
         steps=10, schedule="pyramid", uncertainty_scale=1.0, window=4, stabilization_level=20))
+    # small moving objects (docs/your_data.md, "What we learned"). prev_frame: the spatial latent's stem also sees the
+    # previous token at full resolution and its level (ConvGRUDenoiser prev_frame). motion_weight w: in the loss, the
+    # pixels that change from the previous frame (dilated by one pixel) weigh 1 + w against 1 for the others,
+    # renormalized per token (0: uniform, the paper's loss)
+    prev_frame: bool = False
+    motion_weight: float = 0.0
 
     def __post_init__(self):
+        if self.prev_frame and self.latent != "spatial":
+            raise ConfigError("prev_frame=true is an option of the spatial latent (latent=spatial)")
+        if self.motion_weight < 0:
+            raise ConfigError(f"motion_weight must be >= 0, got {self.motion_weight}")
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.latent not in LATENTS:
@@ -134,7 +156,7 @@ def method_config(cfg: VideoRunConfig, method: str | None = None) -> VideoRunCon
 def _video_data(dcfg: VideoDataConfig, split: str, progress: bool = True) -> VideoData:
     long = dcfg.window * dcfg.eval_multiple + 1
     n, length, seed = ((dcfg.episodes, dcfg.episode_length, dcfg.seed) if split == "train"
-                       else (dcfg.eval_episodes, long, dcfg.seed + 10_000))
+                       else (dcfg.eval_episodes, long, dcfg.seed + EVAL_SEED_OFFSET))
     if dcfg.source == "digits":
         from dforce.recipes.video.synthetic import MovingDigitsConfig, generate_moving_digits
 
@@ -150,9 +172,24 @@ def _video_data(dcfg: VideoDataConfig, split: str, progress: bool = True) -> Vid
     if H != dcfg.resolution or data.frames.shape[3] != dcfg.resolution:
         raise DataError(f"{dcfg.source}: frames are {H}x{data.frames.shape[3]}, config data.resolution is "
                         f"{dcfg.resolution} (set data.resolution={H} for square frames)")
-    k = min(dcfg.eval_episodes, N - 1) if N > 1 else 0
-    sl = slice(0, N - k) if split == "train" else slice(N - k if k else 0, N)
-    return VideoData(data.frames[sl], data.actions[sl], data.action_names)
+    train, held = file_split(dcfg, N)
+    idx = train if split == "train" else held
+    return VideoData(data.frames[idx], data.actions[idx], data.action_names)
+
+
+def file_split(dcfg: VideoDataConfig, num_episodes: int) -> tuple:
+    """``(train, heldout)`` episode indices of a file source (:func:`dforce.recipes.video.heldout.episode_split`)."""
+    return episode_split(num_episodes, dcfg.eval_episodes, dcfg.split_seed, dcfg.heldout, where=dcfg.source)
+
+
+def data_split_record(dcfg: VideoDataConfig) -> dict:
+    """The split ``<run>/split.json`` records for ``dcfg`` (episode indices for a file, seeds for a generator)."""
+    if not dcfg.is_file:
+        return split_record(dcfg.source, None, None, None, seed=dcfg.seed)
+    from dforce.recipes.video.files import load_video_file
+
+    N = load_video_file(dcfg.source, min_length=dcfg.window).frames.shape[0]
+    return split_record(dcfg.source, N, *file_split(dcfg, N))
 
 
 def load_video_data(dcfg: VideoDataConfig, split: str = "train",
@@ -167,9 +204,10 @@ def load_video_data(dcfg: VideoDataConfig, split: str = "train",
 def feature_provenance(dcfg: VideoDataConfig, steps: int | None = None) -> dict:
     """What a Fréchet feature net trained on the training videos of ``dcfg`` records (and is checked
     against by :func:`dforce.recipes.video.metrics.load_feature_net`): the data config without the fields that do not
-    change the training videos (window, held-out split), plus its training ``steps`` when given."""
+    change the training videos (window, held-out split of a generated source), plus its training ``steps`` when
+    given. A file's split decides its training episodes, so it stays in."""
     d = dataclasses.asdict(dcfg)
-    for k in ("window", "eval_episodes", "eval_multiple"):
+    for k in ("window", "eval_multiple") + (() if dcfg.is_file else ("eval_episodes", "heldout", "split_seed")):
         d.pop(k)
     return {"data": d} if steps is None else {"data": d, "feature_steps": steps}
 
@@ -194,9 +232,10 @@ class VideoTokenDataset:
     """
 
     def __init__(self, frames_u8: torch.Tensor, actions: torch.Tensor, window: int, frame_stack: int = 1,
-                 clean_in_cond: bool = False):
+                 clean_in_cond: bool = False, motion_weight: float = 0.0):
         N, L = frames_u8.shape[:2]
         self.frames, self.window, self.k, self.clean_in_cond = frames_u8, window, frame_stack, clean_in_cond
+        self.motion_weight = motion_weight
         self.into = actions_into_frames(actions)  # (N, L, A)
         starts = torch.arange(0, L - window + 1)
         self.index = torch.cartesian_prod(torch.arange(N), starts)  # (N · starts, 2)
@@ -211,7 +250,24 @@ class VideoTokenDataset:
         x, cond = stack_frames(frames, self.into[n[:, None], t], self.k)
         if self.clean_in_cond:  # the clean tokens ride along for CleanPastTeacherForcing
             cond = torch.cat([cond, x.flatten(2)], -1)
-        return {"x": x, "cond": cond}
+        batch = {"x": x, "cond": cond}
+        if self.motion_weight > 0:
+            prev = self.frames[n[:, None], (t - 1).clamp(min=0)].float() / 127.5 - 1.0  # (B, T, C, H, W); t=0: itself
+            batch["entry_weights"] = motion_weights(frames, prev, self.motion_weight, self.k)
+        return batch
+
+
+def motion_weights(frames: torch.Tensor, prev: torch.Tensor, weight: float, frame_stack: int = 1,
+                   threshold: float = 0.05) -> torch.Tensor:
+    """Per-entry loss weights of frame tokens: ``1 + weight`` on the pixels that change from the previous frame by more
+    than ``threshold`` in some channel (dilated by one pixel: the edges of a moving object), 1 elsewhere, scaled so
+    every token's weights average 1 (the loss keeps its scale). ``frames, prev: (B, T, C, H, W)`` in [-1, 1] →
+    ``(B, T / frame_stack, frame_stack · C · H · W)``."""
+    B, T, C, H, W = frames.shape
+    moved = ((frames - prev).abs().amax(2) > threshold).float()  # (B, T, H, W)
+    moved = F.max_pool2d(moved.view(B * T, 1, H, W), 3, stride=1, padding=1).view(B, T, 1, H, W)
+    w = (1.0 + weight * moved).expand(B, T, C, H, W).reshape(B, T // frame_stack, -1)  # (B, T', k·C·H·W)
+    return w / w.mean(-1, keepdim=True)
 
 
 class CleanPastTeacherForcing(torch.nn.Module):
@@ -250,7 +306,7 @@ def build_video_model(cfg: VideoRunConfig, n_actions: int, channels: int = 3) ->
     if cfg.latent == "spatial":  # codec sizes the conv stages, model.width/depth the ConvGRU map
         model = ConvGRUDenoiser(shape, cfg.diffusion.num_levels, cfg.frame_stack * n_actions, cfg.codec.channels,
                                 cfg.codec.max_channels, cfg.codec.bottom, cfg.model.width, cfg.model.depth,
-                                causal=cfg.model.causal)
+                                causal=cfg.model.causal, prev_frame=cfg.prev_frame)
         return make_student(model, cfg.model.shortcut_steps) if cfg.model.shortcut_steps else model
     enc, dec = frame_codec(shape, cfg.model.width, cfg.codec)
     mcfg = cfg.model
@@ -272,20 +328,40 @@ def train_video(cfg: VideoRunConfig, run_dir: str | Path | None, device: str = "
     torch.manual_seed(cfg.train.seed)
     u8 = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     two_stream = uses_clean_past(cfg)
-    dataset = VideoTokenDataset(u8, actions, cfg.data.window, cfg.frame_stack, clean_in_cond=two_stream)
+    dataset = VideoTokenDataset(u8, actions, cfg.data.window, cfg.frame_stack, clean_in_cond=two_stream,
+                                motion_weight=cfg.motion_weight)
     model = build_video_model(cfg, actions.shape[-1], frames.shape[2])
     if two_stream:
         model = CleanPastTeacherForcing(model, cfg.frame_stack * actions.shape[-1])
     schedule = NoiseSchedule(cfg.diffusion)
     conf = config_to_dict(cfg)
     conf["n_actions"], conf["channels"] = int(actions.shape[-1]), int(frames.shape[2])
+    if run_dir is not None:  # which episodes are held out, recorded before the first step
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        save_split(run_dir, data_split_record(cfg.data))
     # train.self_rollout: a share of each batch continues the model's own rollout, sampled as at test time
     spec = RolloutSpec(cfg.sampler, cfg.context // cfg.frame_stack) if cfg.train.self_rollout > 0 else None
+    cpu0 = _cpu_seconds()
     res = train(model, schedule, dataset, cfg.train, cfg.objective, run_dir=run_dir, config_dict=conf,
                 resume=resume, device=device, progress=progress, rollout=spec)
+    if run_dir is not None:  # what the training cost: wall time, and this process's CPU time (a shared machine)
+        cost = {"steps": res.step, "seconds": round(res.seconds, 1), "cpu_seconds": round(_cpu_seconds() - cpu0, 1),
+                "threads": torch.get_num_threads(), "resumed": resume}
+        ckpt.atomic_write_bytes(Path(run_dir) / TRAIN_TIME_FILE, json.dumps(cost).encode())
     if two_stream:  # hand back the sampling model itself
         res = dataclasses.replace(res, model=res.model.net, raw_model=res.raw_model.net)
     return res
+
+
+TRAIN_TIME_FILE = "train_time.json"  # {"steps", "seconds" (wall), "cpu_seconds" (this process), "threads", "resumed"}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def uses_clean_past(cfg: VideoRunConfig) -> bool:
@@ -294,7 +370,8 @@ def uses_clean_past(cfg: VideoRunConfig) -> bool:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, NoiseSchedule, VideoRunConfig]:
-    """Rebuild the EMA model of a training run directory (``config.yaml`` + ``ema.safetensors``)."""
+    """Rebuild the sampling model of a training run directory (``config.yaml`` + the EMA weights, or the raw ones for
+    a run too short for its EMA: :func:`sampling_weights`)."""
     run_dir = Path(run_dir)
     if not (run_dir / ckpt.CONFIG_FILE).exists():
         raise CheckpointError(f"{run_dir}: not a video run directory (no {ckpt.CONFIG_FILE})")
@@ -303,8 +380,24 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module,
     cfg = ckpt.read_run_config(run_dir, VideoRunConfig, "video", config=conf)
     model = build_video_model(cfg, n_actions, channels)
     saved = CleanPastTeacherForcing(model, cfg.frame_stack * n_actions) if uses_clean_past(cfg) else model
-    ckpt.load_weights(saved, ckpt.sampling_weights(run_dir))
+    ckpt.load_weights(saved, sampling_weights(run_dir, cfg))
     return model.to(device).eval(), NoiseSchedule(cfg.diffusion).to(device), cfg
+
+
+EMA_MIN_FORGOTTEN = 3.0  # use the EMA once steps · (1 − decay) ≥ 3: < 5 % of the random init left (the planner's rule)
+
+
+def sampling_weights(run_dir: Path, cfg: VideoRunConfig) -> Path:
+    """The EMA weights, unless the run is too short for the EMA to have forgotten its random initialization
+    (``steps · (1 − ema_decay) < 3``: 200 steps at decay 0.995 keep 37 % of the init, whose zero output head samples
+    pure noise); then the raw weights (as :func:`dforce.recipes.planning.recipe.load_planner`)."""
+    steps = cfg.train.steps
+    if (run_dir / TRAIN_TIME_FILE).exists():
+        steps = json.loads((run_dir / TRAIN_TIME_FILE).read_text()).get("steps", steps)
+    raw = run_dir / ckpt.MODEL_FILE
+    if steps * (1 - cfg.train.ema_decay) < EMA_MIN_FORGOTTEN and raw.exists():
+        return raw
+    return ckpt.sampling_weights(run_dir)
 
 
 # ---------------------------------------------------------------------------------------- rollout

@@ -179,3 +179,23 @@ def write_rollout_strip(path: str | Path, videos: dict[str, object], times: list
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(out).save(path)
     return path
+
+
+def write_rollout_outputs(stem: str | Path, videos: dict[str, object], context: int, fps: int = 10,
+                          strip_times: list[int] | None = None, strips: int = 2, max_rows: int = 4) -> dict[str, Path]:
+    """Every output of one evaluation: ``<stem>.gif`` and ``<stem>.mp4`` (rows = rollouts, columns = ``videos``, e.g.
+    truth / model / copy last) and ``<stem>_strip<i>.png`` for the first ``strips`` rollouts (rows = ``videos``,
+    columns = ``strip_times``). The MP4 needs ``imageio-ffmpeg`` (the ``video`` extra); without it only the GIF and
+    PNGs are written. Returns ``{"gif", "mp4", "strip0", ...}`` paths."""
+    stem = Path(stem)
+    files = {"gif": write_rollout_video(stem.parent / f"{stem.name}.gif", videos, context, fps, max_rows=max_rows)}
+    try:
+        files["mp4"] = write_rollout_video(stem.parent / f"{stem.name}.mp4", videos, context, fps, max_rows=max_rows)
+    except ConfigError:  # imageio-ffmpeg missing: the GIF carries the same frames
+        pass
+    n = next(iter(videos.values())).shape[0]
+    L = next(iter(videos.values())).shape[1]
+    times = strip_times or [context - 1, context, context + 1, L - 1]
+    for i in range(min(strips, n)):
+        files[f"strip{i}"] = write_rollout_strip(stem.parent / f"{stem.name}_strip{i}.png", videos, times, episode=i)
+    return files

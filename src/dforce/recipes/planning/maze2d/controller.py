@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dforce.recipes.planning.maze2d.layouts import MazeTask, cell_center, cell_point, normalized_score, pos_to_cell
+from dforce.recipes.planning.maze2d.layouts import MazeTask, cell_center, cell_point, pos_to_cell
 
 # ----------------------------------------------------------------------------- planning
 
@@ -165,25 +165,62 @@ class EvalResult:
     scores: np.ndarray  # (E,) normalized scores
     returns: np.ndarray  # (E,) raw returns
     success: np.ndarray  # (E,) bool, goal ever reached
+    steps_to_goal: np.ndarray | None = None  # (E,) int, env steps until first inside the goal radius (-1: never)
+    normalization: str = "d4rl"  # what the scores are normalized against (ScoreScale.describe())
 
     def __str__(self) -> str:
         return f"{self.mean:.1f} ± {self.sem:.1f} (n={len(self.scores)}, success {self.success.mean():.0%})"
 
+    @property
+    def mean_steps_to_goal(self) -> float | None:
+        """Mean env steps to the first arrival over the episodes that arrived (None: none did)."""
+        if self.steps_to_goal is None or not (self.steps_to_goal >= 0).any():
+            return None
+        return float(self.steps_to_goal[self.steps_to_goal >= 0].mean())
 
-def evaluate_policy(maze, policy, num_episodes: int = 100, seed: int = 0, multi_goal: bool = False,
-                    max_episode_steps: int | None = None) -> EvalResult:
+    def summary(self) -> dict:
+        """JSON-ready numbers: score (mean, standard error), raw return, success rate, steps to the goal."""
+        steps = self.mean_steps_to_goal
+        return {"score_mean": round(self.mean, 2), "score_se": round(self.sem, 2), "episodes": int(len(self.scores)),
+                "return_mean": round(float(self.returns.mean()), 2), "success": round(float(self.success.mean()), 3),
+                "steps_to_goal_mean": None if steps is None else round(steps, 1), "normalization": self.normalization}
+
+
+def eval_result(returns: np.ndarray, success: np.ndarray, steps_to_goal: np.ndarray | None, scale) -> EvalResult:
+    """An :class:`EvalResult` from raw returns ``(E,)`` and a score scale (``ScoreScale``: ``score(returns)``)."""
+    scores = np.asarray(scale.score(returns), dtype=np.float64)
+    sem = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
+    return EvalResult(float(scores.mean()), float(sem), scores, np.asarray(returns, dtype=np.float64).copy(),
+                      np.asarray(success, dtype=bool), steps_to_goal, scale.describe())
+
+
+def rollout_returns(maze, policy, num_episodes: int = 100, seed: int = 0, multi_goal: bool = False,
+                    max_episode_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run ``num_episodes`` episodes in parallel; ``policy`` has ``reset(env)`` and
-    ``__call__(obs (N, 4), goals (N, 2)) -> actions (N, 2)``. Scores are D4RL-normalized."""
+    ``__call__(obs (N, 4), goals (N, 2)) -> actions (N, 2)``.
+
+    Returns raw ``(returns (E,), success (E,) bool, steps_to_goal (E,) int, -1 when never inside the radius)``."""
     from dforce.recipes.planning.maze2d.env import Maze2DBatchEnv
 
     env = Maze2DBatchEnv(maze, num_episodes, seed=seed, multi_goal=multi_goal, max_episode_steps=max_episode_steps)
     obs = env.reset()
     policy.reset(env)
-    ever = np.zeros(num_episodes, dtype=bool)
+    first = np.full(num_episodes, -1, dtype=np.int64)
     done = np.zeros(num_episodes, dtype=bool)
     while not done.all():
         obs, _, done, info = env.step(policy(obs, env.goals))
-        ever |= info.success
-    scores = np.asarray(normalized_score(env.task, env.episode_returns))
-    sem = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
-    return EvalResult(float(scores.mean()), float(sem), scores, env.episode_returns.copy(), ever)
+        first = np.where((first < 0) & info.success, env.t, first)
+    return env.episode_returns.copy(), first >= 0, first
+
+
+def evaluate_policy(maze, policy, num_episodes: int = 100, seed: int = 0, multi_goal: bool = False,
+                    max_episode_steps: int | None = None, scale=None) -> EvalResult:
+    """Run ``num_episodes`` episodes in parallel (:func:`rollout_returns`). Scores are D4RL-normalized on D4RL
+    mazes and normalized against the maze's random and oracle references on custom mazes (``scale``: a
+    :class:`~dforce.recipes.planning.maze2d.references.ScoreScale`; default :func:`~.references.score_scale` of these
+    episodes, checked before the rollout)."""
+    from dforce.recipes.planning.maze2d.references import score_scale
+
+    if scale is None:
+        scale = score_scale(maze, multi_goal, num_episodes, seed, max_episode_steps=max_episode_steps)
+    return eval_result(*rollout_returns(maze, policy, num_episodes, seed, multi_goal, max_episode_steps), scale)

@@ -24,7 +24,7 @@ from dforce._utils import cache_dir
 from dforce.recipes.planning.maze2d.controller import D4RL_CONTROLLER, WaypointController
 from dforce.recipes.planning.maze2d.env import PointMassBatch
 from dforce.recipes.planning.maze2d.layouts import (
-    DATASET_STEPS,
+    default_dataset_steps,
     GOAL_RADIUS,
     RESET_POS_NOISE,
     RESET_VEL_STD,
@@ -56,7 +56,7 @@ def generate_maze2d_dataset(maze, num_steps: int | None = None, seed: int = 0,
     rewards (N,) (sparse, of the next state), timeouts (N,) bool (end of a goal segment), terminals (N,)
     bool (all False: the task never terminates). D4RL frame; float32 like D4RL's hdf5 files."""
     task = get_maze(maze)
-    num_steps = int(num_steps or DATASET_STEPS.get(task.name, 1_000_000))
+    num_steps = int(num_steps or default_dataset_steps(task))
     if num_steps < 1:
         raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
     S = max(1, min(config.num_streams, num_steps // 1000 or 1))  # streams of >= 1000 steps
@@ -112,9 +112,9 @@ def generate_maze2d_dataset(maze, num_steps: int | None = None, seed: int = 0,
 
 def dataset_path(maze, num_steps: int | None = None, seed: int = 0, config: Maze2DDataConfig = Maze2DDataConfig()) -> Path:
     task = get_maze(maze)
-    num_steps = int(num_steps or DATASET_STEPS.get(task.name, 1_000_000))
+    num_steps = int(num_steps or default_dataset_steps(task))
     name = task.name
-    if name == "custom":
+    if not task.is_d4rl:  # the walls decide the data (a map's G/S cells and its name do not)
         name += "-" + hashlib.sha1(np.packbits(task.walls).tobytes() + str(task.walls.shape).encode()).hexdigest()[:8]
     tag = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:6]
     return cache_dir("maze2d") / f"maze2d-{name}-n{num_steps}-s{seed}-v{DATASET_VERSION}-{tag}.npz"

@@ -98,12 +98,13 @@ class Maze2DBatchEnv:
     """``num_envs`` Maze2D episodes stepped in lock-step (D4RL maze2d-v1 semantics, MuJoCo physics).
 
     Args:
-        maze: 'umaze' | 'medium' | 'large', a custom map, or a :class:`MazeTask`.
+        maze: 'umaze' | 'medium' | 'large', a map file, an inline map, a list of rows, or a :class:`MazeTask`
+            (:func:`~dforce.recipes.planning.maze2d.layouts.get_maze`).
         num_envs: N.
         seed: seeds the reset/goal sampling and observation noise.
         multi_goal: False = single task (D4RL's fixed goal cell); True = Multi2D (a random free cell + U(-0.1,
             0.1) per episode, as D4RL ``set_target()`` / Diffuser's multi-task evaluation).
-        max_episode_steps: defaults to D4RL's 300 / 600 / 800.
+        max_episode_steps: defaults to D4RL's 300 / 600 / 800 (custom mazes: by their diameter, ``custom_episode_steps``).
         obs_noise: std of Gaussian noise added to the *returned* observations only (default 0, as D4RL).
 
     ``reset() -> obs (N, 4)``; ``step(actions (N, 2)) -> obs, reward (N,), done (N,), StepInfo``.
@@ -132,17 +133,21 @@ class Maze2DBatchEnv:
         return noisy, true
 
     def reset(self, start: np.ndarray | None = None, goals: np.ndarray | None = None) -> np.ndarray:
-        """Start a new batch of episodes. D4RL ``reset_model``: a random free cell's point + U(-0.1, 0.1),
-        velocity N(0, 0.1^2). ``start`` (N, 2) positions / ``goals`` (N, 2) override the sampling."""
+        """Start a new batch of episodes. D4RL ``reset_model``: a random free cell's point (a custom map's 'S' cells
+        when it marks some) + U(-0.1, 0.1), velocity N(0, 0.1^2). ``start`` (N, 2) positions / ``goals`` (N, 2) override the sampling."""
         N, free = self.num_envs, self.task.free_cells
         if goals is None:
             if self.multi_goal:
                 goals = cell_point(free[self.rng.integers(len(free), size=N)])
                 goals = goals + self.rng.uniform(-RESET_POS_NOISE, RESET_POS_NOISE, size=(N, 2))
+            elif len(self.task.single_goal_cells) > 1:  # a custom map with several 'G' cells: one per episode
+                cells = self.task.single_goal_cells
+                goals = cell_point(cells[self.rng.integers(len(cells), size=N)])
             else:
                 goals = np.tile(self.task.goal, (N, 1))
         if start is None:
-            start = cell_point(free[self.rng.integers(len(free), size=N)])
+            starts = self.task.reset_cells  # the map's 'S' cells, else every free cell (D4RL)
+            start = cell_point(starts[self.rng.integers(len(starts), size=N)])
             start = start + self.rng.uniform(-RESET_POS_NOISE, RESET_POS_NOISE, size=(N, 2))
             vel = RESET_VEL_STD * self.rng.standard_normal((N, 2))
         else:

@@ -43,11 +43,13 @@ LARGE_MAZE = (
 
 @dataclass(frozen=True)
 class MazeTask:
-    """A maze and its D4RL maze2d-v1 task constants.
+    """A maze and its task constants.
 
-    walls: (H, W) bool, True on wall cells. goal_cell: the single-task goal (D4RL 'G' tile), or None for
-    custom mazes without one (then the first free cell, as D4RL does). ref_min/ref_max: D4RL
-    normalization constants (None for custom mazes).
+    walls: (H, W) bool, True on wall cells. goal_cell: the single-task goal (D4RL 'G' tile; a custom map without one:
+    the first free cell, as D4RL does). goal_cells: every 'G' cell of a custom map (each single-task episode draws
+    one; D4RL mazes: the one goal cell). start_cells: the 'S' cells episodes start in (empty: any free cell, as
+    D4RL). ref_min/ref_max: D4RL normalization constants (None for custom mazes: their scores are normalized against
+    random and oracle references computed on the maze, :mod:`~dforce.recipes.planning.maze2d.references`).
     """
 
     name: str
@@ -56,10 +58,18 @@ class MazeTask:
     max_episode_steps: int
     ref_min: float | None = None
     ref_max: float | None = None
+    goal_cells: tuple[tuple[int, int], ...] = ()
+    start_cells: tuple[tuple[int, int], ...] = ()
+    source: str | None = None  # the map file a custom maze was read from (None: a D4RL name or an inline map)
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.walls.shape)  # type: ignore[return-value]
+
+    @property
+    def is_d4rl(self) -> bool:
+        """Whether the maze is one of D4RL's (it has D4RL's reference scores)."""
+        return self.ref_min is not None and self.ref_max is not None
 
     @property
     def free_cells(self) -> np.ndarray:
@@ -67,9 +77,26 @@ class MazeTask:
         return np.argwhere(~self.walls)
 
     @property
+    def reset_cells(self) -> np.ndarray:
+        """(C', 2) int, the cells episodes start in: the map's 'S' cells, else every free cell (D4RL)."""
+        return np.asarray(self.start_cells, dtype=np.int64).reshape(-1, 2) if self.start_cells else self.free_cells
+
+    @property
+    def single_goal_cells(self) -> np.ndarray:
+        """(G, 2) int, the cells a single-task episode's goal is drawn from (D4RL: the one 'G' cell)."""
+        return np.asarray(self.goal_cells or (self.goal_cell,), dtype=np.int64).reshape(-1, 2)
+
+    @property
     def goal(self) -> np.ndarray:
         """(2,) single-task goal in the D4RL frame: the integer point of the goal cell (no jitter, as D4RL)."""
         return np.asarray(self.goal_cell, dtype=np.float64)
+
+    def parsed_map(self):
+        """The maze as a :class:`~dforce.recipes.planning.maze2d.maps.ParsedMap` (walls + marked cells)."""
+        from dforce.recipes.planning.maze2d.maps import ParsedMap
+
+        goals = self.goal_cells or (self.goal_cell,)
+        return ParsedMap(self.walls, tuple(goals), tuple(self.start_cells))
 
     def to_gym_map(self) -> list[list[int]]:
         """0/1 map for ``gymnasium_robotics`` (``maze_map=``)."""
@@ -84,92 +111,84 @@ _D4RL = {
 }
 MAZE_NAMES = tuple(_D4RL)
 DATASET_STEPS = {"umaze": 1_000_000, "medium": 2_000_000, "large": 4_000_000}  # D4RL maze2d-*-v1 sizes
+# Custom mazes. Episode length: D4RL's Large gives 800 steps for its diameter of 19 cell moves (Medium 600 / 11,
+# U-Maze 300 / 6): a custom maze gets as many steps per cell of its diameter as Large, rounded up to 100, at least
+# U-Maze's 300. Dataset size: D4RL's 1M / 2M / 4M by free cells (7 / 26 / 46), 4M beyond (generation: ~15 s per 1M
+# steps on one core).
+STEPS_PER_DIAMETER_CELL = 800 / 19
+MIN_EPISODE_STEPS = 300
+CUSTOM_DATASET_STEPS = ((12, 1_000_000), (35, 2_000_000), (None, 4_000_000))  # (max free cells, steps)
 
 # ----------------------------------------------------------------------------- parsing
 
 
 def parse_maze(layout: Sequence[str] | Sequence[Sequence[int]] | np.ndarray, where: str = "maze") -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Parse a string map ('#' wall; 'O', '0', '.', ' ' free; 'G' goal) or a 0/1 grid (1 = wall).
+    """Parse a map (text rows: '#' or '1' wall; '.', 'O', '0', ' ' free; 'G' goal; 'S' start; or a 0/1 grid, 1 = wall).
 
-    Returns ``(walls (H, W) bool, goal_cell or None)``. Raises DataError naming the problem.
+    Returns ``(walls (H, W) bool, first goal cell or None)``. Raises DataError naming the row and column of the
+    problem (:func:`dforce.recipes.planning.maze2d.maps.parse_maze_map` gives the marked cells too).
     """
-    rows = list(layout) if not isinstance(layout, np.ndarray) else list(layout)
-    if len(rows) < 3:
-        raise DataError(f"{where}: a maze needs at least 3 rows, got {len(rows)}")
-    goal = None
-    if all(isinstance(r, str) for r in rows):
-        width = len(rows[0])
-        walls = np.zeros((len(rows), width), dtype=bool)
-        for i, r in enumerate(rows):
-            if len(r) != width:
-                raise DataError(f"{where}: row {i} has {len(r)} characters, expected {width}")
-            for j, c in enumerate(r):
-                if c == "#":
-                    walls[i, j] = True
-                elif c in "G":
-                    if goal is not None:
-                        raise DataError(f"{where}: more than one 'G' goal tile (row {i}, column {j})")
-                    goal = (i, j)
-                elif c not in "O0. ":
-                    raise DataError(f"{where}: unknown tile {c!r} at row {i}, column {j} (use '#', 'O', 'G')")
-    else:
-        try:
-            arr = np.asarray([list(r) for r in rows], dtype=float)
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: a maze grid must be a rectangular list of 0/1 rows or of strings") from None
-        if arr.ndim != 2 or not np.isin(arr, (0, 1)).all():
-            raise DataError(f"{where}: a maze grid must be a rectangular 2-D array of 0 (free) and 1 (wall)")
-        walls = arr.astype(bool)
-    if min(walls.shape) < 3:
-        raise DataError(f"{where}: a maze needs at least 3 rows and 3 columns, got {walls.shape}")
-    if not (walls[0].all() and walls[-1].all() and walls[:, 0].all() and walls[:, -1].all()):
-        raise DataError(f"{where}: the border of the maze must be walls (the point mass would escape)")
-    if walls.all():
-        raise DataError(f"{where}: the maze has no free cell")
-    if not _connected(walls):
-        raise DataError(f"{where}: the free cells of the maze are not all connected")
-    return walls, goal
+    from dforce.recipes.planning.maze2d.maps import parse_maze_map
+
+    parsed = parse_maze_map(layout, where)
+    return parsed.walls, (parsed.goal_cells[0] if parsed.goal_cells else None)
 
 
-def _connected(walls: np.ndarray) -> bool:
-    free = np.argwhere(~walls)
-    seen = {tuple(free[0])}
-    stack = [tuple(free[0])]
-    while stack:
-        i, j = stack.pop()
-        for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            n = (i + di, j + dj)
-            if not walls[n] and n not in seen:
-                seen.add(n)
-                stack.append(n)
-    return len(seen) == len(free)
+def custom_episode_steps(walls: np.ndarray) -> int:
+    """Episode length of a custom maze: :data:`STEPS_PER_DIAMETER_CELL` per cell of its diameter, rounded up to 100,
+    at least :data:`MIN_EPISODE_STEPS`."""
+    from dforce.recipes.planning.maze2d.maps import maze_diameter
+
+    return max(MIN_EPISODE_STEPS, 100 * int(np.ceil(STEPS_PER_DIAMETER_CELL * maze_diameter(walls) / 100)))
+
+
+def default_dataset_steps(task: "MazeTask") -> int:
+    """D4RL's dataset size for its mazes; for a custom maze the size of the D4RL maze with as many free cells."""
+    if task.name in DATASET_STEPS and task.is_d4rl:
+        return DATASET_STEPS[task.name]
+    n_free = len(task.free_cells)
+    return next(steps for limit, steps in CUSTOM_DATASET_STEPS if limit is None or n_free <= limit)
+
+
+def task_from_map(name: str, parsed, max_episode_steps: int | None = None, source: str | None = None) -> MazeTask:
+    """A :class:`MazeTask` for a custom map (:class:`~dforce.recipes.planning.maze2d.maps.ParsedMap`)."""
+    goal = parsed.goal_cells[0] if parsed.goal_cells else tuple(int(v) for v in np.argwhere(~parsed.walls)[0])
+    steps = max_episode_steps or custom_episode_steps(parsed.walls)
+    return MazeTask(name, parsed.walls, goal, steps, goal_cells=tuple(parsed.goal_cells),
+                    start_cells=tuple(parsed.start_cells), source=source)
 
 
 def get_maze(maze: "str | MazeTask | Sequence[str] | Sequence[Sequence[int]] | np.ndarray", max_episode_steps: int | None = None) -> MazeTask:
-    """A :class:`MazeTask` from a D4RL name ('umaze', 'medium', 'large'; 'maze2d-umaze-v1' works too),
-    a custom string map / 0/1 grid, or an existing MazeTask (returned as is)."""
+    """A :class:`MazeTask` from a D4RL name ('umaze', 'medium', 'large'; 'maze2d-umaze-v1' works too), a map file
+    (``.txt`` text map, ``.json``/``.yaml`` list of rows), an inline map (rows separated by newlines, '/' or ';'), a
+    list of rows / 0/1 grid, or an existing MazeTask (returned as is, or with ``max_episode_steps``).
+    See :mod:`dforce.recipes.planning.maze2d.maps` for the formats."""
+    import dataclasses
+
+    from dforce.recipes.planning.maze2d.maps import resolve_map
+
     if isinstance(maze, MazeTask):
-        return maze
+        return dataclasses.replace(maze, max_episode_steps=max_episode_steps) if max_episode_steps else maze
     if isinstance(maze, str):
         key = maze.lower().removeprefix("maze2d-").removesuffix("-v1")
-        if key not in _D4RL:
-            raise ConfigError(f"maze={maze!r} is not one of {', '.join(map(repr, MAZE_NAMES))} (or pass a map)")
-        layout, steps, lo, hi = _D4RL[key]
-        walls, goal = parse_maze(layout, where=key)
-        return MazeTask(key, walls, goal, max_episode_steps or steps, lo, hi)
-    walls, goal = parse_maze(maze)
-    if goal is None:
-        goal = tuple(int(v) for v in np.argwhere(~walls)[0])  # D4RL: no 'G' -> first empty tile
-    # custom mazes: the episode length of the D4RL maze of the closest size (7 / 26 / 46 free cells)
-    n_free = int((~walls).sum())
-    steps = max_episode_steps or (300 if n_free <= 12 else 600 if n_free <= 35 else 800)
-    return MazeTask("custom", walls, goal, steps)
+        if key in _D4RL:
+            layout, steps, lo, hi = _D4RL[key]
+            walls, goal = parse_maze(layout, where=key)
+            return MazeTask(key, walls, goal, max_episode_steps or steps, lo, hi, goal_cells=(goal,))
+    found = resolve_map(maze)
+    if found is None:
+        raise ConfigError(f"maze={maze!r} is not one of {', '.join(map(repr, MAZE_NAMES))}, an existing map file or an "
+                          "inline map (rows of '#'/'.' separated by '/', e.g. '#####/#G..#/#####')")
+    name, parsed = found
+    source = str(maze) if isinstance(maze, str) and name != f"custom-{parsed.digest()}" else None
+    return task_from_map(name, parsed, max_episode_steps, source)
 
 
 def _reference_scores(maze: "str | MazeTask", what: str) -> tuple[float, float]:
     task = get_maze(maze)
     if task.ref_min is None or task.ref_max is None:
-        raise ConfigError(f"maze {task.name!r} has no D4RL reference scores; {what} needs umaze/medium/large")
+        raise ConfigError(f"maze {task.name!r} has no D4RL reference scores; {what} needs umaze/medium/large (custom "
+                          "mazes are scored against random and oracle references: maze2d.references.score_scale)")
     return task.ref_min, task.ref_max
 
 

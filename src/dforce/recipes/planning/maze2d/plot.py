@@ -12,9 +12,11 @@ from dforce.plotting import save_figure
 
 
 def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray], path: str | Path,
-                    goal: np.ndarray | None = None, title: str | None = None) -> Path:
+                    goal: np.ndarray | None = None, title: str | None = None, clip: bool = False) -> Path:
     """Save a PNG of the maze walls with ``paths`` (each (T, 2+) D4RL-frame positions; a dict names them
-    in the legend). The image shows column j to the right and row i downward, like the string map."""
+    in the legend). The image shows column j to the right and row i downward, like the string map. ``clip``: points
+    outside the maze's free-space box (a plan through or past the outer wall) are drawn on its edge and the axes
+    stay on the maze."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,8 +30,11 @@ def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray]
     ax.imshow(task.walls, cmap="Greys", vmin=0, vmax=1.4, origin="upper",
               extent=(-0.5 - o, W - 0.5 - o, H - 0.5 - o, -0.5 - o))
     items = paths.items() if isinstance(paths, Mapping) else ((None, p) for p in paths)
+    lo, hi = np.array([0.5 - o, 0.5 - o]), np.array([H - 1.5 - o, W - 1.5 - o])  # inside the outer wall ring
     for name, p in items:
-        p = np.asarray(p)
+        p = np.asarray(p)[:, :2]
+        if clip:
+            p = np.clip(p, lo, hi)
         ax.plot(p[:, 1], p[:, 0], lw=1.5, label=name)
         ax.scatter(p[:1, 1], p[:1, 0], s=20, marker="o")
     if goal is not None:
@@ -37,6 +42,9 @@ def plot_maze_paths(maze, paths: Mapping[str, np.ndarray] | Sequence[np.ndarray]
         ax.scatter(g[:, 1], g[:, 0], s=80, marker="*", c="red", zorder=5, label="goal")
     if isinstance(paths, Mapping) or goal is not None:
         ax.legend(fontsize=7, loc="best")
+    if clip:
+        ax.set_xlim(-0.5 - o, W - 0.5 - o)
+        ax.set_ylim(H - 0.5 - o, -0.5 - o)
     return _finish(fig, ax, path, title)
 
 
@@ -74,6 +82,6 @@ def _finish(fig, ax, path: str | Path, title: str | None) -> Path:
     ax.set_xlabel("y (column)")
     ax.set_ylabel("x (row)")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)

@@ -60,9 +60,11 @@ class PanelDataConfig:
     val_fraction: float = 0.25  # ... but at most this fraction of the rows (short data keep most for training)
     val_origins: int = 10  # forecast origins spread over the held-out rows (less luck than one window)
     val_max_windows: int = 256  # at most this many (series, origin) validation windows (a fixed random subset: cost)
-    nonnegative: str = "auto"  # auto: clip at 0 when every training value is >= 0 | on | off
+    nonnegative: str | bool = "auto"  # auto: clip at 0 when every training value is >= 0 | on | off
 
     def __post_init__(self):
+        if isinstance(self.nonnegative, bool):  # YAML reads a bare on / off as true / false
+            object.__setattr__(self, "nonnegative", "on" if self.nonnegative else "off")
         check_choice("data.nonnegative", self.nonnegative, ("auto", "on", "off"))
         for k in ("prediction_length", "context_seasons", "val_windows", "val_origins", "val_max_windows"):
             if getattr(self, k) < 1:

@@ -144,7 +144,7 @@ class WindowEncoder:
         return (1 + self.calendar.shape[1] + len(self.layout.lags) + 2 + (n_past + 1 if n_past else 0)
                 + len(p.future_names) + (p.static.shape[1] if exists(p.static) else 0))
 
-    def encode(self, series: np.ndarray, origins: np.ndarray, known_future: bool = True) -> Tokens:
+    def encode(self, series: np.ndarray, origins: np.ndarray) -> Tokens:
         """Tokens of the windows of ``series: (B,)`` at ``origins: (B,)``.
 
         The values of rows ``>= origin`` are read only as training / scoring targets (``x`` and ``mask`` of
@@ -182,11 +182,7 @@ class WindowEncoder:
             known = (rows < o[:, None])[..., None]
             feats += [np.where(known, _standardize(past, C), 0.0), known.astype(np.float64)]
         if exists(p.future):
-            fut = _gather(p.future, n, rows)  # (B, L, Ff)
-            if known_future and not np.isfinite(fut[:, C:]).all():
-                bad = int(np.flatnonzero(~np.isfinite(fut[:, C:]).all((1, 2)))[0])
-                raise DataError(f"known-future covariates {list(p.future_names)} are missing inside the forecast "
-                                f"window of series {p.ids[n[bad]]!r} (origin {int(o[bad])})")
+            fut = _gather(p.future, n, rows)  # (B, L, Ff); a missing value (a gap in the history) reads as the mean
             feats.append(_standardize(fut, C))
         if exists(p.static):
             feats.append(np.broadcast_to(p.static[n][:, None].astype(np.float64), (len(n), C + H, p.static.shape[1])))

@@ -119,4 +119,5 @@ def panel_from_array(values: np.ndarray, start, freq: str, ids=None) -> Panel:
         raise DataError(f"a panel needs a (T, N) array, got shape {values.shape}")
     index = pd.date_range(start, periods=values.shape[0], freq=freq)
     ids = tuple(str(i) for i in (ids if ids is not None else range(values.shape[1])))
-    return Panel(values.T.copy(), index, Calendar(index.freqstr, season_length(index.freqstr)), ids)
+    cal = Calendar(index.freqstr, season_length(index.freqstr), f"frequency {index.freqstr}")
+    return Panel(values.T.copy(), index, cal, ids)

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow docs clean
 
 install: $(STAMP)
 
@@ -27,5 +27,8 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+docs: install
+	$(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -11,7 +11,7 @@ state + guidance), then runs closed-loop episodes in the single-task and Multi2D
     random, oracle    dforce.recipes.planning.maze2d reference policies
 
 All methods replan every ``plan.replan_every`` steps (MPC). Scores are D4RL-normalized (mean ± standard
-error over episodes); our oracle scores far above D4RL's reference max (docs/maze2d.md), so compare with
+error over episodes); our oracle scores far above D4RL's reference max (docs/planning.md), so compare with
 the oracle row, not only with the paper. The table is repeated in raw episode returns, the unit the
 reference code logs (``docs/planning.md``: "Which unit is the paper's Table 1 in?").
 
@@ -55,7 +55,7 @@ PAPER_NO_MCG = {  # REFERENCE.md §3, paper Table 1 (DF without MCG): compare wi
 HORIZON = {"umaze": 20, "medium": 30, "large": 40}
 # training steps per maze (None: the preset's 2500). Large: 10 000 steps (~20 min per planner on one thread; the issue
 # allows 60 min per maze) lifted DF + MCG 75.5 -> 121.5 single, 94.9 -> 111.8 Multi2D, not the Diffuser-style planner
-# (docs/planning.md "Benchmark", "Longer training"); Medium at 12 000 steps did not score better, nor Large at 20 000
+# (docs/planning.md, "Longer training, a wider model"); Medium at 12 000 steps did not score better, nor Large at 20 000
 # (DF + MCG 96.2 single, 110.5 Multi2D: benchmarks/results/studies/maze2d_large_20k_steps.json)
 TRAIN_STEPS = {"umaze": None, "medium": None, "large": 10000}
 # guidance per maze, at training (saved in config.yaml) and evaluation (also for runs trained earlier with other
@@ -87,7 +87,7 @@ SAMPLER = {"umaze": [], "medium": ["sampler.uncertainty_scale=0.25"], "large": [
 # replicas drew for it: single-task Large 176.2 -> 185.2, Multi2D Large 206.6 -> 199.4, the other four cells within 2.5
 # (docs/planning.md, "What gradient a redrawn token gets"); chosen for never taking a token's gradient at a value it does
 # not have, not for the scores.
-MCG = ["sampler.mcg_redraw_above=0.9", "sampler.mcg_future_grad=own"]
+MCG = ["sampler.mcg.redraw_above=0.9", "sampler.mcg.future_grad=own"]
 ROOT = Path(__file__).resolve().parent
 
 
@@ -113,7 +113,7 @@ def planner_for(run: Path, args, mcg: int, maze: str) -> Planner:
     overrides = GUIDANCE[maze] + SAMPLER[maze] + MCG + list(args.eval_overrides)
     if overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), overrides, PlanningConfig))
-    return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg_samples=mcg))
+    return Planner(cfg, model, schedule, norm, args.device, dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=mcg)))
 
 
 def entry(res, seconds=None) -> dict:
@@ -178,7 +178,7 @@ def write(results: dict, args) -> None:
              f"Command: `{results['command']}`", "",
              "D4RL-normalized score, mean ± standard error over episodes (n). Paper = paper Table 1, DF with MCG "
              "(compare with df_mcg) and without (compare with df). "
-             "Our oracle scores far above D4RL's reference max (docs/maze2d.md): compare against it too.", "",
+             "Our oracle scores far above D4RL's reference max (docs/planning.md): compare against it too.", "",
              "| setting | " + " | ".join(METHODS) + " | paper DF | paper DF w/o MCG |", "|---" * (len(METHODS) + 3) + "|"]
     for key in sorted(results["summary"]):
         row = results["summary"][key]

@@ -408,7 +408,7 @@ def test_diagnose_mcg_effect_measures_how_much_mcg_moves_the_gradient(monkeypatc
 
     import dforce.sampler as sampler
     from dforce.diffusion import NoiseSchedule
-    from dforce.guidance import goal_guidance
+    from dforce.guidance import MCGConfig, goal_guidance
     from dforce.models import ModelConfig, build_model
 
     diag = load_benchmark("maze2d_diagnose")
@@ -425,13 +425,13 @@ def test_diagnose_mcg_effect_measures_how_much_mcg_moves_the_gradient(monkeypatc
     fn = lambda xr, kr, n: model(xr, kr)  # noqa: E731
     x, x0_prev = torch.randn(2, 4, 2), torch.randn(2, 4, 2)
     log_c = goal_guidance(torch.zeros(2, 2), [0, 1], token=-1)  # the last token: the present's gradient comes through it
-    # clip_x0, generator, mcg_redraw_above, mcg_future_steps, mcg_future_grad, mcg_keep_first (the sampler's order)
-    rest = lambda g: (None, torch.Generator().manual_seed(g), 0.9, 0, "own", 1)  # noqa: E731
+    rest = lambda g: (None, torch.Generator().manual_seed(g))  # noqa: E731  clip_x0, generator (the sampler's order)
+    mcg = MCGConfig(samples=4, redraw_above=0.9, future_grad="own")
     present = torch.tensor([[K // 5, K // 4, K // 2, K // 2]] * 2)  # nothing above 0.9 K: nothing redrawn
     future = torch.tensor([[K // 5, K // 4, K, K]] * 2)  # the last two redrawn
-    _, g0 = effect(fn, sch, x, present, x0_prev, log_c, 0, 4, *rest(0))
-    _, g1 = effect(fn, sch, x, future, x0_prev, log_c, 0, 4, *rest(0))
-    torch.testing.assert_close(g1, real(fn, sch, x, future, x0_prev, log_c, 0, 4, *rest(0))[1])
+    _, g0 = effect(fn, sch, x, present, x0_prev, log_c, 0, mcg, *rest(0))
+    _, g1 = effect(fn, sch, x, future, x0_prev, log_c, 0, mcg, *rest(0))
+    torch.testing.assert_close(g1, real(fn, sch, x, future, x0_prev, log_c, 0, mcg, *rest(0))[1])
     s = effect.summary()
     assert s["mcg_calls"] == 2 and effect.rel[0] < 1e-5 < effect.rel[1]
     assert s["calls_changed_over_1pct"] == 0.5 and s["redrawn_tokens_per_row_median"] == 2.0

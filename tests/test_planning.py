@@ -81,7 +81,7 @@ def test_data_geodesic_guidance_plans_round_the_wall(tiny):
 @pytest.mark.parametrize("mcg", [1, 3])
 def test_guidance_moves_endpoint_toward_goal(tiny, mcg):
     cfg, model, schedule, norm, _ = tiny
-    sampler = dataclasses.replace(cfg.sampler, mcg_samples=mcg)
+    sampler = dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=mcg))
     planner = Planner(cfg, model, schedule, norm, sampler=sampler)
     N = 16
     obs = np.tile([[3.0, 1.0, 0.0, 0.0]], (1, N, 1))  # bottom-left corner of the U
@@ -163,7 +163,7 @@ def test_cli_bad_maze_and_run_dir(tmp_path, capsys):
 def test_plan_with_reward_guidance_and_arrival_inpainting(tiny):
     cfg, model, schedule, norm, _ = tiny
     plan_cfg = dataclasses.replace(cfg.plan, reward_weight=10.0, inpaint_arrival_radius=0.3)
-    planner = Planner(dataclasses.replace(cfg, plan=plan_cfg), model, schedule, norm, sampler=dataclasses.replace(cfg.sampler, mcg_samples=2))
+    planner = Planner(dataclasses.replace(cfg, plan=plan_cfg), model, schedule, norm, sampler=dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=2)))
     N = 4
     goal = np.tile([1.0, 1.0], (N, 1))
     obs = np.tile([[1.1, 1.0, 0.0, 0.0]], (1, N, 1))  # starts inside the radius: the plan is inpainted at once

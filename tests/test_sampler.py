@@ -5,7 +5,7 @@ import torch
 
 from dforce.diffusion import NoiseSchedule
 from dforce.errors import ConfigError, DataError, ScheduleError
-from dforce.guidance import goal_guidance, guided_prediction
+from dforce.guidance import MCGConfig, goal_guidance, guided_prediction
 from dforce.models import ModelConfig, build_model
 from dforce.sampler import SamplerConfig, StatelessDenoiser, sample
 from dforce.scheduling import full_sequence
@@ -111,7 +111,7 @@ def test_guidance_moves_endpoint_toward_goal_and_mcg_batches():
         spy_batches.append(x.shape[0])
         return model(x, k, c)
 
-    mcg = sample(spy, sch, SamplerConfig(steps=8, window=6, guidance_scale=0.2, mcg_samples=3),
+    mcg = sample(spy, sch, SamplerConfig(steps=8, window=6, guidance_scale=0.2, mcg=MCGConfig(samples=3, redraw_above=0.0)),
                  guidance=goal_guidance(goal, [0, 1]), generator=torch.Generator().manual_seed(0), **kw)
     assert set(spy_batches) == {12}  # one forward per row with the N futures batched
     assert d(mcg) < 0.5 * d(plain)
@@ -130,73 +130,60 @@ def test_mcg_redraws_only_tokens_above_the_threshold():
 
     log_c = goal_guidance(torch.zeros(2, 2), [0, 1])
     for above in (0.0, 0.5):
-        _, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3,
-                                    generator=torch.Generator().manual_seed(0), mcg_redraw_above=above)
+        _, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0,
+                                    MCGConfig(samples=3, redraw_above=above, future_grad="replicas"),
+                                    generator=torch.Generator().manual_seed(0))
         xr = seen[-1]
         same = (xr[:, 1:] == xr[:, :1]).all(-1).all(1).all(0)  # (T,): token equal to replica 0 in every replica
         assert same.tolist() == ([True, False, False, False] if above == 0.0 else [True, True, False, False])
         assert grad.shape == x.shape and torch.isfinite(grad).all() and grad[:, -1].abs().sum() > 0
-    # sampled futures: two more no-grad calls on replicas 1..N-1 only; the present keeps its values
-    seen.clear()
+    # the futures the replicas score differ per replica; the present keeps its values in every replica
     scores = []
     log_c2 = lambda x0, t0: scores.append(x0.detach()) or log_c(x0, t0)  # noqa: E731
-    _, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c2, 0, mcg_samples=3,
-                                generator=torch.Generator().manual_seed(0), mcg_redraw_above=0.5, mcg_future_steps=2)
-    assert [s.shape[1] for s in seen] == [3, 2, 2] and torch.isfinite(grad).all()
-    assert all((s[:, :, :2] == seen[0][:, :1, :2]).all() for s in seen)  # clean and nearly clean: never redrawn
+    guided_prediction(fn, sch, x, levels, x0_prev, log_c2, 0, MCGConfig(samples=3, redraw_above=0.5),
+                      generator=torch.Generator().manual_seed(0))
+    assert (seen[-1][:, :, :2] == seen[-1][:, :1, :2]).all()  # clean and nearly clean: never redrawn
     x0 = scores[-1].view(2, 3, 4, 2)
-    assert not torch.allclose(x0[:, 1:, 2:], x0[:, :1, 2:].expand(-1, 2, -1, -1))  # futures differ per replica
+    assert not torch.allclose(x0[:, 1:, 2:], x0[:, :1, 2:].expand(-1, 2, -1, -1))
     # "own": the redrawn tokens' gradient is replica 0's alone (= plain guidance's there); the kept ones' is averaged
     for p in model.parameters():  # the zero-initialized output layers: let the future depend on the present
         if p.abs().max() == 0:
             p.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
-    kw = dict(generator=torch.Generator().manual_seed(0), mcg_redraw_above=0.5)
-    _, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=1)
-    _, avg = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3, **kw)
-    kw["generator"] = torch.Generator().manual_seed(0)
-    _, own = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3, mcg_future_grad="own", **kw)
+    _, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, MCGConfig(samples=1))
+    _, avg = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0,
+                               MCGConfig(samples=3, redraw_above=0.5, future_grad="replicas"),
+                               generator=torch.Generator().manual_seed(0))
+    _, own = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, MCGConfig(samples=3, redraw_above=0.5),
+                               generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(own[:, 2:], plain[:, 2:], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(own[:, :2], avg[:, :2])  # the same draws: the kept tokens' average is unchanged
     assert not torch.allclose(own[:, :2], plain[:, :2]) and not torch.allclose(avg[:, 2:], plain[:, 2:])
-    with pytest.raises(ConfigError, match="mcg_future_grad"):
-        SamplerConfig(mcg_future_grad="mine")
-    with pytest.raises(ConfigError, match="mcg_future_grad"):
-        guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=3, mcg_future_grad="mine")
-    with pytest.raises(ConfigError, match="mcg_redraw_above"):
-        SamplerConfig(mcg_redraw_above=1.0)
-    with pytest.raises(ConfigError, match="mcg_future_steps"):
-        SamplerConfig(mcg_future_steps=-1)
+    with pytest.raises(ConfigError, match="mcg.future_grad"):
+        MCGConfig(future_grad="mine")
+    with pytest.raises(ConfigError, match="mcg.redraw_above"):
+        MCGConfig(redraw_above=1.0)
+    with pytest.raises(ConfigError, match="mcg.samples"):
+        MCGConfig(samples=0)
 
 
-def test_mcg_keep_first_keeps_the_present_by_position():
-    """mcg_keep_first = m: the replicas keep the row's first m tokens and redraw every later noisy one (together
-    with the level threshold); with "own" only the kept tokens' gradient differs from plain guidance."""
-    sch = NoiseSchedule(num_levels=K, objective="v")
-    model = build_model(ModelConfig(width=16, depth=1), (2,), K).eval()
-    for p in model.parameters():  # the zero-initialized output layers: let the future depend on the present
-        if p.abs().max() == 0:
-            p.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
-    x, x0_prev = torch.randn(2, 5, 2), torch.randn(2, 5, 2)
-    levels = torch.tensor([[K // 5, K // 4, K // 3, K // 2, K]] * 2)  # a pyramid row: every token noisy
-    seen = []
+def test_mcg_config_keys_of_old_runs_still_load():
+    """dforce 0.1 saved sampler.mcg_samples / mcg_redraw_above / mcg_future_grad flat, and had mcg_future_steps /
+    mcg_keep_first (removed in 0.2): old config files and overrides load into sampler.mcg; a removed option at its
+    old no-op default is dropped, any other value is refused in one line."""
+    from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 
-    def fn(xr, kr, n):
-        seen.append(xr.detach().view(2, n, 5, 2))
-        return model(xr, kr)
-
-    log_c = goal_guidance(torch.zeros(2, 2), [0, 1], token=None)
-    for m, above, kept in ((1, 0.0, [True, False, False, False, False]), (2, 0.0, [True, True, False, False, False]),
-                           (1, 0.4, [True, True, True, False, False])):  # m = 1 and f = 0.4: redrawn when both say so
-        _, own = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=4, mcg_future_grad="own",
-                                   mcg_redraw_above=above, mcg_keep_first=m, generator=torch.Generator().manual_seed(0))
-        same = (seen[-1][:, 1:] == seen[-1][:, :1]).all(-1).all(1).all(0)  # (T,) equal to replica 0 everywhere
-        assert same.tolist() == kept
-        _, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=1)
-        k = torch.tensor(kept)
-        torch.testing.assert_close(own[:, ~k], plain[:, ~k], rtol=1e-4, atol=1e-6)  # the future: replica 0's gradient
-        assert not torch.allclose(own[:, :1], plain[:, :1])  # the present: averaged over 4 futures
-    with pytest.raises(ConfigError, match="mcg_keep_first"):
-        SamplerConfig(mcg_keep_first=-1)
+    old = {"steps": 8, "mcg_samples": 4, "mcg_redraw_above": 0.5, "mcg_future_grad": "replicas",
+           "mcg_future_steps": 0, "mcg_keep_first": 0}
+    cfg = from_dict(SamplerConfig, old)
+    assert cfg.mcg == MCGConfig(samples=4, redraw_above=0.5, future_grad="replicas") and cfg.steps == 8
+    merged = from_dict(SamplerConfig, {**config_to_dict(SamplerConfig()), "mcg_samples": 3})  # defaults merged first
+    assert merged.mcg.samples == 3 and merged.mcg.redraw_above == 0.9
+    over = apply_overrides(config_to_dict(SamplerConfig()), ["mcg_samples=2", "mcg_keep_first=0"], SamplerConfig)
+    assert from_dict(SamplerConfig, over).mcg.samples == 2
+    with pytest.raises(ConfigError, match="mcg_keep_first was removed"):
+        from_dict(SamplerConfig, {"mcg_keep_first": 1})
+    with pytest.raises(ConfigError, match="mcg_future_steps was removed"):
+        apply_overrides({}, ["mcg_future_steps=2"], SamplerConfig)
 
 
 def test_mcg_with_nothing_to_redraw_runs_one_forward():
@@ -215,9 +202,8 @@ def test_mcg_with_nothing_to_redraw_runs_one_forward():
 
     log_c = goal_guidance(torch.zeros(2, 2), [0, 1], token=None)
     g = torch.Generator().manual_seed(0)
-    pred, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=4, generator=g,
-                                   mcg_redraw_above=0.9, mcg_future_grad="own")
-    pred1, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=1)
+    pred, grad = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, MCGConfig(samples=4), generator=g)
+    pred1, plain = guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, MCGConfig(samples=1))
     assert batches == [2, 2]
     torch.testing.assert_close(grad, plain)
     torch.testing.assert_close(pred, pred1)
@@ -225,7 +211,7 @@ def test_mcg_with_nothing_to_redraw_runs_one_forward():
     torch.randn((2, 4, 3, 2), generator=ref)
     assert torch.equal(torch.randn(5, generator=g), torch.randn(5, generator=ref))
     levels[:, -1] = K  # one token to redraw: the N replicas run as one batch
-    guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, mcg_samples=4, generator=g, mcg_redraw_above=0.9)
+    guided_prediction(fn, sch, x, levels, x0_prev, log_c, 0, MCGConfig(samples=4), generator=g)
     assert batches[-1] == 8
 
 

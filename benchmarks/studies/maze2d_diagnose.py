@@ -17,7 +17,7 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --set plan.distance=data_geodesic \
         --field-png field.png                                    # guidance on the data's shortest paths, and its field
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --mcg 8 --mcg-effect --max-steps 30 \
-        --set sampler.mcg_redraw_above=0.9                       # how much MCG moves the present's gradient, per row
+        --set sampler.mcg.redraw_above=0.9                       # how much MCG moves the present's gradient, per row
 
 ``RUN`` is a planner run directory (``dforce plan train`` or ``benchmarks/maze2d.py --runs``).
 """
@@ -36,7 +36,7 @@ from dforce.recipes.planning.maze2d import Maze2DBatchEnv
 from dforce.recipes.planning.maze2d.layouts import get_maze, pos_to_cell
 from dforce.recipes.planning.maze2d.plot import plot_distance_field, plot_maze_paths
 from dforce.engine.config import apply_overrides, config_to_dict, from_dict
-from dforce.guidance import mcg_future
+from dforce.guidance import MCGConfig, mcg_future
 
 STALL_STEPS = 100  # a failed episode "stalled" if its last 100 steps (1 s of simulated time) ...
 STALL_RADIUS = 0.5  # ... stayed within 0.5 (the reward radius) of its final position
@@ -72,8 +72,7 @@ class MCGEffect:
     N > 1 futures, also computes plain guidance's gradient on the same tokens (no random draws: the rollout is the
     one MCG makes). Per call it records ‖g_MCG − g_plain‖ / ‖g_plain‖ over the noisy tokens MCG keeps (the present whose
     gradient it averages) and how far apart the futures are: the standard deviation over the N
-    replicas of the scored x̂0 of the redrawn tokens (normalized units, mean over channels; with
-    ``sampler.mcg_future_steps`` > 0 those are the sampled futures)."""
+    replicas of the scored x̂0 of the redrawn tokens (normalized units, mean over channels)."""
 
     def __init__(self):
         import dforce.sampler as sampler
@@ -82,16 +81,14 @@ class MCGEffect:
         self.rel, self.spread, self.redrawn_tokens = [], [], []
         sampler.guided_prediction = self
 
-    def __call__(self, model_fn, schedule, x, levels, x0_prev, log_c, t0, mcg_samples=1, *rest):
+    def __call__(self, model_fn, schedule, x, levels, x0_prev, log_c, t0, mcg=MCGConfig(), *rest):
         seen = []
         wrapped = lambda x0, t: (seen.append(x0.detach()), log_c(x0, t))[1]  # noqa: E731
-        pred, grad = self.real(model_fn, schedule, x, levels, x0_prev, wrapped, t0, mcg_samples, *rest)
-        n = max(1, int(mcg_samples))
+        pred, grad = self.real(model_fn, schedule, x, levels, x0_prev, wrapped, t0, mcg, *rest)
+        n = mcg.samples
         if n > 1:
-            f = rest[2] if len(rest) > 2 else 0.0  # mcg_redraw_above
-            m = rest[5] if len(rest) > 5 else 0  # mcg_keep_first
-            _, plain = self.real(model_fn, schedule, x, levels, x0_prev, log_c, t0, 1, rest[0] if rest else None)
-            redrawn = mcg_future(levels, schedule.num_levels, f, m)  # (B, T), as guided_prediction redraws
+            _, plain = self.real(model_fn, schedule, x, levels, x0_prev, log_c, t0, MCGConfig(), rest[0] if rest else None)
+            redrawn = mcg_future(levels, schedule.num_levels, mcg.redraw_above)  # (B, T), as guided_prediction redraws
             kept = (levels > 0) & ~redrawn
             w = kept.reshape(*kept.shape, *((1,) * (x.ndim - 2))).to(grad)
             den = (plain * w).norm()
@@ -155,7 +152,7 @@ def main() -> None:
     ap.add_argument("--velocity-gate", type=float, default=None, help="apply the velocity term only within ~r")
     ap.add_argument("--decay", type=float, default=None, help="plan.guidance_decay")
     ap.add_argument("--multi", action="store_true", help="Multi2D (random goal per episode)")
-    ap.add_argument("--mcg", type=int, default=1, help="sampler.mcg_samples")
+    ap.add_argument("--mcg", type=int, default=1, help="sampler.mcg.samples")
     ap.add_argument("--set", nargs="*", default=[], help="plan.* / sampler.* overrides, e.g. plan.reward_weight=1")
     ap.add_argument("--log", default=None, help="append the result as one JSON line to this file")
     ap.add_argument("--start-at-goal", action="store_true",
@@ -178,7 +175,7 @@ def main() -> None:
     cfg, model, schedule, norm = planning.load_planner(args.run)
     if args.set:
         cfg = from_dict(planning.PlanningConfig, apply_overrides(config_to_dict(cfg), args.set, planning.PlanningConfig))
-    planner = planning.Planner(cfg, model, schedule, norm, sampler=dataclasses.replace(cfg.sampler, mcg_samples=args.mcg))
+    planner = planning.Planner(cfg, model, schedule, norm, sampler=dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=args.mcg)))
     plan = planner.cfg.plan
     if args.velocity_weight is not None:
         plan = dataclasses.replace(plan, goal_velocity_weight=args.velocity_weight)

@@ -131,7 +131,7 @@ def markdown(rep: dict) -> str:
                          f"{v['frechet_ratio_30x_over_1x']:.2f} | {g(v['psnr'], '{:.2f}')} | {g(v['brightness'], '{:.2f}')} |")
     lines += ["", "Target (issue 6): Fréchet 30x/1x <= 1.5 for DF.", "", f"Command: `{rep['command']}`", "",
               "How the runs were trained (resumes of the benchmark's DF run) and what the numbers show: "
-              "`docs/video_model.md`, section 'DF with longer training'.", ""]
+              "`docs/video.md`, section 'DF with longer training'.", ""]
     return "\n".join(lines)
 
 

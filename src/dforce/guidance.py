@@ -12,34 +12,49 @@ future). All N replicas go through the model as one batch (one forward per row, 
 straight-through construction makes each replica's gradient land on the shared tokens. A row with nothing to redraw
 runs one forward of the sequence itself (the replicas would all equal it).
 
-Which tokens are "the future" is ``mcg_redraw_above`` (a fraction of K): only tokens whose level is above it are
-redrawn. 0 redraws every noisy token, including the nearly clean ones being guided, so their gradient is taken at
-other values of themselves; a high threshold keeps the partly denoised present and averages over futures of it
-(closer to the paper's "sample the future given the current token"). From pure noise a one-step x̂0 is close to the
-*mean* future, so ``mcg_future_steps`` > 0 runs that many more (no-grad) DDIM steps on the redrawn tokens and scores
-the resulting *samples* of the future (the gradient still flows through the first x̂0, straight-through).
-
-``mcg_keep_first`` = m > 0 names the present by position instead: the first m tokens of the row are kept, every later
-noisy token is redrawn (at its own level, from q(x_k | x̂0)), so MCG acts in every row of a pyramid, not only while
-part of the plan is above the threshold (both rules apply together: a token is redrawn when it is past the first m
-and above the threshold).
-
-What gradient a redrawn token itself gets is ``mcg_future_grad``: ``"replicas"`` averages it over the N replicas, taken
-at the values they drew for it (straight-through); ``"own"`` takes it from replica 0 alone, at the token's own value
-(never at a value it does not have), so MCG's average applies only to the tokens every replica keeps.
+The options are one :class:`MCGConfig` (``sampler.mcg.*``). Which tokens are "the future" is ``redraw_above`` (a
+fraction of K): only tokens whose level is above it are redrawn. A high threshold (0.9, the default) keeps the partly
+denoised present and averages over futures of it (the paper's "sample the future given the current token"); 0 redraws
+every noisy token, including the nearly clean ones being guided, so their gradient is taken at other values of
+themselves (8.7-26 points below plain guidance on Maze2D Medium/Large, docs/planning.md). What gradient a redrawn token
+itself gets is ``future_grad``: ``"own"`` takes it from replica 0 alone, at the token's own value, so MCG's average
+applies only to the tokens every replica keeps; ``"replicas"`` averages it over the N replicas, taken at the values they
+drew for it (straight-through). Variants that lost their experiments (sampled futures with extra DDIM steps, keeping
+the first m tokens by position) were removed in 0.2; their results are in docs/planning.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule
+from dforce.errors import ConfigError
 
 GuidanceFn = Callable[[torch.Tensor, int], torch.Tensor]
-MCG_FUTURE_GRADS = ("replicas", "own")  # what gradient a redrawn token gets (see the module docstring)
+MCG_FUTURE_GRADS = ("own", "replicas")  # what gradient a redrawn token gets (see the module docstring)
+
+
+@dataclass(frozen=True)
+class MCGConfig:
+    """Monte Carlo Guidance (paper §3.4): the guidance gradient averaged over N sampled futures (``sampler.mcg``)."""
+
+    samples: int = 1  # N futures per guided row (1: plain guidance on the current sample)
+    # redraw only tokens above this fraction of K: the unstarted future (0.9: the Maze2D benchmark's; 0: every noisy
+    # token, the present included)
+    redraw_above: float = 0.9
+    # a redrawn token's own gradient: own (replica 0's, at its own value; the benchmark's) | replicas (averaged)
+    future_grad: str = "own"
+
+    def __post_init__(self):
+        check_choice("sampler.mcg.future_grad", self.future_grad, MCG_FUTURE_GRADS)
+        if self.samples < 1:
+            raise ConfigError(f"sampler.mcg.samples must be >= 1, got {self.samples}")
+        if not 0.0 <= self.redraw_above < 1.0:
+            raise ConfigError(f"sampler.mcg.redraw_above must be in [0, 1), got {self.redraw_above}")
 
 
 def guided_prediction(
@@ -50,13 +65,9 @@ def guided_prediction(
     x0_prev: torch.Tensor,
     log_c: GuidanceFn,
     t0: int,
-    mcg_samples: int = 1,
+    mcg: MCGConfig = MCGConfig(),
     clip_x0: float | None = None,
     generator: torch.Generator | None = None,
-    mcg_redraw_above: float = 0.0,
-    mcg_future_steps: int = 0,
-    mcg_future_grad: str = "replicas",
-    mcg_keep_first: int = 0,
 ):
     """One guided model evaluation.
 
@@ -66,21 +77,14 @@ def guided_prediction(
         x: ``(B, T, *D)`` current tokens (model input); levels ``(B, T)``.
         x0_prev: ``(B, T, *D)`` the previous row's x̂0 (zeros before the first row), used to redraw futures.
         log_c: guidance function; t0: index of the first token.
-        mcg_samples: N (1 = plain guidance on the current sample).
-        mcg_redraw_above: replicas 1..N-1 redraw the tokens whose level is above this fraction of K.
-        mcg_future_steps: extra (no-grad) DDIM steps that take each redrawn future to level 0, so the guidance
-            scores a sample of it rather than its one-step x̂0 (which, from pure noise, is the mean future).
-        mcg_future_grad: a redrawn token's gradient: ``"replicas"`` (averaged over the N replicas, at their values)
-            or ``"own"`` (replica 0's, at its own value).
-        mcg_keep_first: replicas keep the first m tokens of ``x`` (the present) and redraw the later noisy ones.
+        mcg: N futures, which tokens replicas 1..N-1 redraw, and what gradient a redrawn token gets.
     Returns:
         ``(pred, grad)``: the model's prediction for ``x`` (replica 0, detached) and
         ``E_futures[∇_x log c]`` of shape ``x.shape``.
     """
-    check_choice("mcg_future_grad", mcg_future_grad, MCG_FUTURE_GRADS)
     B = x.shape[0]
-    N = max(1, int(mcg_samples))
-    future = mcg_future(levels, schedule.num_levels, mcg_redraw_above, mcg_keep_first)  # (B, T)
+    N = mcg.samples
+    future = mcg_future(levels, schedule.num_levels, mcg.redraw_above)  # (B, T)
     if N > 1 and not bool(future.any()):
         # nothing to redraw: the N replicas would all be the sequence itself, so one forward gives the same gradient
         # (the redraw noise is still drawn, so the generator's later draws do not depend on this shortcut)
@@ -99,59 +103,26 @@ def guided_prediction(
             redrawn = future.unsqueeze(1).expand(B, N, -1).clone()  # (B, N, T)
             redrawn[:, 0] = False  # replica 0 is the sequence itself
             mask = redrawn.reshape(*redrawn.shape, *((1,) * (xr.ndim - redrawn.ndim)))
-            if mcg_future_grad == "own":  # a redrawn value passes no gradient: replica 0 alone grads the future
+            if mcg.future_grad == "own":  # a redrawn value passes no gradient: replica 0 alone grads the future
                 xr = torch.where(mask, redraw.detach(), xr)
             else:
                 xr = torch.where(mask, xr + (redraw - xr).detach(), xr)  # value = redraw, gradient → leaf
         xr, lr = xr.flatten(0, 1), lr.flatten(0, 1)
         pred = model_fn(xr, lr, N).float()
-        x0_hat, eps_hat = schedule.to_x0_eps(xr, lr, pred, clip_x0)
-        if redrawn is not None and mcg_future_steps > 0 and bool(redrawn.any()):  # nothing redrawn: nothing to sample
-            sampled = _sample_futures(model_fn, schedule, xr, lr, x0_hat, eps_hat, redrawn, mcg_future_steps, clip_x0)
-            x0_hat = x0_hat + (sampled - x0_hat).detach()  # value = the sampled futures, gradient through x̂0
+        x0_hat, _ = schedule.to_x0_eps(xr, lr, pred, clip_x0)
         score = log_c(x0_hat, t0)
         if score.shape != (B * N,):
             raise ValueError(f"guidance function must return one log c per sample, shape ({B * N},), got {tuple(score.shape)}")
         (grad,) = torch.autograd.grad(score.sum() / N, leaf)
-    if mask is not None and mcg_future_grad == "own":  # the future's gradient came from one replica: undo the 1/N
+    if mask is not None and mcg.future_grad == "own":  # the future's gradient came from one replica: undo the 1/N
         grad = torch.where(mask[:, 1], grad * N, grad)  # (B, T, 1...): the tokens replica 1 (as every other) redrew
     return pred.view(B, N, *pred.shape[1:])[:, 0].detach(), grad
 
 
-def mcg_future(levels: torch.Tensor, num_levels: int, redraw_above: float = 0.0, keep_first: int = 0) -> torch.Tensor:
+def mcg_future(levels: torch.Tensor, num_levels: int, redraw_above: float = 0.9) -> torch.Tensor:
     """Which tokens MCG's replicas redraw: ``(B, T) bool`` for ``levels: (B, T)``, the noisy tokens above
-    ``redraw_above``·K and, with ``keep_first`` = m > 0, past the row's first m tokens."""
-    future = (levels > redraw_above * num_levels) & (levels > 0)
-    if keep_first > 0:
-        future &= torch.arange(levels.shape[-1], device=levels.device) >= keep_first  # past the present
-    return future
-
-
-def _sample_futures(model_fn, schedule: NoiseSchedule, x: torch.Tensor, levels: torch.Tensor, x0_hat: torch.Tensor,
-                    eps_hat: torch.Tensor, redrawn: torch.Tensor, steps: int, clip_x0: float | None) -> torch.Tensor:
-    """Denoise the redrawn tokens of replicas 1..N-1 to level 0 in ``steps + 1`` DDIM steps (eta 0, no grad).
-
-    Args:
-        x, levels, x0_hat, eps_hat: ``(B·N, T, *D)`` / ``(B·N, T)`` the replicas, their levels and first predictions.
-        redrawn: ``(B, N, T)`` bool, which tokens are redrawn futures (all False in replica 0).
-    Returns:
-        ``(B·N, T, *D)``: ``x0_hat`` with every redrawn token replaced by its sample (detached).
-    """
-    B, N = redrawn.shape[:2]
-    sub = lambda t: t.detach().view(B, N, *t.shape[1:])[:, 1:].flatten(0, 1)  # noqa: E731  replicas 1..N-1
-    with torch.no_grad():
-        xs, k0, x0, eps, fut = sub(x), sub(levels), sub(x0_hat), sub(eps_hat), redrawn[:, 1:].flatten(0, 1)
-        k_from = k0
-        for j in range(1, steps + 2):
-            if j > 1:
-                x0, eps = schedule.to_x0_eps(xs, k_from, model_fn(xs, k_from, N - 1).float(), clip_x0)
-            k_to = torch.where(fut, k0 * (steps + 1 - j) // (steps + 1), k0)  # the present stays where it is
-            xs = schedule.step(xs, k_from, k_to, x0, eps)
-            k_from = k_to
-        out = x0_hat.detach().clone().view(B, N, *x0_hat.shape[1:])
-        f = fut.reshape(*fut.shape, *((1,) * (xs.ndim - fut.ndim)))
-        out[:, 1:] = torch.where(f, xs, out[:, 1:].flatten(0, 1)).view(B, N - 1, *xs.shape[1:])
-    return out.flatten(0, 1)
+    ``redraw_above``·K."""
+    return (levels > redraw_above * num_levels) & (levels > 0)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from dforce._utils import check_choice
 from dforce.diffusion import NoiseSchedule, sampling_levels
 from dforce.errors import ConfigError, DataError
-from dforce.guidance import MCG_FUTURE_GRADS, GuidanceFn, guided_prediction
+from dforce.guidance import GuidanceFn, MCGConfig, guided_prediction
 from dforce.scheduling import SCHEDULES, make_schedule, validate_schedule
 
 
@@ -60,22 +60,23 @@ class SamplerConfig:
     stabilization_level: int = 10  # raw level generated context is shown at (~1% of K=1000, paper §3.4)
     clip_x0: float | None = None  # clamp x̂0 to [-c, c] (None: off)
     guidance_scale: float = 0.0  # step size of ∇ log c added to moving tokens (reference planning: 8-12)
-    mcg_samples: int = 1  # Monte Carlo Guidance futures N (1 = no MCG)
-    mcg_redraw_above: float = 0.0  # MCG redraws tokens above this fraction of K (0: every noisy token; dforce's choice)
-    mcg_future_steps: int = 0  # MCG: extra no-grad DDIM steps turning each redrawn future into a sample (0: its x̂0)
-    mcg_future_grad: str = "replicas"  # MCG: a redrawn token's gradient, replicas (averaged) | own (replica 0's)
-    mcg_keep_first: int = 0  # MCG: replicas keep the row's first m tokens, redraw later noisy ones (0: by level alone)
+    mcg: MCGConfig = field(default_factory=MCGConfig)  # Monte Carlo Guidance (guidance.MCGConfig; samples 1 = off)
     skip_inactive: bool = True  # evaluate only tokens that change (False: whole chunk every row, reference)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the model calls; the diffusion update stays fp32)
     inference_mode: bool = True  # unguided rollouts under torch.inference_mode (False: no_grad, as guided ones)
     # transformer only: fp32 CPU inference passes in dforce's C++ kernel (built once, ~1 min; dforce.models.fused)
     fused_kernel: bool = False
+    # keys of dforce 0.1 configs: old name -> new dotted name under sampler (None: removed; accepted only at the old
+    # default, which was a no-op). Saved runs keep loading (engine.config applies the renames).
+    RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {
+        "mcg_samples": ("mcg.samples", None), "mcg_redraw_above": ("mcg.redraw_above", None),
+        "mcg_future_grad": ("mcg.future_grad", None), "mcg_future_steps": (None, 0), "mcg_keep_first": (None, 0),
+    }
 
     def __post_init__(self):
         check_choice("sampler.schedule", self.schedule, SCHEDULES)
         check_choice("sampler.method", self.method, ("ddim", "ddpm"))
         check_choice("sampler.precision", self.precision, PRECISIONS)
-        check_choice("sampler.mcg_future_grad", self.mcg_future_grad, MCG_FUTURE_GRADS)
         if self.steps < 1:
             raise ConfigError(f"sampler.steps must be >= 1, got {self.steps}")
         if self.window < 1:
@@ -84,14 +85,6 @@ class SamplerConfig:
             raise ConfigError(f"sampler.eta must be in [0, 1], got {self.eta}")
         if self.stabilization_level < 0:
             raise ConfigError(f"sampler.stabilization_level must be >= 0, got {self.stabilization_level}")
-        if self.mcg_samples < 1:
-            raise ConfigError(f"sampler.mcg_samples must be >= 1, got {self.mcg_samples}")
-        if self.mcg_future_steps < 0:
-            raise ConfigError(f"sampler.mcg_future_steps must be >= 0, got {self.mcg_future_steps}")
-        if self.mcg_keep_first < 0:
-            raise ConfigError(f"sampler.mcg_keep_first must be >= 0, got {self.mcg_keep_first}")
-        if not 0.0 <= self.mcg_redraw_above < 1.0:
-            raise ConfigError(f"sampler.mcg_redraw_above must be in [0, 1), got {self.mcg_redraw_above}")
         if self.uncertainty_scale < 0:
             raise ConfigError(f"sampler.uncertainty_scale must be >= 0, got {self.uncertainty_scale}")
 
@@ -334,8 +327,7 @@ def sample(
                     net.repeat_state(state, n),
                 )
                 pred, grad = guided_prediction(
-                    fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg_samples, cfg.clip_x0, generator,
-                    cfg.mcg_redraw_above, cfg.mcg_future_steps, cfg.mcg_future_grad, cfg.mcg_keep_first,
+                    fn, schedule, x_in, k_in, x0_hat[:, a:b], guidance, t0, cfg.mcg, cfg.clip_x0, generator,
                 )
             else:
                 with autocast:

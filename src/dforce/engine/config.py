@@ -14,6 +14,7 @@ raise :class:`ConfigError` naming the dotted key (and the file, when one was rea
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -103,10 +104,40 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _renamed(cls, key: str, value: Any, prefix: str) -> list[str] | None:
+    """A key ``cls`` renamed or removed (its ``RENAMED_KEYS``): the new dotted path (a list of names), ``[]`` for a
+    removed key given at its old no-op default (dropped), None when ``key`` is not a renamed key of ``cls``."""
+    table = getattr(cls, "RENAMED_KEYS", {})
+    if key not in table:
+        return None
+    new, noop = table[key]
+    if new is not None:
+        return new.split(".")
+    if value == noop:
+        return []
+    raise ConfigError(f"{prefix}{key} was removed in dforce 0.2 (it lost its experiment; see CHANGELOG.md)")
+
+
+def _apply_renames(cls, data: dict, prefix: str) -> dict:
+    """``data`` with the keys ``cls`` renamed moved to their new place (old saved configs keep loading)."""
+    if not any(k in getattr(cls, "RENAMED_KEYS", {}) for k in data):
+        return data
+    out = copy.deepcopy({k: v for k, v in data.items() if k not in cls.RENAMED_KEYS})
+    for k, v in data.items():
+        path = _renamed(cls, k, v, prefix)
+        if path:  # the old key wins over the new one's default (load_config merges the defaults in first)
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = v
+    return out
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    data = _apply_renames(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
@@ -145,7 +176,16 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], cls: typ
     for text in overrides:
         path, value = parse_override(text)
         node, tp = out, cls
-        for i, part in enumerate(path):
+        i = 0
+        while i < len(path):
+            part = path[i]
+            if tp is not None and part not in {f.name for f in dataclasses.fields(tp)} and i == len(path) - 1:
+                new = _renamed(tp, part, value, ".".join(path[:i]) + "." if i else "")
+                if new == []:  # a removed key at its no-op default: nothing to set
+                    break
+                if new:
+                    path = path[:i] + new
+                    part = path[i]
             if tp is not None:
                 names = {f.name: f for f in dataclasses.fields(tp)}
                 if part not in names:
@@ -161,6 +201,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], cls: typ
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):
                     raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
+            i += 1
     return out
 
 

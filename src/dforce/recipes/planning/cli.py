@@ -45,7 +45,7 @@ def cmd_eval(args) -> int:
     cfg, model, schedule, norm = load_planner(args.run_dir, args.device)
     if args.overrides:
         cfg = from_dict(PlanningConfig, apply_overrides(config_to_dict(cfg), args.overrides, PlanningConfig))
-    sampler = cfg.sampler if args.mcg is None else dataclasses.replace(cfg.sampler, mcg_samples=args.mcg)
+    sampler = cfg.sampler if args.mcg is None else dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=args.mcg))
     planner = Planner(cfg, model, schedule, norm, args.device, sampler)
     maze = args.maze or cfg.data.maze
     roll = run_planner(planner, maze, args.episodes, args.multi, args.seed, args.executor, progress=not args.quiet)
@@ -57,7 +57,7 @@ def cmd_eval(args) -> int:
                           title=f"{maze} {setting}: score {roll.result.scores[0]:.0f}")
     report = {"maze": maze, "setting": setting, "episodes": args.episodes, "score_mean": roll.result.mean,
               "score_se": roll.result.sem, "success": float(roll.result.success.mean()),
-              "plan_seconds_mean": float(np.mean(roll.plan_seconds)), "mcg_samples": sampler.mcg_samples,
+              "plan_seconds_mean": float(np.mean(roll.plan_seconds)), "mcg_samples": sampler.mcg.samples,
               "executor": args.executor or cfg.plan.executor, "png": str(png)}
     (out / f"eval_{maze}_{setting}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -17,7 +17,7 @@ Execution (MPC, all episodes of a batch planned together). Every ``replan_every`
     2. a plan of ``horizon`` tokens is sampled with the pyramid schedule (causal uncertainty) and goal
        guidance on the x0 prediction (:func:`goal_distance_guidance`: distance to the goal plus a smooth
        count of steps inside the reward radius, scored on the planned positions or on the positions the
-       planned velocities lead to), with Monte Carlo Guidance when ``sampler.mcg_samples > 1``; with
+       planned velocities lead to), with Monte Carlo Guidance when ``sampler.mcg.samples > 1``; with
        ``plan.candidates`` n > 1, n plans per episode and the one the guidance objective scores highest is kept;
     3. the plan's *diffused actions* are executed directly (``executor=actions``) — or, for the Diffuser
        baseline, a PD controller tracks the planned states (``executor=pd``).

@@ -18,7 +18,8 @@ once, 3 seeds). Scores: mean weighted quantile loss over 19 quantiles (GluonTS `
 read), seconds (train + forecast, one torch thread).
 
 Every (data set, method, seed) cell is cached as JSON under ``--cells`` and skipped when present (resumable;
-delete a cell to rerun it); the summary and the tables are rebuilt from the cells::
+delete a cell to rerun it; a worker claims a cell with a ``.running`` file, so several workers can share the
+cells, and a killed worker's claim must be deleted); the summary and the tables are rebuilt from the cells::
 
     PYTHONPATH=src python benchmarks/forecast_suite.py                       # everything (hours on 2 cores)
     PYTHONPATH=src python benchmarks/forecast_suite.py --datasets tourism --methods dforce
@@ -240,6 +241,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "results" / "forecast_suite"), help="output stem (.json/.md, PNG folder)")
     ap.add_argument("--cells", default=None, help="cell cache folder (default: <out>/cells)")
     ap.add_argument("--render", action="store_true", help="only rebuild the summary, tables and charts from the cells")
+    ap.add_argument("--reverse", action="store_true", help="run the cells in reverse order (a second worker)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -261,13 +263,21 @@ def main() -> None:
         # passes: first one run of every method on every data set (a complete table early), then the other seeds
         todo = [(d, m, 0) for d in datasets for m in methods]
         todo += [(d, m, s) for m in methods if m in SEEDED for s in range(1, args.seeds) for d in datasets]
-        for d, m, seed in todo:
+        for d, m, seed in (todo[::-1] if args.reverse else todo):
             path = cell_path(args.cells, d, m, seed)
-            if path.exists():
+            claim = path.with_suffix(".running")  # several workers may share the cells (a killed one leaves its claim)
+            if path.exists() or claim.exists():
+                continue
+            try:
+                claim.open("x").close()
+            except FileExistsError:
                 continue
             t0 = time.time()
-            rec = run_cell(DATASETS[d], m, seed, args)
-            path.write_text(json.dumps(rec, indent=1) + "\n")
+            try:
+                rec = run_cell(DATASETS[d], m, seed, args)
+                path.write_text(json.dumps(rec, indent=1) + "\n")
+            finally:
+                claim.unlink(missing_ok=True)
             o = rec["overall"]
             print(f"{d} {m} seed {seed}: wQL {o['wql']:.4f} MASE {o['mase']:.3f} cov90 {o['coverage90']:.2f}"
                   f"{' crps_sum %.5f' % o['crps_sum'] if 'crps_sum' in o else ''} ({time.time() - t0:.0f} s)",

@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(TRAINED), help="trained methods to run (comma-separated)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a loaded 2-core machine 2 threads spin and run slower)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "forecast_exchange"), help="output path stem")
+    ap.add_argument("--out", default=str(ROOT / "results" / "forecast"), help="output path stem")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the existing .json")
     args = ap.parse_args()

@@ -1,16 +1,10 @@
-"""Diffusion Forcing forecasting: tokens/de-scaling, an end-to-end run that beats naive, the CLI."""
+"""The joint exchange-rate model of #4 (recipe.py): tokens/de-scaling, an end-to-end run that beats naive."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -23,7 +17,6 @@ from dforce.recipes.forecast.recipe import (EarlyStopConfig, ForecastConfig, For
                                    encode, fit, forecast, forecast_targets, load_run, relative_move)
 from dforce.recipes.forecast.baselines import naive_forecast
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 H, C = 7, 14
 
 
@@ -195,76 +188,4 @@ def test_baseline_configs():
     assert baseline_config(cfg, "dforce") is cfg
 
 
-def _write_csv(path, rows=60, bad=None):
-    idx = pd.date_range("2021-01-04", periods=rows, freq="D")
-    df = pd.DataFrame({"date": idx.strftime("%Y-%m-%d"), "a": np.linspace(1, 2, rows), "b": np.cos(np.arange(rows))})
-    if bad == "text":
-        df["b"] = df["b"].astype(object)
-        df.loc[5, "b"] = "oops"
-    if bad == "irregular":
-        df = df.drop(index=[10, 11, 30]).reset_index(drop=True)
-    df.to_csv(path, index=False)
-    return path
-
-
-@pytest.mark.parametrize("bad,needle", [("text", "not numeric"), ("irregular", "irregular"), ("short", "rows"),
-                                        ("short_lags", "short_lags")])
-def test_cli_bad_csv_exits_2_with_one_line(tmp_path, bad, needle):
-    csv = _write_csv(tmp_path / "x.csv", rows=20 if bad == "short" else 60, bad=bad)
-    env = {**os.environ, "PYTHONPATH": SRC}
-    extra = ["--set", "data.short_lags=[1]"] if bad == "short_lags" else []  # refused before any training
-    p = subprocess.run([sys.executable, "-m", "dforce.cli", "forecast", "--data", str(csv), "--horizon", "7",
-                        "--out", str(tmp_path / "out"), "--quiet", *extra], capture_output=True, text=True, env=env,
-                       timeout=120)
-    assert p.returncode == 2, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
-    assert not (tmp_path / "out" / "run").exists()
-
-
-def test_cli_csv_forecast_writes_outputs_and_reloads(tmp_path):
-    from dforce.cli import main
-
-    csv = tmp_path / "s.csv"
-    s = seasonal(120)
-    pd.DataFrame(s.target, columns=["x", "y"], index=s.index().rename("date")).to_csv(csv)
-    over = ["data.context_length=14", "data.max_lag=30", "model.width=16", "diffusion.num_levels=50",
-            "sampler.steps=3", "sampler.window=7", "early_stop.epoch_steps=10", "early_stop.max_epochs=1",
-            "early_stop.val_samples=4"]
-    out = tmp_path / "out"
-    assert main(["forecast", "--data", str(csv), "--horizon", "7", "--backtest", "--out", str(out), "--samples",
-                 "8", "--quiet", "--set", *over]) == 0
-    for f in ("forecast.png", "samples.npz", "quantiles.csv", "metrics.json", "run/best.safetensors"):
-        assert (out / f).is_file(), f
-    z = np.load(out / "samples.npz")
-    assert z["samples"].shape == (1, 8, 7, 2) and z["target"].shape == (1, 7, 2)
-    q = pd.read_csv(out / "quantiles.csv")
-    assert len(q) == 7 * 2 and (q["q05"] <= q["q95"]).all() and q["actual"].notna().all()
-    # a real forecast past the end, from the saved run
-    out2 = tmp_path / "out2"
-    assert main(["forecast", "--data", str(csv), "--horizon", "7", "--run", str(out / "run"), "--out", str(out2),
-                 "--samples", "8", "--quiet"]) == 0
-    q2 = pd.read_csv(out2 / "quantiles.csv")
-    assert pd.Timestamp(q2["timestamp"].min()) == s.index()[-1] + pd.Timedelta(days=1)
-    assert q2["actual"].isna().all()
-
-
-def test_cli_backtest_with_short_lags_is_labelled_and_its_run_cannot_forecast(tmp_path, capsys):
-    from dforce.cli import main
-
-    csv = tmp_path / "s.csv"
-    s = seasonal(120)
-    pd.DataFrame(s.target, columns=["x", "y"], index=s.index().rename("date")).to_csv(csv)
-    over = ["data.context_length=14", "data.max_lag=30", "data.short_lags=[1]", "model.width=16",
-            "diffusion.num_levels=50", "sampler.steps=3", "sampler.window=7", "early_stop.epoch_steps=10",
-            "early_stop.max_epochs=1", "early_stop.val_samples=4"]
-    out = tmp_path / "out"
-    assert main(["forecast", "--data", str(csv), "--horizon", "7", "--backtest", "--out", str(out), "--samples",
-                 "8", "--quiet", "--set", *over]) == 0
-    assert "one-step-ahead, not forecasts" in capsys.readouterr().err
-    assert json.loads((out / "metrics.json").read_text())["reads_forecast_window"] is True
-    # the saved run keeps short_lags: a forecast past the end of the data is refused (one line, exit 2)
-    rc = main(["forecast", "--data", str(csv), "--horizon", "7", "--run", str(out / "run"), "--out",
-               str(tmp_path / "out2"), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "short_lags" in err and "Traceback" not in err
+# The `dforce forecast` command runs the global forecaster since issue #32: tests/test_forecast_cli.py.

@@ -208,3 +208,62 @@ def energy_score(samples, target, mask=None) -> torch.Tensor:
     term1 = torch.cdist(x, y, compute_mode=EXACT).squeeze(-1).mean(1)  # (W,)
     term2 = torch.cdist(x, x, compute_mode=EXACT).sum((1, 2)) / (S * (S - 1))  # diagonal is 0
     return term1 - 0.5 * term2
+
+
+# ----------------------------------------------------------------------------- quantile forecasts (backtests)
+
+INTERVALS = (50, 80, 90)  # central intervals whose coverage is reported (issue #32)
+
+
+def quantiles_from_samples(samples, quantiles=CRPS_QUANTILES) -> np.ndarray:
+    """GluonTS sample quantiles of ``samples: (..., S, H)`` -> ``(Q, ..., H)`` float64 (NaN samples stay NaN)."""
+    x = _as_tensor(samples)
+    return sample_quantiles(x, quantiles, dim=x.ndim - 2).numpy()
+
+
+def seasonal_error(values: np.ndarray, origin: int, season: int) -> np.ndarray:
+    """``(N,)`` MASE denominator: mean |y_t - y_{t-m}| over the observed pairs of rows ``< origin`` (GluonTS's
+    seasonal error; ``m = 1`` where a series has no pair a season apart). NaN where a series has no pair at all."""
+    def err(m):
+        past = values[:, :origin]
+        d = np.abs(past[:, m:] - past[:, :-m]) if past.shape[1] > m else np.zeros((len(values), 0))
+        ok = np.isfinite(d)
+        return np.where(ok.any(1), np.where(ok, d, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
+    e = err(max(season, 1))
+    return np.where(np.isfinite(e), e, err(1))
+
+
+def quantile_scores(q: np.ndarray, y: np.ndarray, scale: np.ndarray | None = None,
+                    quantiles=CRPS_QUANTILES) -> dict[str, float]:
+    """Mean weighted quantile loss, MASE and interval coverage of quantile forecasts.
+
+    Args:
+        q: ``(Q, ..., H)`` forecast quantiles at ``quantiles`` (must include 0.5 and each interval's ends).
+        y: ``(..., H)`` truth; NaN = missing (left out of every sum).
+        scale: ``(...)`` MASE denominators (:func:`seasonal_error`); None skips MASE.
+
+    Returns:
+        ``{"wql": GluonTS mean_wQuantileLoss, "mase": mean over series-windows of MAE(median) / scale,
+        "coverage50", "coverage80", "coverage90": fraction of values inside the central intervals}``.
+    """
+    qs = np.round(np.asarray(quantiles, dtype=np.float64), 6)
+    q, y = np.asarray(q, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if q.shape[0] != len(qs) or q.shape[1:] != y.shape:
+        raise DataError(f"quantile forecasts must be (Q={len(qs)}, *{y.shape}), got {q.shape}")
+    ok = np.isfinite(y) & np.isfinite(q).all(0)
+    yz = np.where(ok, y, 0.0)
+    level = qs.reshape((-1,) + (1,) * y.ndim)
+    loss = 2 * np.abs((q - yz) * ((yz <= q) - level)) * ok  # (Q, ..., H)
+    denom = np.abs(yz).sum()
+    out = {"wql": float(loss.reshape(len(qs), -1).sum(1).mean() / denom) if denom > 0 else float("nan")}
+    at = {v: i for i, v in enumerate(qs.tolist())}
+    med = q[at[0.5]]
+    if scale is not None:
+        mae = (np.abs(yz - med) * ok).sum(-1) / np.maximum(ok.sum(-1), 1)  # (...)
+        good = (ok.sum(-1) > 0) & np.isfinite(scale) & (scale > 0)
+        out["mase"] = float((mae[good] / scale[good]).mean()) if good.any() else float("nan")
+    for c in INTERVALS:
+        lo, hi = at[round((1 - c / 100) / 2, 6)], at[round(1 - (1 - c / 100) / 2, 6)]
+        inside = (yz >= q[lo]) & (yz <= q[hi]) & ok
+        out[f"coverage{c}"] = float(inside.sum() / max(ok.sum(), 1))
+    return out

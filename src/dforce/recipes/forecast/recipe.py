@@ -38,7 +38,8 @@ Baselines with the same backbone: ``objective.level_strategy=teacher_forcing`` (
 no stabilization) and ``full_sequence`` (one shared level; sampled with the full_sequence schedule over
 the whole prediction window) — see :func:`baseline_config`.
 
-Run it: ``dforce forecast --dataset exchange_rate`` or ``python benchmarks/forecast.py``.
+Run it: ``python benchmarks/forecast.py`` (the exchange-rate headline). ``dforce forecast`` runs the global forecaster
+of issue #32 instead (:mod:`dforce.recipes.forecast.global_model`: one token per series and step, any table).
 
 Measured (``benchmarks/results/forecast.md``, ``forecast_small``, 5 seeds): CRPS-sum
 0.00481 ± 0.00007, better than naive (0.00621), VAR (0.00556), teacher forcing (0.00489 ± 0.00022, within

@@ -47,24 +47,26 @@ def gather_levels(table: torch.Tensor, levels: torch.Tensor, ndim: int) -> torch
     return right_pad_dims(table[levels], ndim)
 
 
-def check_regular_file(path: str | Path, expected: str = "a data file") -> Path:
-    """``path`` as a :class:`Path` when it is a regular file; else one :class:`DataError` line. Devices
-    (``/dev/zero``) and FIFOs are refused without being opened: reading them would never end."""
+def check_regular_file(path: str | Path, expected: str = "a data file", error=None, label: str | None = None) -> Path:
+    """``path`` as a :class:`Path` when it is a regular file; else one ``error`` line (default :class:`DataError`)
+    starting with ``label`` (default: the path). Devices (``/dev/zero``) and FIFOs are refused without being
+    opened: reading them would never end."""
     import stat
 
     from dforce.errors import DataError
 
-    path = Path(path)
+    path, error = Path(path), error or DataError
+    label = label or str(path)
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise error(f"{label}: file not found") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
+        raise error(f"{label}: cannot read it ({e.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path}: is a directory, expected {expected}")
+        raise error(f"{label}: is a directory, expected {expected}")
     if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: is not a regular file (a device or pipe); expected {expected}")
+        raise error(f"{label}: is not a regular file (a device or pipe); expected {expected}")
     return path
 
 

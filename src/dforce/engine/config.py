@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import reprlib
-import stat
 import types
 import typing
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from dforce._utils import check_regular_file
 from dforce.errors import ConfigError, DforceError
 
 T = TypeVar("T")
@@ -65,17 +65,8 @@ def read_yaml_mapping(path: str | Path, error=ConfigError, what: str = "file") -
     Refused without reading: a missing path, a directory, a device or FIFO (``/dev/zero``, a pipe: reading
     would never end), a file over :data:`MAX_YAML_BYTES`. Then invalid YAML, aliases, a non-mapping top level.
     """
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise error(f"{what} {path} not found") from None
-    except OSError as e:
-        raise error(f"{what} {path}: cannot read it ({e.strerror})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise error(f"{what} {path}: is a directory, expected a YAML file")
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} {path}: is not a regular file (a device or pipe); expected a YAML file")
+    path = check_regular_file(path, "a YAML file", error=error, label=f"{what} {path}")
+    st = path.stat()
     if st.st_size > MAX_YAML_BYTES:
         raise error(f"{what} {path}: {st.st_size} bytes is too large for a YAML config (limit {MAX_YAML_BYTES})")
     try:

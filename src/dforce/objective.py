@@ -32,7 +32,7 @@ Conditioning dropout (DFoT, "noise as masking"; applied on top of the drawn leve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import torch
 
@@ -61,10 +61,8 @@ class ObjectiveConfig:
     # few-step students only (model.shortcut_steps > 0, dforce.shortcut): share of training sequences that learn
     # self-consistency targets (two half steps = one full step) instead of the DF loss (Frans et al. 2024: 1/4)
     shortcut_fraction: float = 0.25
-    # ... and the share of those whose per-token levels are sorted along time (noisier later, as every row of a causal
-    # scheduling matrix). 0: independent levels. Tried 0.5 on the demo to help pyramid sampling at S = 1 (a late token
-    # rarely has a clean past in independent draws): it did not (docs/few_step.md, "What we learned")
-    shortcut_sorted: float = 0.0
+    # removed keys (lost their experiment, docs/few_step.md "What we learned"): old runs' configs still load
+    RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {"shortcut_sorted": (None, 0.0)}
 
     def __post_init__(self):
         check_choice("objective.level_strategy", self.level_strategy, LEVEL_STRATEGIES)
@@ -82,8 +80,6 @@ class ObjectiveConfig:
                               f"{self.clean_token_prob + self.masked_token_prob}")
         if not 0.0 <= self.shortcut_fraction <= 1.0:
             raise ConfigError(f"objective.shortcut_fraction must be in [0, 1], got {self.shortcut_fraction}")
-        if not 0.0 <= self.shortcut_sorted <= 1.0:
-            raise ConfigError(f"objective.shortcut_sorted must be in [0, 1], got {self.shortcut_sorted}")
 
     @property
     def drops_conditioning(self) -> bool:

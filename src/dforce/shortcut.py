@@ -22,8 +22,7 @@ Loss (:func:`shortcut_loss`), per training sequence:
     class 0 (share 1 − ``objective.shortcut_fraction``): the ordinary Diffusion Forcing loss
         (:func:`dforce.objective.diffusion_forcing_loss`, levels of the objective's strategy); with a
         ``teacher`` (progressive distillation, :mod:`dforce.distill`) the target is the teacher's prediction;
-    class j ≥ 1: every token at its own level on the class's grid, k_t = grid_j[u_t], u_t ~ U{0..S_j} (sorted along
-        time in a share ``objective.shortcut_sorted`` of the rows: the rows of causal scheduling matrices). Two
+    class j ≥ 1: every token at its own level on the class's grid, k_t = grid_j[u_t], u_t ~ U{0..S_j}. Two
         DDIM steps (eta 0) of class j − 1 — the student itself without gradient, or the teacher for j = 1 when
         distilling — move *all* noisy tokens together (as two rows of a scheduling matrix) from k_t via the
         midpoint to k_t', one class-j step below; the target is the x̂0 for which one DDIM step from k_t lands
@@ -309,9 +308,6 @@ def shortcut_loss(
         n = (max_steps >> classes).unsqueeze(1)  # (B, 1) steps of the row's own grid
         u = (torch.rand(B, T, device=dev, generator=generator) * (n + 1)).long().clamp(max=n)  # (B, T) in 0..S_j
         u = torch.where(boot[:, None], u, torch.zeros_like(u))  # class-0 rows keep their own levels
-        if cfg.shortcut_sorted > 0:  # some rows noisier later in time, the shape of a causal matrix's rows
-            ramp = torch.rand(B, 1, device=dev, generator=generator) < cfg.shortcut_sorted
-            u = torch.where(ramp, u.sort(1).values, u)
         levels = torch.where(boot[:, None], fine.gather(1, 2 * u), levels)
         k_mid = fine.gather(1, (2 * u - 1).clamp(min=0))
         k_end = fine.gather(1, (2 * u - 2).clamp(min=0))

@@ -4,8 +4,7 @@ A token is one series' value at one step (DeepAR's global layout, with Diffusion
 levels instead of a likelihood head), so hundreds of series of different lengths train one model and
 each window is scaled on its own (:mod:`dforce.recipes.forecast.tokens`). Training (Algorithm 1) runs on
 the windows of the training rows, early-stopping on the mean weighted quantile loss (≈ CRPS) of forecasts
-for the last rows held out; the sample spread is then calibrated on those windows (``early_stop.refit`` repeats
-the run on every row up to the chosen epochs; off by default) and the forecast pools the samples of the
+for the last rows held out; the sample spread is then calibrated on those windows and the forecast pools the samples of the
 ``early_stop.ensemble`` best epochs (checkpoint ensembling, for run-to-run stability).
 Forecasting (Algorithm 2) absorbs the context (a missing value as pure noise, as in training) and samples
 the horizon with the causal pyramid schedule.
@@ -22,6 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -83,11 +83,9 @@ class PanelEarlyStopConfig:
     patience: int = 4  # epochs without validation improvement (reference: 6)
     val_samples: int = 32  # samples per validation window
     ensemble: int = 1  # pool the samples of this many best checkpoints (run-to-run stability)
-    # after choosing the epochs on the held-out rows, train again on every row and keep the same epochs' weights
-    # (the held-out rows are the most recent ones). Off: on tourism it scored 0.1610 vs 0.1591 without, at twice
-    # the training time (docs/forecast.md, What we learned)
-    refit: bool = False
     spread_grid: tuple[float, ...] = (1.0,)  # sample-spread factors tried on validation (1.0 only: off)
+    # removed keys (lost their experiment, docs/forecast.md "What we learned"): old runs' configs still load
+    RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {"refit": (None, False)}
 
     def __post_init__(self):
         for k in ("epoch_steps", "max_epochs", "patience", "val_samples", "ensemble"):
@@ -223,26 +221,6 @@ def fit(cfg: PanelForecastConfig, panel: Panel, run_dir: str | Path | None = Non
         scores = {c: forecast_metrics(_clip(apply_spread(smp, c), nonneg)[:, :, :, None], target[:, :, None])["crps"]
                   for c in es.spread_grid}
         spread = min(scores, key=scores.get)
-    if es.refit:  # the same run (seed, batch stream, LR schedule) on every row, stopped at the last chosen epoch
-        epochs = {e for _, e, _ in best}
-        snaps: dict[int, dict] = {}
-
-        def snapshot(m, step_no):
-            if step_no // es.epoch_steps in epochs:
-                snaps[step_no // es.epoch_steps] = copy.deepcopy(m.state_dict())
-            if len(snaps) == len(epochs):
-                raise _EarlyStop
-            return {}
-
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, (1,), cfg.diffusion.num_levels, enc.cond_dim)
-        all_pairs = window_origins(panel.observed, layout, 1, panel.length - H)
-        try:
-            train(model, schedule, WindowDataset(enc, all_pairs), tcfg, cfg.objective, device=device,
-                  progress=progress, eval_fn=snapshot, eval_every=es.epoch_steps)
-        except _EarlyStop:
-            pass
-        models = [_model(cfg, enc.cond_dim, snaps[e], device) for _, e, _ in best]
     fc = GlobalForecaster(models, schedule, cfg, layout, dict(zip(panel.ids, step.tolist())), spread, nonneg,
                           history, time.time() - t0, best[0][1], best[0][0], enc.cond_dim)
     if run_dir is not None:

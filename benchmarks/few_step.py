@@ -240,8 +240,9 @@ def video_task(runs: Path, cells: Cells, seeds: list[int], wait: bool) -> dict:
             cfg = load_config(VideoRunConfig, VIDEO["config"], ov + [f"train.seed={seed}", f"train.init_from={tdir}"])
             if train_data is None and not (sdir / "train_seconds.json").exists():
                 train_data = load_video_data(base.data, "train", progress=False)
-            train_s[name] = timed_train(sdir, lambda cfg=cfg, sdir=sdir: train_video(cfg, sdir, progress=False,
-                                                                                     data=train_data))
+            resume = (sdir / "trainer_state.pt").exists()  # a killed cell continues from its checkpoint
+            train_s[name] = timed_train(sdir, lambda cfg=cfg, sdir=sdir, r=resume: train_video(
+                cfg, sdir, progress=False, data=train_data, resume=r))
 
         def score(run, S):
             model, schedule, cfg = load_run(run)

@@ -117,3 +117,15 @@ def test_resume_accepts_keys_added_after_the_run_was_saved():
                                 "objective": {"weighting": "uniform", "clean_token_prob": 0.0}}, "run")
     with pytest.raises(ConfigError, match="model.width"):
         check_resume_config(saved, {"model": {"width": 16, "causal": True}}, "run")
+
+
+def test_resume_accepts_keys_removed_since_the_run_at_their_off_value():
+    """A run saved with a key dforce has since removed (e.g. objective.shortcut_sorted: 0.0) still resumes; a
+    removed key the run had switched on is a real difference."""
+    from dforce.engine.trainer import check_resume_config
+
+    check_resume_config({"objective": {"weighting": "uniform", "shortcut_sorted": 0.0}},
+                        {"objective": {"weighting": "uniform"}}, "run")
+    with pytest.raises(ConfigError, match="objective.shortcut_sorted"):
+        check_resume_config({"objective": {"weighting": "uniform", "shortcut_sorted": 0.5}},
+                            {"objective": {"weighting": "uniform"}}, "run")

@@ -154,9 +154,15 @@ def check_resume_config(saved: dict, new: dict, run_dir) -> None:
         return {k: recorded(v, s[k], d.get(k)) if k in s else v for k, v in n.items()
                 if k in s or not (v in OFF_VALUES or (k in d and v == d[k]))}
 
+    def removed(s, n):  # keys removed from dforce since the run was saved, at their off value (RENAMED_KEYS): skip
+        if not (isinstance(s, dict) and isinstance(n, dict)):
+            return s
+        return {k: removed(v, n[k]) if k in n else v for k, v in s.items() if k in n or v not in OFF_VALUES}
+
     for sec in FROZEN_ON_RESUME:
         if sec in saved and sec in new:
-            key = first_difference(saved[sec], recorded(new[sec], saved[sec], defaults.get(sec)), sec + ".")
+            now = recorded(new[sec], saved[sec], defaults.get(sec))
+            key = first_difference(removed(saved[sec], new[sec]), now, sec + ".")
             if key:
                 raise ConfigError(f"--resume {run_dir}: {key} differs from the run's config.yaml; it cannot change "
                                   "when resuming (pass the run's own settings, e.g. the same --method / preset)")

@@ -30,6 +30,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -141,12 +142,10 @@ class ExecConfig:
     pd_kp: float = 1.0  # Diffuser maze2d PD: a = kp (w_pos - pos) + kd (w_vel - vel)
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
     inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal after sampling (read by the pd executor only)
-    guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
     goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
     reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze with planned positions (50 episodes; 0 = off). The U-Maze preset: 30
     reward_radius: float = 0.5  # r: D4RL maze2d reward radius
     reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
-    inpaint_arrival_radius: float = 0.0  # >0: in every x̂0, steps after the first planned one within this distance of the goal become the goal state (g, v=0) (Diffuser-style goal inpainting; 0: off)
     # which positions the distance term scores: planned (the plan's position channels) | integrated (the current
     # position plus DT × the running sum of the planned velocities: where the plan's velocities lead) | both (the
     # larger of the two distances: a step is only as close as both say) | actions (where the plan's forces, the
@@ -180,9 +179,11 @@ class ExecConfig:
     # entered it from; the Medium/Large benchmark: 14 of 16 cells up against nearest) | nearest (the data cell nearest
     # to each point of it) | higher_side (the side farther from the goal owns a wall between it and a nearer side)
     geodesic_walls: str = "entry_side"
-    # data_geodesic only: the reward term measures it too (integrated positions that run through a wall into the
-    # radius stop counting). False: Euclidean, as the env's reward (Large Multi2D, 50 episodes: 77.2 vs 54.7 with it)
-    geodesic_reward: bool = False
+
+    # removed in dforce 0.2 (they lost their experiments, docs/planning.md): a saved config at the old off value loads
+    RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {
+        "guidance_decay": (None, 1.0), "inpaint_arrival_radius": (None, 0.0), "geodesic_reward": (None, False),
+    }
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
@@ -196,8 +197,6 @@ class ExecConfig:
             raise ConfigError(f"plan.geodesic_outside_slope must be > 0, got {self.geodesic_outside_slope}")
         if self.reward_temperature <= 0:
             raise ConfigError(f"plan.reward_temperature must be > 0, got {self.reward_temperature}")
-        if self.inpaint_arrival_radius < 0:
-            raise ConfigError(f"plan.inpaint_arrival_radius must be >= 0, got {self.inpaint_arrival_radius}")
         if self.replan_every < 1:
             raise ConfigError(f"plan.replan_every must be >= 1, got {self.replan_every}")
         if self.integration_window < 0:
@@ -501,14 +500,12 @@ def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"
 # ---------------------------------------------------------------------------------------------------
 
 
-def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0,
+def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, vel_weight: float = 0.0,
                            reward_weight: float = 0.0, reward_radius: float = 0.5, reward_temperature: float = 0.1,
                            start: torch.Tensor | None = None, distance_positions: str = "planned",
                            reward_positions: str = "planned", window: int = 0, distance_fn=None,
-                           reward_distance_fn=None, velocity: torch.Tensor | None = None,
-                           dynamics: ActionDynamics | None = None):
-    """log c(x̂0) = Σ_{planned steps j} decay^j · (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)),
-    world units.
+                           velocity: torch.Tensor | None = None, dynamics: ActionDynamics | None = None):
+    """log c(x̂0) = Σ_{planned steps j} (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)), world units.
 
     With ``vel_weight`` w = 0 the first term is the distance of every planned position to the goal; w > 0
     measures the distance to the goal *state* (g, zero velocity). The second term (``reward_weight`` ρ > 0)
@@ -525,10 +522,9 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
     that are executed) lead from the current state (``start``, ``velocity: (B, 2)`` world) under the velocity
     response ``dynamics`` (:func:`action_positions`; the same window).
 
-    ``distance_fn(p: (B·N, H·k, 2) world) -> (B·N, H·k)`` replaces ‖p_j − g‖ in the first term, and
-    ``reward_distance_fn`` in the reward term (e.g. the dataset's shortest-path distance,
-    :meth:`dforce.recipes.planning.maze2d.geodesic.GeodesicField.distance_fn`: within the reward radius it equals the
-    Euclidean one, and integrated positions that run through a wall no longer count).
+    ``distance_fn(p: (B·N, H·k, 2) world) -> (B·N, H·k)`` replaces ‖p_j − g‖ in the first term (e.g. the dataset's
+    shortest-path distance, :meth:`dforce.recipes.planning.maze2d.geodesic.GeodesicField.distance_fn`); the reward
+    term keeps the Euclidean distance, as the env's reward.
     """
     check_choice("distance_positions", distance_positions, DISTANCE_POSITIONS)
     check_choice("reward_positions", reward_positions, REWARD_POSITIONS)
@@ -581,57 +577,12 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
         d = (dd + vel_weight**2 * v.pow(2).sum(-1) + 1e-6).sqrt() if vel_weight else (dd + 1e-6).sqrt()
         if reward_weight:
             inside = lambda kind: torch.sigmoid(  # noqa: E731
-                (reward_radius - (dist2(kind, reward_distance_fn) + 1e-6).sqrt()) / reward_temperature)
+                (reward_radius - (dist2(kind) + 1e-6).sqrt()) / reward_temperature)
             r = inside("planned") * inside("integrated") if reward_positions == "both" else inside(reward_positions)
             d = d - reward_weight * r
-        w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
-        return -(d * w).sum(1)
+        return -d.sum(1)
 
     return log_c
-
-
-class ArrivalInpaint(torch.nn.Module):
-    """Goal inpainting on the x0 prediction of a causal planner (``plan.inpaint_arrival_radius``).
-
-    Wraps a stateful x0-predicting model: in every prediction ``(B·N, T, k, 6)``, the step rows from the
-    first one whose planned position is within ``radius`` of the goal onwards get the goal state
-    ``(g, v = 0)`` in their observation channels (actions are left to the model). Diffuser conditions on
-    the goal by inpainting; with a causal backbone only rows at or after the planned arrival change.
-    ``goal_n: (B, 2)``, normalized.
-    """
-
-    def __init__(self, model, goal_n: torch.Tensor, norm: Normalizer, radius: float):
-        super().__init__()
-        self.model, self.radius = model, radius
-        self.register_buffer("goal_n", goal_n)
-        self.register_buffer("std_pos", torch.as_tensor(norm.std[2:4], dtype=torch.float32))
-        self.register_buffer("zero_vel", torch.as_tensor(-norm.mean[4:6] / norm.std[4:6], dtype=torch.float32))
-
-    def init_state(self, batch, device=None):
-        return self.model.init_state(batch, device)
-
-    def repeat_state(self, state, n):
-        return self.model.repeat_state(state, n)
-
-    def absorb(self, x, levels, cond=None, state=None):
-        return self.model.absorb(x, levels, cond, state)
-
-    def forward(self, x, levels, cond=None, state=None):
-        pred = self.model(x, levels, cond, state)
-        return inpaint_after_arrival(pred, self.goal_n, self.std_pos, self.zero_vel, self.radius)
-
-
-def inpaint_after_arrival(x0: torch.Tensor, goal_n: torch.Tensor, std_pos: torch.Tensor, zero_vel: torch.Tensor,
-                          radius: float) -> torch.Tensor:
-    """``x0: (B·N, T, k, 6)`` normalized plan → the same with rows from the first arrival within ``radius``
-    (world units) on set to the goal state; the arrival test is on detached values. ``goal_n: (B, 2)``."""
-    s = x0.flatten(1, 2)  # (B·N, T·k, 6)
-    g = goal_n.to(s).repeat_interleave(s.shape[0] // goal_n.shape[0], 0).unsqueeze(1)  # (B·N, 1, 2)
-    d = (((s[..., POS].detach() - g) * std_pos.to(s)).pow(2).sum(-1)).sqrt()  # (B·N, T·k)
-    after = (d <= radius).long().cummax(1).values.bool().unsqueeze(-1)  # (B·N, T·k, 1)
-    goal_state = torch.cat([g, zero_vel.to(s).expand(*g.shape[:-1], 2)], -1).expand(-1, s.shape[1], -1)
-    obs = torch.where(after, goal_state, s[..., 2:])
-    return torch.cat([s[..., :2], obs], -1).view_as(x0)
 
 
 @dataclass
@@ -709,20 +660,15 @@ class Planner:
         if pc.distance == "data_geodesic":
             # one field per episode: its n candidates (and MCG futures) are consecutive rows, which distance_fn maps
             dist = self.geodesic_field().distance_fn(goals, self.device)
-        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight, pc.reward_weight,
-                                       pc.reward_radius, pc.reward_temperature, now[:, :2].repeat_interleave(n, 0),
-                                       pc.guidance_positions, pc.reward_positions, pc.integration_window, dist,
-                                       dist if pc.geodesic_reward else None, now[:, 2:].repeat_interleave(n, 0), dyn)
-        model = self.model
-        if pc.inpaint_arrival_radius > 0:
-            if self.schedule.objective != "x0":
-                raise ConfigError("plan.inpaint_arrival_radius needs an x0-predicting planner (diffusion.objective=x0)")
-            model = ArrivalInpaint(self.model, goal_n, self.norm, pc.inpaint_arrival_radius)
+        guide = goal_distance_guidance(goal_n, self.norm, pc.goal_velocity_weight, pc.reward_weight, pc.reward_radius,
+                                       pc.reward_temperature, now[:, :2].repeat_interleave(n, 0), pc.guidance_positions,
+                                       pc.reward_positions, pc.integration_window, dist,
+                                       velocity=now[:, 2:].repeat_interleave(n, 0), dynamics=dyn)
         steer = guide
         if n > 1 and pc.candidate_guidance_min != 1.0:  # log c scaled per candidate = its own guidance scale
             w = torch.linspace(pc.candidate_guidance_min, 1.0, n, device=self.device).repeat(len(goals))  # (N·n,)
             steer = lambda x0, t0: guide(x0, t0) * w.repeat_interleave(x0.shape[0] // len(w))  # noqa: E731
-        out = sample(model, self.schedule, self.sampler, length=self.cfg.data.plan_tokens, context=ctx,
+        out = sample(self.model, self.schedule, self.sampler, length=self.cfg.data.plan_tokens, context=ctx,
                      guidance=steer if guided else None, generator=generator)
         tokens = out.x[:, out.context_len:]  # (N·n, H, k, 6) normalized
         if n > 1:

@@ -19,7 +19,9 @@ TINY = ["data.frame_stack=10", "data.horizon=6", "data.context_tokens=1", "data.
         "model.width=64", "model.depth=1", "diffusion.num_levels=100", "train.steps=500", "train.batch_size=64",
         "train.lr=3e-3", "train.warmup_steps=20", "train.ema_decay=0.9", "train.checkpoint_every=1000",
         "sampler.steps=8", "sampler.window=6", "plan.replan_every=10", "sampler.guidance_scale=1.0",
-        "plan.reward_weight=0"]  # the tiny test keeps the plain distance guidance it was tuned with
+        "plan.reward_weight=0", "plan.guidance_positions=planned", "plan.reward_positions=planned",
+        "plan.integration_window=0", "plan.distance=euclidean", "sampler.uncertainty_scale=1.0",
+        "objective.fused_snr_init=first_token"]  # the plain distance guidance and training the tiny test was tuned with
 
 
 @pytest.fixture(scope="module")

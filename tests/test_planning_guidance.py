@@ -183,3 +183,15 @@ def test_bad_guidance_settings_fail_clearly():
         ExecConfig(reward_positions="velocities")
     with pytest.raises(ConfigError, match="integration_window"):
         ExecConfig(integration_window=-1)
+
+
+def test_planning_defaults_are_the_maze_preset():
+    """The dataclass defaults are the best settings we know: the preset ``planning_maze`` (the Maze2D benchmark's
+    recipe for any maze) resolves to them, the maze it names aside."""
+    from dforce.engine.config import load_config
+
+    preset = config_to_dict(load_config(PlanningConfig, "planning_maze", []))
+    defaults = config_to_dict(PlanningConfig())
+    for d in (preset, defaults):
+        d["data"].pop("maze")
+    assert preset == defaults

@@ -137,47 +137,33 @@ def plan_tokens_for(task) -> int:
 
 @dataclass(frozen=True)
 class ExecConfig:
+    """How plans are made and executed (``plan.*``). The defaults are the Maze2D benchmark's settings (the preset
+    ``planning_maze``); docs/planning.md ("What we learned") gives the experiments behind them."""
+
     replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack unless data.markovian
-    executor: str = "actions"  # actions: execute the diffused actions | pd: track planned states (Diffuser)
-    pd_kp: float = 1.0  # Diffuser maze2d PD: a = kp (w_pos - pos) + kd (w_vel - vel)
+    executor: str = "actions"  # actions: execute the diffused forces (DF) | pd: track the planned states (Diffuser)
+    pd_kp: float = 1.0  # pd executor: a = kp (w_pos − pos) + kd (w_vel − vel) (Diffuser's maze2d controller)
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
-    inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal after sampling (read by the pd executor only)
-    goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
-    reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze with planned positions (50 episodes; 0 = off). The U-Maze preset: 30
-    reward_radius: float = 0.5  # r: D4RL maze2d reward radius
+    inpaint_goal: bool = False  # pd executor: the last planned position becomes the goal (Diffuser's goal inpainting)
+    goal_velocity_weight: float = 0.2  # w: the distance term measures to the goal state (g, v = 0): sqrt(d² + w²‖v‖²)
+    reward_weight: float = 30.0  # ρ: + ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps in the radius (the D4RL return; 0: off)
+    reward_radius: float = 0.5  # r: D4RL maze2d's reward radius
     reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
-    # which positions the distance term scores: planned (the plan's position channels) | integrated (the current
-    # position plus DT × the running sum of the planned velocities: where the plan's velocities lead) | both (the
-    # larger of the two distances: a step is only as close as both say) | actions (where the plan's forces, the
-    # executed channels, lead from the current state under the velocity response fitted to the training data,
-    # v' = α v + β a + c per axis: ActionDynamics)
-    guidance_positions: str = "planned"
-    # the same for the reward term, or both (a step counts when both are inside the radius). The presets and the
-    # benchmark's U-Maze score integrated ones (U-Maze 50 episodes: 41 -> 101 with ρ = 30); without a window it
-    # lowered Medium and Large. The benchmark's Medium and Large score actions in both terms (Large, 50 episodes,
-    # plain DF: 124.2 -> 186.9 Multi2D, 120.2 -> 194.4 single; docs/planning.md). Planned stays the default
-    # (earlier runs evaluate as before)
-    reward_positions: str = "planned"
-    # m > 0: integrated (and actions) positions start from the plan's own state m steps earlier (0: from the current
-    # state for the whole plan). The presets: 50 (U-Maze 50 episodes: 101 -> 123; Multi2D benchmark Medium 43 -> 83,
-    # Large 33 -> 88)
-    integration_window: int = 0
-    # n > 1: sample n guided plans per episode (batched) and execute the one the guidance objective log c scores
-    # highest (Diffuser's "sort by value"; 1: the paper's DF, one plan). A global choice between plans the
-    # gradient cannot move between, e.g. past a wall or around it
-    candidates: int = 1
-    # the n candidates' guidance scales run evenly from this fraction of sampler.guidance_scale up to all of it
-    # (1: every candidate alike; 0: the first one unguided), so that some plans follow the data more than the gradient
-    candidate_guidance_min: float = 1.0
-    # what the guidance's distance to the goal is: euclidean (the paper: straight to the goal) | data_geodesic (the
-    # shortest path through the positions the planner's training data visits, dforce.recipes.planning.maze2d.geodesic: it knows
-    # the walls from the data alone, no map; inside the reward radius it equals the Euclidean distance of the reward)
-    distance: str = "euclidean"
+    # positions the distance term scores: planned (the plan's position channels) | integrated (where the planned
+    # velocities lead) | both (the larger distance) | actions (where the plan's forces, the executed channels, lead
+    # under the velocity response fitted to the data: ActionDynamics)
+    guidance_positions: str = "actions"
+    reward_positions: str = "actions"  # the same for the reward term (both: a step counts when both are inside)
+    integration_window: int = 50  # m > 0: integrated / actions positions restart from the plan's own state m steps earlier (0: never)
+    candidates: int = 1  # n > 1: n guided plans per episode, execute the best-scored (Diffuser's sort by value; n× the cost)
+    candidate_guidance_min: float = 1.0  # the n candidates' guidance scales run from this fraction of the scale up to 1
+    # distance to the goal: euclidean (the paper) | data_geodesic (shortest path through the positions of the training
+    # data, dforce.recipes.planning.maze2d.geodesic: knows the walls from the data alone, no map)
+    distance: str = "data_geodesic"
     geodesic_cell: float = 0.1  # grid spacing of the data_geodesic field (world units; a maze cell is 1)
     geodesic_outside_slope: float = 2.0  # the field's rise per unit of distance into space the data never visits
-    # where a wall's value comes from (dforce.recipes.planning.maze2d.geodesic): entry_side (the side each guided path of positions
-    # entered it from; the Medium/Large benchmark: 14 of 16 cells up against nearest) | nearest (the data cell nearest
-    # to each point of it) | higher_side (the side farther from the goal owns a wall between it and a nearer side)
+    # value inside a wall: entry_side (from the side the guided path entered it) | nearest (the nearest data cell) |
+    # higher_side (the side farther from the goal owns it)
     geodesic_walls: str = "entry_side"
 
     # removed in dforce 0.2 (they lost their experiments, docs/planning.md): a saved config at the old off value loads
@@ -224,9 +210,9 @@ class PlanModelConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class PlanTrainConfig(TrainConfig):
-    # 2-CPU budget (reference: 120k steps at batch 4096). None: from the maze's diameter (train_steps_for: 2500 as the
-    # benchmark's U-Maze / Medium up to 15 cells, 5000 beyond); training writes the number into the run
-    steps: int | None = 2500
+    # None: from the maze's diameter (train_steps_for: 2500 up to 15 cells, 5000 beyond; a 2-CPU budget, the reference
+    # trains 120k steps at batch 4096); training writes the number into the run
+    steps: int | None = None
 
     def __post_init__(self):
         if self.steps is None:  # resolved from the maze when training starts; check every other field now
@@ -235,14 +221,22 @@ class PlanTrainConfig(TrainConfig):
             super().__post_init__()
     batch_size: int = 64
     lr: float = 1e-3  # small model, short run (reference: 2e-4)
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
+
+
+@dataclass(frozen=True)
+class PlanObjectiveConfig(ObjectiveConfig):
+    # DF (independent levels, fused-SNR weights) as the objective's defaults; the running SNR starts time-discounted,
+    # as the benchmark's planners were trained (dforce 0.1)
+    fused_snr_init: str = "discounted"
 
 
 @dataclass(frozen=True)
 class PlanSamplerConfig(SamplerConfig):
     steps: int = 20  # DDIM steps (reference: 50; fewer for CPU planning)
     window: int = 20  # the planner overrides it with the planned tokens (data.horizon: one chunk = the whole plan)
-    guidance_scale: float = 0.05  # tuned on U-Maze with 20 episodes (0.05 > 0.15, 0.3)
+    guidance_scale: float = 0.05  # step size of the guidance gradient on x̂0 (the benchmark's, every maze)
+    uncertainty_scale: float = 0.25  # pyramid slope: a token leads the next by a quarter DDIM step (the benchmark's Medium / Large)
 
 
 @dataclass(frozen=True)
@@ -250,8 +244,7 @@ class PlanningConfig:
     data: PlanDataConfig = field(default_factory=PlanDataConfig)
     diffusion: PlanDiffusionConfig = field(default_factory=PlanDiffusionConfig)
     model: PlanModelConfig = field(default_factory=PlanModelConfig)
-    # the objective's defaults (DF = independent levels, fused-SNR weights) are the planning defaults
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: PlanObjectiveConfig = field(default_factory=PlanObjectiveConfig)
     train: PlanTrainConfig = field(default_factory=PlanTrainConfig)
     sampler: PlanSamplerConfig = field(default_factory=PlanSamplerConfig)
     plan: ExecConfig = field(default_factory=ExecConfig)

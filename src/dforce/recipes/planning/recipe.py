@@ -138,33 +138,31 @@ def plan_tokens_for(task) -> int:
 @dataclass(frozen=True)
 class ExecConfig:
     """How plans are made and executed (``plan.*``). The defaults are the Maze2D benchmark's settings (the preset
-    ``planning_maze``); docs/planning.md ("What we learned") gives the experiments behind them."""
+    ``planning_maze``); docs/planning.md ("What we learned") gives the experiments behind them.
 
-    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack unless data.markovian
+    Guidance positions (:func:`goal_distance_guidance`): ``planned``, the plan's position channels; ``integrated``,
+    where the planned velocities lead; ``both``, the larger distance of the two; ``actions``, where the plan's forces
+    (the executed channels) lead under the velocity response fitted to the data (:class:`ActionDynamics`). The
+    data-geodesic distance and its wall rules: :mod:`dforce.recipes.planning.maze2d.geodesic`."""
+
+    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack unless markovian
     executor: str = "actions"  # actions: execute the diffused forces (DF) | pd: track the planned states (Diffuser)
-    pd_kp: float = 1.0  # pd executor: a = kp (w_pos − pos) + kd (w_vel − vel) (Diffuser's maze2d controller)
+    pd_kp: float = 1.0  # pd executor: a = kp (w_pos − pos) + kd (w_vel − vel), Diffuser's maze2d controller
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
     inpaint_goal: bool = False  # pd executor: the last planned position becomes the goal (Diffuser's goal inpainting)
-    goal_velocity_weight: float = 0.2  # w: the distance term measures to the goal state (g, v = 0): sqrt(d² + w²‖v‖²)
-    reward_weight: float = 30.0  # ρ: + ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps in the radius (the D4RL return; 0: off)
+    goal_velocity_weight: float = 0.2  # w: distance to the goal *state* (g, v = 0), sqrt(d² + w²‖v‖²)
+    reward_weight: float = 30.0  # ρ: + ρ Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (0: off)
     reward_radius: float = 0.5  # r: D4RL maze2d's reward radius
     reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
-    # positions the distance term scores: planned (the plan's position channels) | integrated (where the planned
-    # velocities lead) | both (the larger distance) | actions (where the plan's forces, the executed channels, lead
-    # under the velocity response fitted to the data: ActionDynamics)
-    guidance_positions: str = "actions"
+    guidance_positions: str = "actions"  # what the distance term scores: planned | integrated | both | actions (below)
     reward_positions: str = "actions"  # the same for the reward term (both: a step counts when both are inside)
-    integration_window: int = 50  # m > 0: integrated / actions positions restart from the plan's own state m steps earlier (0: never)
-    candidates: int = 1  # n > 1: n guided plans per episode, execute the best-scored (Diffuser's sort by value; n× the cost)
-    candidate_guidance_min: float = 1.0  # the n candidates' guidance scales run from this fraction of the scale up to 1
-    # distance to the goal: euclidean (the paper) | data_geodesic (shortest path through the positions of the training
-    # data, dforce.recipes.planning.maze2d.geodesic: knows the walls from the data alone, no map)
-    distance: str = "data_geodesic"
+    integration_window: int = 50  # m > 0: integrated/actions positions restart from the plan's state m steps back
+    candidates: int = 1  # n > 1: n guided plans per episode, run the best-scored (Diffuser's sort by value; n× cost)
+    candidate_guidance_min: float = 1.0  # the n candidates' guidance scales run from this fraction of the scale to 1
+    distance: str = "data_geodesic"  # euclidean (the paper) | data_geodesic (shortest path through the data's positions)
     geodesic_cell: float = 0.1  # grid spacing of the data_geodesic field (world units; a maze cell is 1)
     geodesic_outside_slope: float = 2.0  # the field's rise per unit of distance into space the data never visits
-    # value inside a wall: entry_side (from the side the guided path entered it) | nearest (the nearest data cell) |
-    # higher_side (the side farther from the goal owns it)
-    geodesic_walls: str = "entry_side"
+    geodesic_walls: str = "entry_side"  # a wall's value: entry_side (where the path entered) | nearest | higher_side
 
     # removed in dforce 0.2 (they lost their experiments, docs/planning.md): a saved config at the old off value loads
     RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {
@@ -236,7 +234,7 @@ class PlanSamplerConfig(SamplerConfig):
     steps: int = 20  # DDIM steps (reference: 50; fewer for CPU planning)
     window: int = 20  # the planner overrides it with the planned tokens (data.horizon: one chunk = the whole plan)
     guidance_scale: float = 0.05  # step size of the guidance gradient on x̂0 (the benchmark's, every maze)
-    uncertainty_scale: float = 0.25  # pyramid slope: a token leads the next by a quarter DDIM step (the benchmark's Medium / Large)
+    uncertainty_scale: float = 0.25  # pyramid slope u: a token leads the next by u DDIM steps (the benchmark's M/L)
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def test_guidance_with_a_euclidean_distance_fn_equals_the_default():
     euclid = lambda p: (p - g_world).pow(2).sum(-1).sqrt()  # noqa: E731
     for kw in ({}, {"vel_weight": 0.2, "reward_weight": 30.0}):
         a = goal_distance_guidance(goal_n, norm, **kw)(x, 0)
-        b = goal_distance_guidance(goal_n, norm, distance_fn=euclid, reward_distance_fn=euclid, **kw)(x, 0)
+        b = goal_distance_guidance(goal_n, norm, distance_fn=euclid, **kw)(x, 0)
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-5)
     # a different distance changes the objective
     c = goal_distance_guidance(goal_n, norm, distance_fn=lambda p: 2 * euclid(p))(x, 0)

@@ -19,7 +19,9 @@ TINY = ["data.frame_stack=10", "data.horizon=6", "data.context_tokens=1", "data.
         "model.width=64", "model.depth=1", "diffusion.num_levels=100", "train.steps=500", "train.batch_size=64",
         "train.lr=3e-3", "train.warmup_steps=20", "train.ema_decay=0.9", "train.checkpoint_every=1000",
         "sampler.steps=8", "sampler.window=6", "plan.replan_every=10", "sampler.guidance_scale=1.0",
-        "plan.reward_weight=0"]  # the tiny test keeps the plain distance guidance it was tuned with
+        "plan.reward_weight=0", "plan.guidance_positions=planned", "plan.reward_positions=planned",
+        "plan.integration_window=0", "plan.distance=euclidean", "sampler.uncertainty_scale=1.0",
+        "objective.fused_snr_init=first_token"]  # the plain distance guidance and training the tiny test was tuned with
 
 
 @pytest.fixture(scope="module")
@@ -160,17 +162,16 @@ def test_cli_bad_maze_and_run_dir(tmp_path, capsys):
     assert "multiple of" in capsys.readouterr().err
 
 
-def test_plan_with_reward_guidance_and_arrival_inpainting(tiny):
+def test_plan_with_reward_guidance_and_mcg(tiny):
     cfg, model, schedule, norm, _ = tiny
-    plan_cfg = dataclasses.replace(cfg.plan, reward_weight=10.0, inpaint_arrival_radius=0.3)
+    plan_cfg = dataclasses.replace(cfg.plan, reward_weight=10.0)
     planner = Planner(dataclasses.replace(cfg, plan=plan_cfg), model, schedule, norm, sampler=dataclasses.replace(cfg.sampler, mcg=dataclasses.replace(cfg.sampler.mcg, samples=2)))
     N = 4
     goal = np.tile([1.0, 1.0], (N, 1))
-    obs = np.tile([[1.1, 1.0, 0.0, 0.0]], (1, N, 1))  # starts inside the radius: the plan is inpainted at once
+    obs = np.tile([[1.1, 1.0, 0.0, 0.0]], (1, N, 1))  # starts inside the radius
     p = planner.plan(obs, np.zeros((0, N, 2)), goal, torch.Generator().manual_seed(0))
     H = cfg.data.horizon * cfg.data.frame_stack
-    assert p.actions.shape == (N, H, 2) and np.isfinite(p.actions).all()
-    assert np.allclose(p.states[:, -1, :2], goal, atol=0.05) and np.allclose(p.states[:, -1, 2:], 0, atol=0.05)
+    assert p.actions.shape == (N, H, 2) and np.isfinite(p.actions).all() and np.isfinite(p.states).all()
 
 
 def test_plan_guided_on_where_the_forces_lead(tiny):

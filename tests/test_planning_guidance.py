@@ -1,13 +1,14 @@
-"""Maze2D planning guidance terms: the reward (in-radius count) term, integrated positions, arrival goal inpainting."""
+"""Maze2D planning guidance terms: the reward (in-radius count) term, integrated positions, the removed guidance keys."""
 
 import numpy as np
 import pytest
 import torch
 
+from dforce.engine.config import apply_overrides, config_to_dict, from_dict
 from dforce.errors import ConfigError, DataError
 from dforce.recipes.planning.maze2d import load_or_generate_maze2d
-from dforce.recipes.planning.recipe import (DT, ActionDynamics, ExecConfig, Normalizer, ROW, action_positions,
-                                   goal_distance_guidance, inpaint_after_arrival)
+from dforce.recipes.planning.recipe import (DT, ActionDynamics, ExecConfig, Normalizer, PlanningConfig, ROW,
+                                            action_positions, goal_distance_guidance)
 
 NORM = Normalizer(np.array([0.0, 0.0, 2.0, 2.0, 0.0, 0.0]), np.array([0.7, 0.7, 1.0, 1.0, 2.5, 2.5]))
 
@@ -152,28 +153,45 @@ def test_action_guidance_scores_where_the_forces_lead_and_pushes_the_forces():
         goal_distance_guidance(goal_n(goal), NORM, start=start, reward_weight=1.0, reward_positions="actions")
 
 
-def test_inpaint_after_arrival_sets_the_goal_state_from_the_first_arrival():
-    goal = np.array([[1.0, 1.0]])
-    pos = np.linspace([3.0, 1.0], [0.0, 1.0], 20)[None]  # passes through the goal at step ~13
-    x = plan_at(pos, velocity=2.0)
-    out = inpaint_after_arrival(x, goal_n(goal), torch.tensor(NORM.std[2:4]).float(),
-                                torch.tensor(-NORM.mean[4:6] / NORM.std[4:6]).float(), radius=0.3)
-    assert out.shape == x.shape
-    raw = NORM.decode(out.flatten(1, 2).double().numpy())[0]
-    first = int(np.argmax(np.linalg.norm(pos[0] - goal, axis=1) <= 0.3))
-    assert np.allclose(raw[:first, 2:], NORM.decode(x.flatten(1, 2).double().numpy())[0, :first, 2:], atol=1e-5)
-    assert np.allclose(raw[first:, 2:4], goal, atol=1e-5) and np.allclose(raw[first:, 4:], 0, atol=1e-5)
-    assert np.allclose(out[..., :2], x[..., :2])  # actions are left to the model
+# the guidance keys removed in dforce 0.2 and their old off values
+REMOVED = {"guidance_decay": 1.0, "inpaint_arrival_radius": 0.0, "geodesic_reward": False}
+NOT_OFF = {"guidance_decay": 1.01, "inpaint_arrival_radius": 0.3, "geodesic_reward": True}
+
+
+def test_old_config_with_the_removed_guidance_keys_loads_at_their_off_values():
+    """A run saved before the removal (every plan key written out) still loads when the removed keys hold their off
+    values, and means what it meant; a removed key set to anything else is refused in one line naming it."""
+    old = config_to_dict(PlanningConfig())
+    old["plan"].update(REMOVED)
+    assert from_dict(PlanningConfig, old) == PlanningConfig()
+    for key, value in REMOVED.items():  # a command-line override at the off value is a no-op too
+        assert from_dict(PlanningConfig, apply_overrides({}, [f"plan.{key}={value}"], PlanningConfig)) == PlanningConfig()
+    for key, value in NOT_OFF.items():
+        with pytest.raises(ConfigError, match=f"plan.{key} was removed") as e:
+            from_dict(PlanningConfig, {**old, "plan": {**old["plan"], key: value}})
+        assert "\n" not in str(e.value)
+        with pytest.raises(ConfigError, match=f"plan.{key} was removed"):
+            apply_overrides({}, [f"plan.{key}={str(value).lower()}"], PlanningConfig)
 
 
 def test_bad_guidance_settings_fail_clearly():
     with pytest.raises(ConfigError, match="reward_temperature"):
         ExecConfig(reward_temperature=0.0)
-    with pytest.raises(ConfigError, match="inpaint_arrival_radius"):
-        ExecConfig(inpaint_arrival_radius=-1.0)
     with pytest.raises(ConfigError, match="guidance_positions"):
         ExecConfig(guidance_positions="velocities")
     with pytest.raises(ConfigError, match="reward_positions"):
         ExecConfig(reward_positions="velocities")
     with pytest.raises(ConfigError, match="integration_window"):
         ExecConfig(integration_window=-1)
+
+
+def test_planning_defaults_are_the_maze_preset():
+    """The dataclass defaults are the best settings we know: the preset ``planning_maze`` (the Maze2D benchmark's
+    recipe for any maze) resolves to them, the maze it names aside."""
+    from dforce.engine.config import load_config
+
+    preset = config_to_dict(load_config(PlanningConfig, "planning_maze", []))
+    defaults = config_to_dict(PlanningConfig())
+    for d in (preset, defaults):
+        d["data"].pop("maze")
+    assert preset == defaults

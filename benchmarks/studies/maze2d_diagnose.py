@@ -9,9 +9,8 @@ step, the share of steps inside the 0.5 radius after the first arrival, and the 
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --guidance-scale 0.1
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --velocity-weight 1.0          # slow down everywhere
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --velocity-weight 1.0 --velocity-gate 0.5   # near the goal only
-    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --decay 0.99
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --start-at-goal --max-steps 60 --episodes 10   # hold test
-    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --set plan.inpaint_arrival_radius=0.3 --mcg 4 \
+    PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --set plan.reward_weight=10 --mcg 4 \
         --log benchmarks/results/studies/maze2d_probes.jsonl             # any plan.* / sampler.* override; append a record
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --paths-png fails.png   # where failures end
     PYTHONPATH=src python benchmarks/studies/maze2d_diagnose.py RUN --maze medium --set plan.distance=data_geodesic \
@@ -48,7 +47,7 @@ def gated_velocity_guidance(radius: float):
     The gate is computed on detached positions, so it cannot push plans away from the goal. The later settings
     of ``goal_distance_guidance`` (reward term, integrated positions, distance) are not used by this variant."""
 
-    def make(goal_n, norm, decay: float = 1.0, vel_weight: float = 0.0, *_later_settings):
+    def make(goal_n, norm, vel_weight: float = 0.0, *_later_settings, **_later_keywords):
         std = torch.as_tensor(norm.std, dtype=torch.float32)
         vmean = torch.as_tensor(norm.mean[4:6], dtype=torch.float32)
 
@@ -59,8 +58,7 @@ def gated_velocity_guidance(radius: float):
             dp2 = ((p - g) * std[2:4].to(p)).pow(2).sum(-1)
             v2 = (s[..., 4:6] * std[4:6].to(p) + vmean.to(p)).pow(2).sum(-1)
             d = (dp2 + vel_weight**2 * v2 * torch.exp(-dp2.detach() / (2 * radius**2)) + 1e-6).sqrt()
-            w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
-            return -(d * w).sum(1)
+            return -d.sum(1)
 
         return log_c
 
@@ -150,7 +148,6 @@ def main() -> None:
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument("--velocity-weight", type=float, default=None, help="plan.goal_velocity_weight")
     ap.add_argument("--velocity-gate", type=float, default=None, help="apply the velocity term only within ~r")
-    ap.add_argument("--decay", type=float, default=None, help="plan.guidance_decay")
     ap.add_argument("--multi", action="store_true", help="Multi2D (random goal per episode)")
     ap.add_argument("--mcg", type=int, default=1, help="sampler.mcg.samples")
     ap.add_argument("--set", nargs="*", default=[], help="plan.* / sampler.* overrides, e.g. plan.reward_weight=1")
@@ -179,8 +176,6 @@ def main() -> None:
     plan = planner.cfg.plan
     if args.velocity_weight is not None:
         plan = dataclasses.replace(plan, goal_velocity_weight=args.velocity_weight)
-    if args.decay is not None:
-        plan = dataclasses.replace(plan, guidance_decay=args.decay)
     planner.cfg = dataclasses.replace(planner.cfg, plan=plan)
     if args.guidance_scale is not None:
         planner.sampler = dataclasses.replace(planner.sampler, guidance_scale=args.guidance_scale)

@@ -30,6 +30,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -136,53 +137,37 @@ def plan_tokens_for(task) -> int:
 
 @dataclass(frozen=True)
 class ExecConfig:
-    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack unless data.markovian
-    executor: str = "actions"  # actions: execute the diffused actions | pd: track planned states (Diffuser)
-    pd_kp: float = 1.0  # Diffuser maze2d PD: a = kp (w_pos - pos) + kd (w_vel - vel)
+    """How plans are made and executed (``plan.*``). The defaults are the Maze2D benchmark's settings (the preset
+    ``planning_maze``); docs/planning.md ("What we learned") gives the experiments behind them.
+
+    Guidance positions (:func:`goal_distance_guidance`): ``planned``, the plan's position channels; ``integrated``,
+    where the planned velocities lead; ``both``, the larger distance of the two; ``actions``, where the plan's forces
+    (the executed channels) lead under the velocity response fitted to the data (:class:`ActionDynamics`). The
+    data-geodesic distance and its wall rules: :mod:`dforce.recipes.planning.maze2d.geodesic`."""
+
+    replan_every: int = 10  # env steps between plans (reference MPC: 10); a multiple of frame_stack unless markovian
+    executor: str = "actions"  # actions: execute the diffused forces (DF) | pd: track the planned states (Diffuser)
+    pd_kp: float = 1.0  # pd executor: a = kp (w_pos − pos) + kd (w_vel − vel), Diffuser's maze2d controller
     pd_kd: float = 1.0  # (Diffuser uses 1, 1)
-    inpaint_goal: bool = False  # Diffuser: overwrite the last planned position with the goal after sampling (read by the pd executor only)
-    guidance_decay: float = 1.0  # weight of planned step j is decay**j (1: every planned position alike)
-    goal_velocity_weight: float = 0.2  # w: guide toward the goal *state* (g, v=0); 0.2 tuned on U-Maze (20 episodes)
-    reward_weight: float = 10.0  # ρ: adds ρ·Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (the D4RL metric); 10 tuned on U-Maze with planned positions (50 episodes; 0 = off). The U-Maze preset: 30
-    reward_radius: float = 0.5  # r: D4RL maze2d reward radius
+    inpaint_goal: bool = False  # pd executor: the last planned position becomes the goal (Diffuser's goal inpainting)
+    goal_velocity_weight: float = 0.2  # w: distance to the goal *state* (g, v = 0), sqrt(d² + w²‖v‖²)
+    reward_weight: float = 30.0  # ρ: + ρ Σ_j σ((r − d_j)/τ), a smooth count of planned steps scoring reward (0: off)
+    reward_radius: float = 0.5  # r: D4RL maze2d's reward radius
     reward_temperature: float = 0.1  # τ (world units) of the smooth in-radius indicator
-    inpaint_arrival_radius: float = 0.0  # >0: in every x̂0, steps after the first planned one within this distance of the goal become the goal state (g, v=0) (Diffuser-style goal inpainting; 0: off)
-    # which positions the distance term scores: planned (the plan's position channels) | integrated (the current
-    # position plus DT × the running sum of the planned velocities: where the plan's velocities lead) | both (the
-    # larger of the two distances: a step is only as close as both say) | actions (where the plan's forces, the
-    # executed channels, lead from the current state under the velocity response fitted to the training data,
-    # v' = α v + β a + c per axis: ActionDynamics)
-    guidance_positions: str = "planned"
-    # the same for the reward term, or both (a step counts when both are inside the radius). The presets and the
-    # benchmark's U-Maze score integrated ones (U-Maze 50 episodes: 41 -> 101 with ρ = 30); without a window it
-    # lowered Medium and Large. The benchmark's Medium and Large score actions in both terms (Large, 50 episodes,
-    # plain DF: 124.2 -> 186.9 Multi2D, 120.2 -> 194.4 single; docs/planning.md). Planned stays the default
-    # (earlier runs evaluate as before)
-    reward_positions: str = "planned"
-    # m > 0: integrated (and actions) positions start from the plan's own state m steps earlier (0: from the current
-    # state for the whole plan). The presets: 50 (U-Maze 50 episodes: 101 -> 123; Multi2D benchmark Medium 43 -> 83,
-    # Large 33 -> 88)
-    integration_window: int = 0
-    # n > 1: sample n guided plans per episode (batched) and execute the one the guidance objective log c scores
-    # highest (Diffuser's "sort by value"; 1: the paper's DF, one plan). A global choice between plans the
-    # gradient cannot move between, e.g. past a wall or around it
-    candidates: int = 1
-    # the n candidates' guidance scales run evenly from this fraction of sampler.guidance_scale up to all of it
-    # (1: every candidate alike; 0: the first one unguided), so that some plans follow the data more than the gradient
-    candidate_guidance_min: float = 1.0
-    # what the guidance's distance to the goal is: euclidean (the paper: straight to the goal) | data_geodesic (the
-    # shortest path through the positions the planner's training data visits, dforce.recipes.planning.maze2d.geodesic: it knows
-    # the walls from the data alone, no map; inside the reward radius it equals the Euclidean distance of the reward)
-    distance: str = "euclidean"
+    guidance_positions: str = "actions"  # what the distance term scores: planned | integrated | both | actions (below)
+    reward_positions: str = "actions"  # the same for the reward term (both: a step counts when both are inside)
+    integration_window: int = 50  # m > 0: integrated/actions positions restart from the plan's state m steps back
+    candidates: int = 1  # n > 1: n guided plans per episode, run the best-scored (Diffuser's sort by value; n× cost)
+    candidate_guidance_min: float = 1.0  # the n candidates' guidance scales run from this fraction of the scale to 1
+    distance: str = "data_geodesic"  # euclidean (the paper) | data_geodesic (shortest path through the data's positions)
     geodesic_cell: float = 0.1  # grid spacing of the data_geodesic field (world units; a maze cell is 1)
     geodesic_outside_slope: float = 2.0  # the field's rise per unit of distance into space the data never visits
-    # where a wall's value comes from (dforce.recipes.planning.maze2d.geodesic): entry_side (the side each guided path of positions
-    # entered it from; the Medium/Large benchmark: 14 of 16 cells up against nearest) | nearest (the data cell nearest
-    # to each point of it) | higher_side (the side farther from the goal owns a wall between it and a nearer side)
-    geodesic_walls: str = "entry_side"
-    # data_geodesic only: the reward term measures it too (integrated positions that run through a wall into the
-    # radius stop counting). False: Euclidean, as the env's reward (Large Multi2D, 50 episodes: 77.2 vs 54.7 with it)
-    geodesic_reward: bool = False
+    geodesic_walls: str = "entry_side"  # a wall's value: entry_side (where the path entered) | nearest | higher_side
+
+    # removed in dforce 0.2 (they lost their experiments, docs/planning.md): a saved config at the old off value loads
+    RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {
+        "guidance_decay": (None, 1.0), "inpaint_arrival_radius": (None, 0.0), "geodesic_reward": (None, False),
+    }
 
     def __post_init__(self):
         check_choice("plan.executor", self.executor, ("actions", "pd"))
@@ -196,8 +181,6 @@ class ExecConfig:
             raise ConfigError(f"plan.geodesic_outside_slope must be > 0, got {self.geodesic_outside_slope}")
         if self.reward_temperature <= 0:
             raise ConfigError(f"plan.reward_temperature must be > 0, got {self.reward_temperature}")
-        if self.inpaint_arrival_radius < 0:
-            raise ConfigError(f"plan.inpaint_arrival_radius must be >= 0, got {self.inpaint_arrival_radius}")
         if self.replan_every < 1:
             raise ConfigError(f"plan.replan_every must be >= 1, got {self.replan_every}")
         if self.integration_window < 0:
@@ -225,9 +208,9 @@ class PlanModelConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class PlanTrainConfig(TrainConfig):
-    # 2-CPU budget (reference: 120k steps at batch 4096). None: from the maze's diameter (train_steps_for: 2500 as the
-    # benchmark's U-Maze / Medium up to 15 cells, 5000 beyond); training writes the number into the run
-    steps: int | None = 2500
+    # None: from the maze's diameter (train_steps_for: 2500 up to 15 cells, 5000 beyond; a 2-CPU budget, the reference
+    # trains 120k steps at batch 4096); training writes the number into the run
+    steps: int | None = None
 
     def __post_init__(self):
         if self.steps is None:  # resolved from the maze when training starts; check every other field now
@@ -236,14 +219,22 @@ class PlanTrainConfig(TrainConfig):
             super().__post_init__()
     batch_size: int = 64
     lr: float = 1e-3  # small model, short run (reference: 2e-4)
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
+
+
+@dataclass(frozen=True)
+class PlanObjectiveConfig(ObjectiveConfig):
+    # DF (independent levels, fused-SNR weights) as the objective's defaults; the running SNR starts time-discounted,
+    # as the benchmark's planners were trained (dforce 0.1)
+    fused_snr_init: str = "discounted"
 
 
 @dataclass(frozen=True)
 class PlanSamplerConfig(SamplerConfig):
     steps: int = 20  # DDIM steps (reference: 50; fewer for CPU planning)
     window: int = 20  # the planner overrides it with the planned tokens (data.horizon: one chunk = the whole plan)
-    guidance_scale: float = 0.05  # tuned on U-Maze with 20 episodes (0.05 > 0.15, 0.3)
+    guidance_scale: float = 0.05  # step size of the guidance gradient on x̂0 (the benchmark's, every maze)
+    uncertainty_scale: float = 0.25  # pyramid slope u: a token leads the next by u DDIM steps (the benchmark's M/L)
 
 
 @dataclass(frozen=True)
@@ -251,8 +242,7 @@ class PlanningConfig:
     data: PlanDataConfig = field(default_factory=PlanDataConfig)
     diffusion: PlanDiffusionConfig = field(default_factory=PlanDiffusionConfig)
     model: PlanModelConfig = field(default_factory=PlanModelConfig)
-    # the objective's defaults (DF = independent levels, fused-SNR weights) are the planning defaults
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: PlanObjectiveConfig = field(default_factory=PlanObjectiveConfig)
     train: PlanTrainConfig = field(default_factory=PlanTrainConfig)
     sampler: PlanSamplerConfig = field(default_factory=PlanSamplerConfig)
     plan: ExecConfig = field(default_factory=ExecConfig)
@@ -501,14 +491,12 @@ def load_planner(run_dir: str | Path, device: str = "cpu", weights: str = "auto"
 # ---------------------------------------------------------------------------------------------------
 
 
-def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float = 1.0, vel_weight: float = 0.0,
+def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, vel_weight: float = 0.0,
                            reward_weight: float = 0.0, reward_radius: float = 0.5, reward_temperature: float = 0.1,
                            start: torch.Tensor | None = None, distance_positions: str = "planned",
                            reward_positions: str = "planned", window: int = 0, distance_fn=None,
-                           reward_distance_fn=None, velocity: torch.Tensor | None = None,
-                           dynamics: ActionDynamics | None = None):
-    """log c(x̂0) = Σ_{planned steps j} decay^j · (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)),
-    world units.
+                           velocity: torch.Tensor | None = None, dynamics: ActionDynamics | None = None):
+    """log c(x̂0) = Σ_{planned steps j} (−sqrt(‖p_j − g‖² + w² ‖v_j‖²) + ρ σ((r − ‖p_j − g‖)/τ)), world units.
 
     With ``vel_weight`` w = 0 the first term is the distance of every planned position to the goal; w > 0
     measures the distance to the goal *state* (g, zero velocity). The second term (``reward_weight`` ρ > 0)
@@ -525,10 +513,9 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
     that are executed) lead from the current state (``start``, ``velocity: (B, 2)`` world) under the velocity
     response ``dynamics`` (:func:`action_positions`; the same window).
 
-    ``distance_fn(p: (B·N, H·k, 2) world) -> (B·N, H·k)`` replaces ‖p_j − g‖ in the first term, and
-    ``reward_distance_fn`` in the reward term (e.g. the dataset's shortest-path distance,
-    :meth:`dforce.recipes.planning.maze2d.geodesic.GeodesicField.distance_fn`: within the reward radius it equals the
-    Euclidean one, and integrated positions that run through a wall no longer count).
+    ``distance_fn(p: (B·N, H·k, 2) world) -> (B·N, H·k)`` replaces ‖p_j − g‖ in the first term (e.g. the dataset's
+    shortest-path distance, :meth:`dforce.recipes.planning.maze2d.geodesic.GeodesicField.distance_fn`); the reward
+    term keeps the Euclidean distance, as the env's reward.
     """
     check_choice("distance_positions", distance_positions, DISTANCE_POSITIONS)
     check_choice("reward_positions", reward_positions, REWARD_POSITIONS)
@@ -581,57 +568,12 @@ def goal_distance_guidance(goal_n: torch.Tensor, norm: Normalizer, decay: float 
         d = (dd + vel_weight**2 * v.pow(2).sum(-1) + 1e-6).sqrt() if vel_weight else (dd + 1e-6).sqrt()
         if reward_weight:
             inside = lambda kind: torch.sigmoid(  # noqa: E731
-                (reward_radius - (dist2(kind, reward_distance_fn) + 1e-6).sqrt()) / reward_temperature)
+                (reward_radius - (dist2(kind) + 1e-6).sqrt()) / reward_temperature)
             r = inside("planned") * inside("integrated") if reward_positions == "both" else inside(reward_positions)
             d = d - reward_weight * r
-        w = decay ** torch.arange(d.shape[1], device=d.device, dtype=d.dtype)
-        return -(d * w).sum(1)
+        return -d.sum(1)
 
     return log_c
-
-
-class ArrivalInpaint(torch.nn.Module):
-    """Goal inpainting on the x0 prediction of a causal planner (``plan.inpaint_arrival_radius``).
-
-    Wraps a stateful x0-predicting model: in every prediction ``(B·N, T, k, 6)``, the step rows from the
-    first one whose planned position is within ``radius`` of the goal onwards get the goal state
-    ``(g, v = 0)`` in their observation channels (actions are left to the model). Diffuser conditions on
-    the goal by inpainting; with a causal backbone only rows at or after the planned arrival change.
-    ``goal_n: (B, 2)``, normalized.
-    """
-
-    def __init__(self, model, goal_n: torch.Tensor, norm: Normalizer, radius: float):
-        super().__init__()
-        self.model, self.radius = model, radius
-        self.register_buffer("goal_n", goal_n)
-        self.register_buffer("std_pos", torch.as_tensor(norm.std[2:4], dtype=torch.float32))
-        self.register_buffer("zero_vel", torch.as_tensor(-norm.mean[4:6] / norm.std[4:6], dtype=torch.float32))
-
-    def init_state(self, batch, device=None):
-        return self.model.init_state(batch, device)
-
-    def repeat_state(self, state, n):
-        return self.model.repeat_state(state, n)
-
-    def absorb(self, x, levels, cond=None, state=None):
-        return self.model.absorb(x, levels, cond, state)
-
-    def forward(self, x, levels, cond=None, state=None):
-        pred = self.model(x, levels, cond, state)
-        return inpaint_after_arrival(pred, self.goal_n, self.std_pos, self.zero_vel, self.radius)
-
-
-def inpaint_after_arrival(x0: torch.Tensor, goal_n: torch.Tensor, std_pos: torch.Tensor, zero_vel: torch.Tensor,
-                          radius: float) -> torch.Tensor:
-    """``x0: (B·N, T, k, 6)`` normalized plan → the same with rows from the first arrival within ``radius``
-    (world units) on set to the goal state; the arrival test is on detached values. ``goal_n: (B, 2)``."""
-    s = x0.flatten(1, 2)  # (B·N, T·k, 6)
-    g = goal_n.to(s).repeat_interleave(s.shape[0] // goal_n.shape[0], 0).unsqueeze(1)  # (B·N, 1, 2)
-    d = (((s[..., POS].detach() - g) * std_pos.to(s)).pow(2).sum(-1)).sqrt()  # (B·N, T·k)
-    after = (d <= radius).long().cummax(1).values.bool().unsqueeze(-1)  # (B·N, T·k, 1)
-    goal_state = torch.cat([g, zero_vel.to(s).expand(*g.shape[:-1], 2)], -1).expand(-1, s.shape[1], -1)
-    obs = torch.where(after, goal_state, s[..., 2:])
-    return torch.cat([s[..., :2], obs], -1).view_as(x0)
 
 
 @dataclass
@@ -709,20 +651,15 @@ class Planner:
         if pc.distance == "data_geodesic":
             # one field per episode: its n candidates (and MCG futures) are consecutive rows, which distance_fn maps
             dist = self.geodesic_field().distance_fn(goals, self.device)
-        guide = goal_distance_guidance(goal_n, self.norm, pc.guidance_decay, pc.goal_velocity_weight, pc.reward_weight,
-                                       pc.reward_radius, pc.reward_temperature, now[:, :2].repeat_interleave(n, 0),
-                                       pc.guidance_positions, pc.reward_positions, pc.integration_window, dist,
-                                       dist if pc.geodesic_reward else None, now[:, 2:].repeat_interleave(n, 0), dyn)
-        model = self.model
-        if pc.inpaint_arrival_radius > 0:
-            if self.schedule.objective != "x0":
-                raise ConfigError("plan.inpaint_arrival_radius needs an x0-predicting planner (diffusion.objective=x0)")
-            model = ArrivalInpaint(self.model, goal_n, self.norm, pc.inpaint_arrival_radius)
+        guide = goal_distance_guidance(goal_n, self.norm, pc.goal_velocity_weight, pc.reward_weight, pc.reward_radius,
+                                       pc.reward_temperature, now[:, :2].repeat_interleave(n, 0), pc.guidance_positions,
+                                       pc.reward_positions, pc.integration_window, dist,
+                                       velocity=now[:, 2:].repeat_interleave(n, 0), dynamics=dyn)
         steer = guide
         if n > 1 and pc.candidate_guidance_min != 1.0:  # log c scaled per candidate = its own guidance scale
             w = torch.linspace(pc.candidate_guidance_min, 1.0, n, device=self.device).repeat(len(goals))  # (N·n,)
             steer = lambda x0, t0: guide(x0, t0) * w.repeat_interleave(x0.shape[0] // len(w))  # noqa: E731
-        out = sample(model, self.schedule, self.sampler, length=self.cfg.data.plan_tokens, context=ctx,
+        out = sample(self.model, self.schedule, self.sampler, length=self.cfg.data.plan_tokens, context=ctx,
                      guidance=steer if guided else None, generator=generator)
         tokens = out.x[:, out.context_len:]  # (N·n, H, k, 6) normalized
         if n > 1:

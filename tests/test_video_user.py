@@ -145,3 +145,8 @@ def test_sample_uses_heldout_episodes_and_writes_outputs_that_decode(tmp_path, c
     # asking for more held-out videos than the run holds out is an error, not a silent reuse of training videos
     assert cli_main(["video", "sample", str(run), "--episodes", "3", "--no-frechet", "--quiet", "--length", "8"]) == 2
     assert "holds out 2 episodes" in capsys.readouterr().err
+    # history guidance has no batching rule for a prev_frame model's state yet: one line, not a wrong rollout
+    assert cli_main(["video", "sample", str(run), "--episodes", "1", "--no-frechet", "--quiet", "--length", "8",
+                     "--history-guidance", "vanilla:1.5", "--out", str(tmp_path / "out" / "hg")]) == 2
+    assert "prev_frame" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "hg.json").exists() and not list((tmp_path / "out").glob("hg*"))

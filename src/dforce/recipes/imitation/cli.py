@@ -44,8 +44,6 @@ def cmd_imitation_eval(args) -> int:
     return 0
 
 
-
-
 def register(subparsers) -> None:
     imi = subparsers.add_parser("imitation", help="fruit-swap imitation with memory (DF policy + MPC, baselines)")
     isub = imi.add_subparsers(dest="imitation_command", required=True)

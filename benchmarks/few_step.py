@@ -532,7 +532,11 @@ def main(argv=None) -> int:
                 res = planning_task(runs, cells, args.mazes)
             # merge into the file as it is now (another process may have written its tasks meanwhile)
             latest = json.loads(path.read_text()) if path.exists() else {"results": {}}
-            report["results"] = {**latest.get("results", {}), task: json.loads(json.dumps(res))}  # int keys -> str
+            new = json.loads(json.dumps(res))  # int keys -> str
+            old = latest.get("results", {}).get(task, {})
+            if task == "video" and old.get("seeds"):  # a run of some seeds keeps the other seeds' rows
+                new["seeds"] = {**old["seeds"], **new["seeds"]}
+            report["results"] = {**latest.get("results", {}), task: new}
             report["command"] = "python benchmarks/few_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
             report["runs"] = str(runs)
             finish(report, path)

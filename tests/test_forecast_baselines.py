@@ -104,7 +104,7 @@ def test_one_step_forecasts_condition_each_step_on_the_true_past():
 def test_protocol_benchmark_quick_run(tmp_path):
     """benchmarks/studies/forecast_exchange_protocol.py --quick: both protocols for every forecaster, written to JSON."""
     root = Path(__file__).resolve().parents[1]
-    script = [sys.executable, str(root / "benchmarks" / "forecast_exchange_protocol.py"), "--out", str(tmp_path / "p")]
+    script = [sys.executable, str(root / "benchmarks" / "studies" / "forecast_exchange_protocol.py"), "--out", str(tmp_path / "p")]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
     p = subprocess.run([*script, "--seeds", "1", "--quick"], capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stderr[-2000:]

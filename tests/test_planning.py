@@ -98,7 +98,7 @@ def test_guidance_moves_endpoint_toward_goal(tiny, mcg):
 def test_candidates_execute_the_best_scored_plan(tiny, monkeypatch):
     """``plan.candidates`` n: n guided plans per episode in one batch, each episode keeps the one its guidance
     objective scores highest (checked against the scores of every drawn candidate)."""
-    import dforce.recipes.planning.recipe as planning
+    import dforce.recipes.planning.planner as planning  # where Planner.plan looks up ``sample``
 
     cfg, model, schedule, norm, _ = tiny
     n, N = 4, 3

@@ -30,6 +30,7 @@ import json
 import numpy as np
 import torch
 
+import dforce.recipes.planning.planner as planning_planner
 import dforce.recipes.planning.recipe as planning
 from dforce.recipes.planning.maze2d import Maze2DBatchEnv
 from dforce.recipes.planning.maze2d.layouts import get_maze, pos_to_cell
@@ -168,7 +169,8 @@ def main() -> None:
     effect = MCGEffect() if args.mcg_effect else None
     torch.set_num_threads(args.threads)
     if args.velocity_gate is not None:
-        planning.goal_distance_guidance = gated_velocity_guidance(args.velocity_gate)
+        # patched where Planner.plan looks it up (the planner module), not on the recipe's re-export
+        planning_planner.goal_distance_guidance = gated_velocity_guidance(args.velocity_gate)
     cfg, model, schedule, norm = planning.load_planner(args.run)
     if args.set:
         cfg = from_dict(planning.PlanningConfig, apply_overrides(config_to_dict(cfg), args.set, planning.PlanningConfig))

@@ -536,6 +536,8 @@ def main(argv=None) -> int:
             old = latest.get("results", {}).get(task, {})
             if task == "video" and old.get("seeds"):  # a run of some seeds keeps the other seeds' rows
                 new["seeds"] = {**old["seeds"], **new["seeds"]}
+            if task == "planning":  # ... and a run of some mazes the other mazes'
+                new = {**old, **new}
             report["results"] = {**latest.get("results", {}), task: new}
             report["command"] = "python benchmarks/few_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
             report["runs"] = str(runs)

@@ -116,8 +116,10 @@ class HistoryGuidanceConfig:
 
 def state_cat(states: list):
     """Concatenate model states along the batch: RNN/ConvGRU latents ``(depth, B, ...)`` (dim 1), the
-    transformer's ``KVCache`` (a dataclass with per-layer ``keys``/``values`` ``(B, H, L, hd)``; equal lengths)
-    and the stateless adapter's ``(x, levels, cond)`` (equal lengths). Duck-typed: the core imports no model."""
+    transformer's ``KVCache`` (a dataclass with per-layer ``keys``/``values`` ``(B, H, L, hd)``; equal lengths),
+    the stateless adapter's ``(x, levels, cond)`` (equal lengths) and tuples whose ``batch_dims`` attribute names
+    each part's batch dimension (a ``prev_frame`` ConvGRU's latent and last token). Duck-typed: the core imports
+    no model."""
     s0 = states[0]
     if s0 is None:
         return None
@@ -128,8 +130,10 @@ def state_cat(states: list):
             raise ConfigError("history guidance: KV caches of different lengths cannot share one batch")
         cat = lambda name: [torch.cat([getattr(s, name)[i] for s in states], 0) for i in range(len(s0.keys))]  # noqa: E731
         return dataclasses.replace(s0, keys=cat("keys"), values=cat("values"), store=None, start=0)
-    if isinstance(s0, tuple):
-        return tuple(None if s0[i] is None else torch.cat([s[i] for s in states], 0) for i in range(len(s0)))
+    if isinstance(s0, tuple):  # batch_dims: where each part keeps the batch (a model's NamedTuple state); default 0
+        dims = getattr(s0, "batch_dims", (0,) * len(s0))
+        parts = (None if s0[i] is None else torch.cat([s[i] for s in states], d) for i, d in enumerate(dims))
+        return type(s0)(*parts) if hasattr(s0, "_fields") else tuple(parts)
     raise ConfigError(f"history guidance does not know how to batch a model state of type {type(s0).__name__}")
 
 
@@ -143,7 +147,9 @@ def state_take(state, start: int, stop: int):
         return dataclasses.replace(state, keys=[k[start:stop] for k in state.keys],
                                    values=[v[start:stop] for v in state.values], store=None, start=0)
     if isinstance(state, tuple):
-        return tuple(None if s is None else s[start:stop] for s in state)
+        dims = getattr(state, "batch_dims", (0,) * len(state))
+        parts = (None if s is None else s.narrow(d, start, stop - start) for s, d in zip(state, dims))
+        return type(state)(*parts) if hasattr(state, "_fields") else tuple(parts)
     raise ConfigError(f"history guidance does not know how to slice a model state of type {type(state).__name__}")
 
 
@@ -253,7 +259,7 @@ class HistoryCopies:
     def _span(self, cond_state) -> int | None:
         """How many of the last history tokens a window copy re-reads: the longest window (a recurrent state then
         starts from the model's initial state), or the conditional copy's kept context (a stateless model)."""
-        if isinstance(cond_state, torch.Tensor):
+        if isinstance(cond_state, torch.Tensor) or hasattr(cond_state, "batch_dims"):  # a recurrent state
             return self.keep
         if isinstance(cond_state, tuple):
             return None if cond_state[0] is None else cond_state[0].shape[1]

@@ -56,7 +56,7 @@ def cmd_sample(args) -> int:
     from pathlib import Path
 
     from dforce.recipes.video.evaluate import DEFAULT_MULTIPLES
-    from dforce.recipes.video.recipe import check_sampler, load_run, method_config, parse_length
+    from dforce.recipes.video.recipe import load_run, method_config, parse_length
     from dforce.recipes.video.report import evaluate_run
 
     from dforce.engine import rundir
@@ -77,7 +77,6 @@ def cmd_sample(args) -> int:
         mode, _, scale = args.history_guidance.partition(":")
         hg = from_dict(type(smp.history_guidance), {"mode": mode, "scale": scale or 1.0}, "sampler.history_guidance.")
         smp = dataclasses.replace(smp, history_guidance=hg)
-    check_sampler(cfg, smp)  # before any output is prepared
     if cfg.data.is_file:
         rundir.check_data(args.run_dir, cfg.data.source, args.allow_changed_data)
     if args.keyframes:

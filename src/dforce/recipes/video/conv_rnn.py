@@ -20,6 +20,8 @@ a clean past, in parallel over T).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +29,16 @@ from torch import nn
 from dforce.errors import ConfigError
 from dforce.models.layers import LevelEmbedding
 from dforce.recipes.video.codec import halvings
+
+
+class PrevFrameState(NamedTuple):
+    """State of a ``prev_frame`` model: the latent and the last token as it was given. ``batch_dims`` says where
+    each part keeps the batch, so history guidance can stack and slice states (``dforce.history_guidance``)."""
+
+    z: torch.Tensor  # (depth, B, Cz, h, w)
+    x_prev: torch.Tensor  # (B, C, H, W)
+    k_prev: torch.Tensor  # (B,) int
+    batch_dims = (1, 0, 0)  # a class attribute (not a field): the batch dimension of z, x_prev, k_prev
 
 
 class FiLMBlock(nn.Module):
@@ -123,22 +135,21 @@ class ConvGRUDenoiser(nn.Module):
     # -- state ---------------------------------------------------------------------------------------
 
     def init_state(self, batch: int, device=None):
-        """Zero latent ``(depth, B, Cz, h, w)``; with ``prev_frame`` the tuple ``(z, x_prev (B, C, H, W) zeros,
-        k_prev (B,) = K)`` (no previous token: shown as pure noise)."""
+        """Zero latent ``(depth, B, Cz, h, w)``; with ``prev_frame`` a :class:`PrevFrameState` ``(z, x_prev (B, C, H,
+        W) zeros, k_prev (B,) = K)`` (no previous token: shown as pure noise)."""
         z = torch.zeros(self.depth, batch, *self.latent, device=device)
         if not self.prev_frame:
             return z
-        return (z, torch.zeros(batch, *self.frame_shape, device=device),
-                torch.full((batch,), self.num_levels, dtype=torch.long, device=device))
+        return PrevFrameState(z, torch.zeros(batch, *self.frame_shape, device=device),
+                              torch.full((batch,), self.num_levels, dtype=torch.long, device=device))
 
     @staticmethod
     def repeat_state(state, n: int):
         """Repeat each batch element's state ``n`` times (latent ``(L, B, ...)`` → ``(L, B·n, ...)``)."""
         if state is None:
             return None
-        if isinstance(state, tuple):
-            z, xp, kp = state
-            return (z.repeat_interleave(n, dim=1), xp.repeat_interleave(n, dim=0), kp.repeat_interleave(n, dim=0))
+        if isinstance(state, PrevFrameState):
+            return PrevFrameState(*(t.repeat_interleave(n, dim=d) for t, d in zip(state, state.batch_dims)))
         return state.repeat_interleave(n, dim=1)
 
     def _split_state(self, state, x: torch.Tensor):
@@ -255,7 +266,7 @@ class ConvGRUDenoiser(nn.Module):
         z0, prev = self._split_state(state, x)
         f, _ = self._encode(x, self._emb(levels, cond), self._prev_inputs(x, levels, prev))
         z = self._unroll(f, z0)[-1]
-        return (z, x[:, -1], levels[:, -1]) if self.prev_frame else z
+        return PrevFrameState(z, x[:, -1], levels[:, -1]) if self.prev_frame else z
 
     def forward_clean_past(self, x: torch.Tensor, levels: torch.Tensor, clean: torch.Tensor,
                            cond: torch.Tensor | None = None) -> torch.Tensor:

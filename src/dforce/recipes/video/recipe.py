@@ -402,14 +402,6 @@ def sampling_weights(run_dir: Path, cfg: VideoRunConfig) -> Path:
 
 # ---------------------------------------------------------------------------------------- rollout
 @torch.no_grad()
-def check_sampler(cfg: VideoRunConfig, smp: SamplerConfig) -> SamplerConfig:
-    """``smp`` if the run's model can sample with it; else one :class:`ConfigError` line."""
-    if cfg.prev_frame and smp.history_guidance.mode != "none":  # its state (latent, previous frame) has no batching rule
-        raise ConfigError("history guidance does not support prev_frame video models yet (sampler.history_guidance."
-                          "mode=none, or a model trained with prev_frame=false)")
-    return smp
-
-
 def rollout(model, schedule: NoiseSchedule, cfg: VideoRunConfig, frames: torch.Tensor, actions: torch.Tensor,
             length: int, sampler: SamplerConfig | None = None, seed: int = 0, device: str = "cpu",
             progress: bool = False) -> tuple[torch.Tensor, float]:
@@ -433,7 +425,7 @@ def rollout(model, schedule: NoiseSchedule, cfg: VideoRunConfig, frames: torch.T
         into = torch.nn.functional.pad(into, (0, 0, 0, C + length - into.shape[1]))
     ctx = stack_frames(frames[:, :C].float(), into[:, :C], k)[0]  # (N, C/k, kC, H, W)
     cond = into[:, :C + length].reshape(into.shape[0], (C + length) // k, -1)  # (N, (C+L)/k, kA)
-    smp = check_sampler(cfg, sampler or method_config(cfg).sampler)
+    smp = sampler or method_config(cfg).sampler
     gen = torch.Generator(device=device).manual_seed(seed)
     t0 = time.perf_counter()
     out = sample(model, schedule, smp, context=ctx.to(device), cond=cond.to(device), length=length // k,

@@ -214,7 +214,21 @@ def markdown(report: dict) -> str:
     defaults = [f"{ds}: {d[ds]['dforce']['defaults']}" for ds in DATASETS if d.get(ds, {}).get("dforce", {}).get("defaults")]
     if defaults:
         lines += ["", "dforce defaults chosen from the frequency: " + "; ".join(defaults) + "."]
+    chosen = [f"{ds}: {', '.join(picks)}" for ds in DATASETS if (picks := _representations(d.get(ds, {}).get("dforce")))]
+    if chosen:
+        lines += ["", "dforce representation chosen on the validation windows per seed (`data.representation: auto`, "
+                  "of revin, diff and the two pooled): " + "; ".join(chosen) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _representations(detail: dict | None) -> list[str]:
+    """What ``representation: auto`` chose in each seed's first fit (the lowest validation wQL of its candidates)."""
+    picks = []
+    for fits in (detail or {}).get("fits") or []:
+        cand = (fits or [{}])[0].get("candidates") or {}
+        if cand:
+            picks.append(min(cand, key=cand.get))
+    return picks
 
 
 def fan_charts(cells: Path, out_dir: Path) -> list[Path]:

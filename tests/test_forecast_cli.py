@@ -67,7 +67,7 @@ def test_backtest_prints_one_line_per_window_and_scores(tmp_path):
                 "--backtest", "--windows", "3", "--stride", "2", "--samples", "16", "--out", out, "--quiet",
                 "--set", *TINY)
     assert p.returncode == 0, p.stderr
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("window ") and "wQL" in ln]
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("window ") and "dforce: " in ln]  # one per window
     assert len(lines) == 3 and "2018-" in lines[0]
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["windows"]) == 3 and 0 < m["overall"]["wql"] < 1 and 0 <= m["overall"]["coverage90"] <= 1

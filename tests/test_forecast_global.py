@@ -148,3 +148,39 @@ def test_saved_run_reloads_to_the_same_forecast(tmp_path):
     fc = gm.fit(tiny(), p, run_dir=tmp_path / "run", progress=False)
     back = gm.load(tmp_path / "run")
     np.testing.assert_array_equal(gm.forecast(fc, p, [60], seed=1), gm.forecast(back, p, [60], seed=1))
+
+
+def test_auto_representation_keeps_the_candidate_with_the_better_validation_wql(tmp_path):
+    """``data.representation=auto`` trains revin and diff models and keeps the lowest validation wQL of them and
+    their pool; the run reloads as the chosen one, and each candidate trained in its own folder."""
+    p = make_panel(T=60)
+    fc = gm.fit(tiny(4, "data.representation=auto"), p, run_dir=tmp_path / "run", progress=False)
+    assert set(fc.candidates) == {"revin", "diff", "pool"}
+    best = min(fc.candidates, key=fc.candidates.get)
+    assert (bool(fc.members) if best == "pool" else fc.layout.representation == best and not fc.members)
+    assert fc.candidates[best] == round(fc.val_wql, 6) and fc.cfg.data.representation == "auto"
+    assert all((tmp_path / "run" / "candidates" / r / "config.yaml").is_file() for r in ("revin", "diff"))
+    for r in ("revin", "diff"):  # the same seed and data with a fixed representation: the same validation score
+        assert round(gm.fit(tiny(4, f"data.representation={r}"), p, progress=False).val_wql, 6) == fc.candidates[r]
+    back = gm.load(tmp_path / "run")
+    assert back.layout.representation == fc.layout.representation and back.candidates == fc.candidates
+    np.testing.assert_array_equal(gm.forecast(fc, p, [60], seed=1), gm.forecast(back, p, [60], seed=1))
+    assert "auto representation -> " in gm.chosen(fc) and gm.chosen(back) == gm.chosen(fc)
+
+
+def test_pooled_representations_split_the_paths_and_reload(tmp_path):
+    """``data.representation=pool``: a revin and a diff forecaster, each drawing half of the paths, one spread
+    calibrated on the pooled validation samples; saved with its members and reloaded to the same forecast."""
+    p = make_panel(T=60)
+    fc = gm.fit(tiny(4, "data.representation=pool", "early_stop.spread_grid=[1.0,2.0]"), p,
+                run_dir=tmp_path / "run", progress=False)
+    assert [m.layout.representation for m in fc.members] == ["revin", "diff"]
+    assert set(fc.candidates) == {"revin", "diff", "pool"} and fc.candidates["pool"] == round(fc.val_wql, 6)
+    raw = [gm.forecast(replace(m, spread=1.0), p, [60], num_samples=4, seed=1 + 101 * i)
+           for i, m in enumerate(fc.members)]
+    pooled = gm.apply_spread(np.concatenate(raw, axis=2).reshape(3, 8, 4), fc.spread).reshape(1, 3, 8, 4)
+    np.testing.assert_allclose(gm.forecast(fc, p, [60], num_samples=8, seed=1), pooled, rtol=1e-12)
+    back = gm.load(tmp_path / "run")
+    assert [m.layout.representation for m in back.members] == ["revin", "diff"] and back.spread == fc.spread
+    np.testing.assert_array_equal(gm.forecast(fc, p, [60], seed=1), gm.forecast(back, p, [60], seed=1))
+    assert "pooled" in gm.chosen(back)

@@ -98,8 +98,9 @@ def dforce_backtest(cfg, panel: Panel, origins: np.ndarray, refit: bool = False,
         if on_fit is not None:
             on_fit(fc, g[0])
         fits.append({"origin": o, "best_epoch": fc.best_epoch, "epochs": len(fc.history), "spread": fc.spread,
-                     "best_val_wql": fc.best_val_wql, "train_seconds": round(fc.seconds, 1),
-                     "context": fc.layout.context, "lags": list(fc.layout.lags), "nonnegative": fc.nonnegative})
+                     "best_val_wql": fc.best_val_wql, "val_wql": fc.val_wql, "train_seconds": round(fc.seconds, 1),
+                     "context": fc.layout.context, "lags": list(fc.layout.lags), "nonnegative": fc.nonnegative,
+                     "representation": "pool" if fc.members else fc.layout.representation, "candidates": fc.candidates})
         parts.append(forecast(fc, panel, origins[g], seed=cfg.seed, device=device))
     samples = np.concatenate(parts)  # (W, N, S, H)
     return Backtest(origins, quantiles_from_samples(samples), target, scale, samples, time.time() - t0,

@@ -154,7 +154,7 @@ def cmd_forecast(args) -> int:
 
         def said(fc, w):
             print(f"window {w + 1}: trained in {fc.seconds:.0f} s (best epoch {fc.best_epoch}, spread {fc.spread}); "
-                  f"{gm.describe(fc.layout, panel.calendar.season, fc.nonnegative)}", flush=True)
+                  f"{gm.describe(fc.layout, panel.calendar.season, fc.nonnegative)}{gm.chosen(fc)}", flush=True)
 
         bt = dforce_backtest(cfg, panel, origins, refit=args.refit, device=args.device, progress=not args.quiet,
                              run_dir=None if args.refit else run_dir, on_fit=said)
@@ -187,7 +187,7 @@ def cmd_forecast(args) -> int:
         else:
             fc = gm.fit(cfg, panel, run_dir=run_dir, device=args.device, progress=not args.quiet)
             print(f"trained in {fc.seconds:.0f} s (best epoch {fc.best_epoch}, validation wQL {fc.best_val_wql:.4f}, "
-                  f"spread {fc.spread}); run saved to {run_dir}")
+                  f"spread {fc.spread}){gm.chosen(fc)}; run saved to {run_dir}")
         print(gm.describe(fc.layout, panel.calendar.season, fc.nonnegative))
         origins = np.array([panel.length])
         samples = gm.forecast(fc, panel, origins, args.samples, args.seed, args.device)  # (1, N, S, H)

@@ -37,7 +37,7 @@ from dforce.objective import ObjectiveConfig
 from dforce.recipes.forecast.frequency import default_context, seasonal_lags, secondary_season
 from dforce.recipes.forecast.metrics import forecast_metrics
 from dforce.recipes.forecast.panel import Panel
-from dforce.recipes.forecast.tokens import Layout, Tokens, WindowDataset, WindowEncoder, typical_step, window_origins
+from dforce.recipes.forecast.tokens import REPRESENTATIONS, Layout, Tokens, WindowDataset, WindowEncoder, typical_step, window_origins
 from dforce.sampler import SamplerConfig, sample
 
 BEST_FILE = "best_{}.safetensors"  # the ensemble's weights, best validation epoch first
@@ -54,7 +54,9 @@ class PanelDataConfig:
     context_seasons: int = 3  # seasons of context when context_length = 0
     lags: tuple[int, ...] = ()  # lag rows (each >= H); empty: the first lag_seasons multiples of the season >= H
     lag_seasons: int = 3
-    representation: str = "revin"  # revin: (y - mean_ctx) / spread_ctx | diff: changes / mean |change| (#4)
+    # revin: (y - mean_ctx) / spread_ctx | diff: changes / mean |change| (#4) | pool: one model each, their samples
+    # pooled | auto: of revin, diff and pool the lowest validation wQL (pool and auto: 2x the training time)
+    representation: str = "revin"
     scale_floor: float = 0.1  # a window's scale >= this x the series' mean |step| (flat contexts, pegged series)
     min_context_observed: int = 2  # a training window needs this many observed context values
     val_windows: int = 3  # horizons held out at the end of the training rows for early stopping ...
@@ -67,6 +69,7 @@ class PanelDataConfig:
         if isinstance(self.nonnegative, bool):  # YAML reads a bare on / off as true / false
             object.__setattr__(self, "nonnegative", "on" if self.nonnegative else "off")
         check_choice("data.nonnegative", self.nonnegative, ("auto", "on", "off"))
+        check_choice("data.representation", self.representation, (*REPRESENTATIONS, "auto", "pool"))
         for k in ("prediction_length", "context_seasons", "val_windows", "val_origins", "val_max_windows"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"data.{k} must be >= 1, got {getattr(self, k)}")
@@ -119,13 +122,23 @@ def resolve_layout(cfg: PanelDataConfig, season: int, freq: str, history: int) -
     C = cfg.context_length or default_context(season, H, cfg.context_seasons, minimum=0)
     C = max(2, min(C, history - H - 1)) if not cfg.context_length else C
     lags = tuple(cfg.lags) or tuple(seasonal_lags(season, H, cfg.lag_seasons, secondary_season(freq)))
-    return Layout(C, H, lags, cfg.representation, cfg.scale_floor, cfg.min_context_observed)
+    representation = cfg.representation if cfg.representation in REPRESENTATIONS else REPRESENTATIONS[0]  # checked as revin
+    return Layout(C, H, lags, representation, cfg.scale_floor, cfg.min_context_observed)
 
 
 def describe(layout: Layout, season: int, nonnegative: bool) -> str:
     """One line for the output: what the defaults chose."""
     return (f"context {layout.context} steps, horizon {layout.horizon}, season {season}, "
             f"lags {list(layout.lags) or 'none'}, {'non-negative' if nonnegative else 'real-valued'} forecasts")
+
+
+def chosen(fc: "GlobalForecaster") -> str:
+    """What ``representation: auto | pool`` made and why (empty for a fixed representation)."""
+    if not fc.candidates:
+        return ""
+    made = " + ".join(m.layout.representation for m in fc.members) + " pooled" if fc.members else fc.layout.representation
+    scores = ", ".join(f"{r} {v:.4g}" for r, v in fc.candidates.items())
+    return f"; {fc.cfg.data.representation} representation -> {made} (validation wQL {scores})"
 
 
 # ----------------------------------------------------------------------------- fitted forecaster
@@ -147,6 +160,11 @@ class GlobalForecaster:
     best_epoch: int = 0
     best_val_wql: float = float("nan")
     cond_dim: int = 0
+    val_wql: float = float("nan")  # validation wQL of the forecast as made (ensemble, calibrated spread)
+    candidates: dict[str, float] = field(default_factory=dict)  # representation auto | pool: each option's val_wql
+    members: list["GlobalForecaster"] = field(default_factory=list)  # representation: pool -> the pooled forecasters
+    val_samples: np.ndarray | None = field(default=None, repr=False)  # (B, S, H) validation samples (not saved)
+    val_target: np.ndarray | None = field(default=None, repr=False)  # (B, H) their true values (not saved)
 
     def steps_for(self, panel: Panel) -> np.ndarray:
         """``(N,)`` typical steps of the panel's series (new series: from their own values)."""
@@ -165,7 +183,35 @@ def _held_out(cfg: PanelDataConfig, panel: Panel) -> tuple[int, np.ndarray]:
 
 def fit(cfg: PanelForecastConfig, panel: Panel, run_dir: str | Path | None = None, device: str = "cpu",
         progress: bool = True) -> GlobalForecaster:
-    """Train on every row of ``panel`` (the caller cuts it at the first forecast origin)."""
+    """Train on every row of ``panel`` (the caller cuts it at the first forecast origin).
+
+    ``data.representation: pool`` trains one forecaster per representation (each in ``run_dir/candidates/<name>``)
+    and pools their samples (half the paths each, one spread calibrated on the pool); ``auto`` keeps whichever of
+    revin, diff and their pool forecasts the validation windows with the lowest wQL (as statsforecast's Auto*
+    models choose by an information criterion); ``candidates`` records the three scores."""
+    if cfg.data.representation in REPRESENTATIONS:
+        fc = _fit_one(cfg, panel, run_dir, device, progress)
+    else:
+        fits = {}
+        for rep in REPRESENTATIONS:
+            one = replace(cfg, data=replace(cfg.data, representation=rep))
+            sub = None if run_dir is None else Path(run_dir) / "candidates" / rep
+            fits[rep] = _fit_one(one, panel, sub, device, progress)
+            if sub is not None:
+                save(fits[rep], sub)
+        pool = _pool(cfg, list(fits.values()))
+        options = {**fits, "pool": pool} if cfg.data.representation == "auto" else {"pool": pool}
+        fc = min(options.values(), key=lambda f: f.val_wql)
+        fc.cfg = replace(fc.cfg, data=replace(fc.cfg.data, representation=cfg.data.representation))  # as asked
+        fc.candidates = {r: round(f.val_wql, 6) for r, f in {**fits, "pool": pool}.items()}
+        fc.seconds = sum(f.seconds for f in fits.values())
+    if run_dir is not None:
+        save(fc, run_dir)
+    return fc
+
+
+def _fit_one(cfg: PanelForecastConfig, panel: Panel, run_dir, device: str, progress: bool) -> GlobalForecaster:
+    """One forecaster of a concrete representation (:func:`fit`); the engine's checkpoints go to ``run_dir``."""
     dc, es = cfg.data, cfg.early_stop
     H = dc.prediction_length
     fit_end, val_o = _held_out(dc, panel)
@@ -215,17 +261,34 @@ def fit(cfg: PanelForecastConfig, panel: Panel, run_dir: str | Path | None = Non
     except _EarlyStop:
         pass
     models = [_model(cfg, enc.cond_dim, sd, device) for _, _, sd in best]
-    spread = 1.0
-    if tuple(es.spread_grid) != (1.0,):  # calibrate the spread of the pooled samples on the validation windows
-        smp = _sample(models, schedule, cfg, enc, y_val, es.val_samples, cfg.seed + 11, device)
-        scores = {c: forecast_metrics(_clip(apply_spread(smp, c), nonneg)[:, :, :, None], target[:, :, None])["crps"]
-                  for c in es.spread_grid}
-        spread = min(scores, key=scores.get)
+    # the forecast as it will be made (the pooled samples of the ensemble), scored on the validation windows for
+    # each spread factor; the best factor is kept (1.0 only: the pooled samples as they are)
+    smp = _sample(models, schedule, cfg, enc, y_val, es.val_samples, cfg.seed + 11, device)
+    spread, score = calibrate_spread(smp, target, es.spread_grid, nonneg)
     fc = GlobalForecaster(models, schedule, cfg, layout, dict(zip(panel.ids, step.tolist())), spread, nonneg,
-                          history, time.time() - t0, best[0][1], best[0][0], enc.cond_dim)
-    if run_dir is not None:
-        save(fc, run_dir)
+                          history, time.time() - t0, best[0][1], best[0][0], enc.cond_dim, score)
+    fc.val_samples, fc.val_target = smp, target
     return fc
+
+
+def calibrate_spread(smp: np.ndarray, target: np.ndarray, grid, nonneg: bool) -> tuple[float, float]:
+    """``(factor, wQL)``: the spread factor of ``grid`` whose widened samples ``smp: (B, S, H)`` score the lowest
+    wQL against ``target: (B, H)`` (``grid = (1.0,)``: the samples as they are)."""
+    scores = {c: forecast_metrics(_clip(apply_spread(smp, c), nonneg)[:, :, :, None], target[:, :, None])["crps"]
+              for c in grid}
+    best = min(scores, key=scores.get)
+    return best, scores[best]
+
+
+def _pool(cfg: PanelForecastConfig, fits: list[GlobalForecaster]) -> GlobalForecaster:
+    """One forecaster pooling the samples of ``fits`` (each its own representation, the same validation windows),
+    the spread calibrated on the pool."""
+    smp = np.concatenate([f.val_samples for f in fits], axis=1)
+    first = fits[0]
+    spread, score = calibrate_spread(smp, first.val_target, cfg.early_stop.spread_grid, first.nonnegative)
+    return GlobalForecaster([], first.schedule, cfg, first.layout, first.step, spread, first.nonnegative,
+                            first.history, 0.0, first.best_epoch, first.best_val_wql, first.cond_dim, score,
+                            members=fits)
 
 
 def _model(cfg: PanelForecastConfig, cond_dim: int, state: dict, device) -> torch.nn.Module:
@@ -312,9 +375,21 @@ def forecast(fc: GlobalForecaster, panel: Panel, origins, num_samples: int | Non
     """
     origins = np.asarray(origins, dtype=np.int64).reshape(-1)
     S = num_samples or fc.cfg.num_samples
-    H, C = fc.layout.horizon, fc.layout.context
     if (origins > panel.length).any() or (origins < 1).any():
         raise DataError(f"forecast origins must lie in [1, {panel.length}], got {origins.tolist()}")
+    if fc.members:  # a pool: each member's share of the paths, then the pool's spread
+        shares = np.diff(np.linspace(0, S, len(fc.members) + 1).round().astype(int))
+        raw = np.concatenate([_raw_forecast(m, panel, origins, int(k), seed + 101 * i, device)
+                              for i, (m, k) in enumerate(zip(fc.members, shares))], axis=2)
+    else:
+        raw = _raw_forecast(fc, panel, origins, S, seed, device)
+    W, N = raw.shape[:2]
+    return _clip(apply_spread(raw.reshape(W * N, S, -1), fc.spread), fc.nonnegative).reshape(raw.shape)
+
+
+def _raw_forecast(fc: GlobalForecaster, panel: Panel, origins: np.ndarray, S: int, seed: int, device) -> np.ndarray:
+    """``(W, N, S, H)`` samples of one forecaster before its spread and clipping (NaN: too little context)."""
+    H, C = fc.layout.horizon, fc.layout.context
     cut = panel.head(int(origins.max())) if origins.max() < panel.length else panel
     enc = WindowEncoder(cut, fc.layout, fc.steps_for(cut))
     n, w = np.meshgrid(np.arange(cut.n_series), np.arange(len(origins)))
@@ -324,10 +399,9 @@ def forecast(fc: GlobalForecaster, panel: Panel, origins, num_samples: int | Non
     cnt = np.where(ok, cut.observed[pairs[:, :1], np.clip(rows, 0, cut.length - 1)], False).sum(1)
     good = cnt >= min(fc.layout.min_context_observed, C)
     out = np.full((len(pairs), S, H), np.nan)
-    if good.any():
+    if good.any() and S > 0:
         tok = enc.encode(pairs[good, 0], pairs[good, 1])
-        smp = _sample(fc.models, fc.schedule, fc.cfg, enc, tok, S, seed, device)
-        out[good] = _clip(apply_spread(smp, fc.spread), fc.nonnegative)
+        out[good] = _sample(fc.models, fc.schedule, fc.cfg, enc, tok, S, seed, device)
     return out.reshape(len(origins), cut.n_series, S, H)
 
 
@@ -340,6 +414,8 @@ def save(fc: GlobalForecaster, run_dir: str | Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(fc.models):
         ckpt.save_weights(m, run_dir / BEST_FILE.format(i))
+    for m in fc.members:  # a pool: each member in candidates/<representation>
+        save(m, run_dir / "candidates" / m.layout.representation)
     lay = fc.layout
     meta = {"kind": "global", "layout": {"context": lay.context, "horizon": lay.horizon, "lags": list(lay.lags),
                                          "representation": lay.representation, "scale_floor": lay.scale_floor,
@@ -347,7 +423,8 @@ def save(fc: GlobalForecaster, run_dir: str | Path) -> None:
             "cond_dim": fc.cond_dim,
             "ensemble": len(fc.models), "step": fc.step, "spread": fc.spread, "nonnegative": fc.nonnegative,
             "history": fc.history, "seconds": fc.seconds, "best_epoch": fc.best_epoch,
-            "best_val_wql": fc.best_val_wql}
+            "best_val_wql": fc.best_val_wql, "val_wql": fc.val_wql, "candidates": fc.candidates,
+            "members": [m.layout.representation for m in fc.members]}
     ckpt.save_yaml(config_to_dict(fc.cfg), run_dir / ckpt.CONFIG_FILE)
     ckpt.atomic_write_bytes(run_dir / META_FILE, json.dumps(meta, indent=2).encode())
 
@@ -355,13 +432,16 @@ def save(fc: GlobalForecaster, run_dir: str | Path) -> None:
 def load(run_dir: str | Path, device: str = "cpu") -> GlobalForecaster:
     """Rebuild a forecaster written by :func:`fit` / :func:`save`."""
     run_dir = Path(run_dir)
-    for name in (ckpt.CONFIG_FILE, META_FILE, BEST_FILE.format(0)):
+    for name in (ckpt.CONFIG_FILE, META_FILE):
         if not (run_dir / name).is_file():
             raise CheckpointError(f"{run_dir} is not a dforce forecast run (missing {name})")
     cfg = from_dict(PanelForecastConfig, ckpt.load_yaml(run_dir / ckpt.CONFIG_FILE))
     meta = json.loads((run_dir / META_FILE).read_text())
     if meta.get("kind") != "global":
         raise CheckpointError(f"{run_dir} holds another kind of forecast run (retrain it with this version)")
+    members = [load(run_dir / "candidates" / r, device) for r in meta.get("members", [])]
+    if not members and not (run_dir / BEST_FILE.format(0)).is_file():
+        raise CheckpointError(f"{run_dir} is not a dforce forecast run (missing {BEST_FILE.format(0)})")
     lay = meta["layout"]
     layout = Layout(lay["context"], lay["horizon"], tuple(lay["lags"]), lay["representation"], lay["scale_floor"],
                     lay["min_context_observed"])
@@ -372,4 +452,5 @@ def load(run_dir: str | Path, device: str = "cpu") -> GlobalForecaster:
         models.append(m.to(device).eval())
     return GlobalForecaster(models, NoiseSchedule(cfg.diffusion).to(device), cfg, layout, meta["step"],
                             meta["spread"], meta["nonnegative"], meta["history"], meta["seconds"],
-                            meta["best_epoch"], meta["best_val_wql"], meta["cond_dim"])
+                            meta["best_epoch"], meta["best_val_wql"], meta["cond_dim"], meta.get("val_wql", float("nan")),
+                            meta.get("candidates", {}), members)

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 CONFIG = "video_atari64"  # the preset a user of 64 px game videos is pointed to (docs/your_data.md)
 TARGET_TRAIN_MINUTES = 30.0  # issue #33: training <= 30 min on 2 cores
+TARGET_CORES = 2
 
 
 def data_file(args) -> Path:
@@ -112,7 +113,8 @@ def main(argv=None) -> int:
         "frechet_4x_within_1_5x_of_1x": (summary["df"].get("frechet_4x") is not None
                                          and summary["df"]["frechet_4x"] <= 1.5 * summary["df"]["frechet_1x"]),
         "train_within_30_min": cost["seconds"] / 60 <= TARGET_TRAIN_MINUTES,
-        "train_cpu_within_30_min": cost["cpu_seconds"] / 60 <= TARGET_TRAIN_MINUTES,
+        # a shared machine's wall time overstates the cost: the CPU time must fit 2 cores x 30 min too
+        "train_cpu_within_2_cores_x_30_min": cost["cpu_seconds"] / 60 <= TARGET_CORES * TARGET_TRAIN_MINUTES,
     }
     result = {"command": "python benchmarks/video_atari.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "data": {"file": str(path), "game": args.game, "episodes": args.episodes, "length": args.length,

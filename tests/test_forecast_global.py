@@ -184,3 +184,8 @@ def test_pooled_representations_split_the_paths_and_reload(tmp_path):
     assert [m.layout.representation for m in back.members] == ["revin", "diff"] and back.spread == fc.spread
     np.testing.assert_array_equal(gm.forecast(fc, p, [60], seed=1), gm.forecast(back, p, [60], seed=1))
     assert "pooled" in gm.chosen(back)
+
+
+def test_unknown_representation_is_one_config_error():
+    with pytest.raises(ConfigError, match="data.representation"):
+        tiny(4, "data.representation=both")

@@ -37,7 +37,8 @@ from dforce.objective import ObjectiveConfig
 from dforce.recipes.forecast.frequency import default_context, seasonal_lags, secondary_season
 from dforce.recipes.forecast.metrics import forecast_metrics
 from dforce.recipes.forecast.panel import Panel
-from dforce.recipes.forecast.tokens import REPRESENTATIONS, Layout, Tokens, WindowDataset, WindowEncoder, typical_step, window_origins
+from dforce.recipes.forecast.tokens import (REPRESENTATIONS, Layout, Tokens, WindowDataset, WindowEncoder, typical_step,
+                                            window_origins)
 from dforce.sampler import SamplerConfig, sample
 
 BEST_FILE = "best_{}.safetensors"  # the ensemble's weights, best validation epoch first
@@ -197,8 +198,6 @@ def fit(cfg: PanelForecastConfig, panel: Panel, run_dir: str | Path | None = Non
             one = replace(cfg, data=replace(cfg.data, representation=rep))
             sub = None if run_dir is None else Path(run_dir) / "candidates" / rep
             fits[rep] = _fit_one(one, panel, sub, device, progress)
-            if sub is not None:
-                save(fits[rep], sub)
         pool = _pool(cfg, list(fits.values()))
         options = {**fits, "pool": pool} if cfg.data.representation == "auto" else {"pool": pool}
         fc = min(options.values(), key=lambda f: f.val_wql)

@@ -4,6 +4,7 @@ cached, settled before the rollout), and `dforce plan eval` of a custom-map run 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,7 +105,10 @@ def test_custom_maze_defaults_follow_its_size():
     from dforce.recipes.planning.recipe import PlanningConfig, train_steps_for, with_plan_tokens
 
     assert [train_steps_for(get_maze(m)) for m in ("umaze", "medium", "large")] == [2500, 2500, 5000]
+    loops = Path(__file__).resolve().parents[1] / "benchmarks" / "maps" / "loops.txt"
+    assert train_steps_for(get_maze(str(loops))) == 5000  # diameter 14: larger than Medium's 11
     cfg = load_config(PlanningConfig, "planning_maze", ["data.maze=large"])
+    assert cfg.plan.candidates == 4  # the best of 4 guided plans (docs/your_data.md)
     assert cfg.train.steps is None and cfg.data.horizon is None  # resolved when training starts
     cfg = with_plan_tokens(cfg)
     assert (cfg.train.steps, cfg.data.horizon, cfg.data.window) == (5000, 40, 42)

@@ -84,8 +84,9 @@ PLAN_TOKENS_BY_DIAMETER = ((8, 20), (15, 30), (None, 40))  # (max diameter, toke
 
 
 # Training steps by maze diameter (train.steps: null): the benchmark's 2500 for U-Maze / Medium (diameters 6 / 11); a
-# larger maze 5000 (the benchmark's Large planner trains 10 000; 5000 is the 2-CPU budget of planning_maze)
-TRAIN_STEPS_BY_DIAMETER = ((15, 2500), (None, 5000))  # (max diameter, steps)
+# larger maze 5000 (the benchmark's Large planner trains 10 000; 5000 is the 2-CPU budget of planning_maze; a map of
+# diameter 14 gained 8.5 points with random goals from 2500 to 5000, docs/your_data.md)
+TRAIN_STEPS_BY_DIAMETER = ((11, 2500), (None, 5000))  # (max diameter, steps)
 
 
 def train_steps_for(task) -> int:
@@ -177,7 +178,7 @@ class PlanModelConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class PlanTrainConfig(TrainConfig):
-    # None: from the maze's diameter (train_steps_for: 2500 up to 15 cells, 5000 beyond; a 2-CPU budget, the reference
+    # None: from the maze's diameter (train_steps_for: 2500 up to 11 cells, 5000 beyond; a 2-CPU budget, the reference
     # trains 120k steps at batch 4096); training writes the number into the run
     steps: int | None = None
 

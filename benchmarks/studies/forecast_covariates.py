@@ -50,6 +50,34 @@ def run(args) -> dict:
     return rows
 
 
+def correlations(dataset: str) -> dict:
+    """Correlation, over windows every 37 rows of every series (72-row context, 24-row horizon, the suite's lags),
+    between the standardized target of the forecast rows and each known-future covariate / seasonal lag as the model
+    sees them (its conditioning channels)."""
+    import numpy as np
+
+    import forecast_suite as fs
+    from dforce.recipes.forecast.frequency import default_context, seasonal_lags
+    from dforce.recipes.forecast.tokens import Layout, WindowEncoder, typical_step
+
+    ds = fs.DATASETS[dataset]
+    p = fs.load(ds)
+    season = p.calendar.season
+    lay = Layout(default_context(season, ds.horizon), ds.horizon, tuple(seasonal_lags(season, ds.horizon)))
+    enc = WindowEncoder(p, lay, typical_step(p.values))
+    o = np.arange(lay.context + max(lay.lags), p.length - ds.horizon, 37)
+    n = np.repeat(np.arange(p.n_series), len(o))
+    t = enc.encode(n, np.tile(o, p.n_series))
+    C, F = lay.context, len(p.future_names)
+    x = t.x[:, C:, 0].ravel()
+    out = {name: float(np.corrcoef(x, t.cond[:, C:, t.cond.shape[-1] - F + j].ravel())[0, 1])
+           for j, name in enumerate(p.future_names)}
+    first_lag = 1 + enc.calendar.shape[1]
+    out.update({f"lag {lag}": float(np.corrcoef(x, t.cond[:, C:, first_lag + j].ravel())[0, 1])
+                for j, lag in enumerate(lay.lags)})
+    return out
+
+
 def write(results: dict) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
@@ -64,6 +92,9 @@ def write(results: dict) -> None:
             val = f"{r['val_wql']:.4f}" if r.get("val_wql") is not None else "—"
             lines.append(f"| {row['dataset']} | {row['label']} | {row['covariates']} | {seed} | {r['wql']:.4f} | {val} | "
                          f"{', '.join(f'{w:.3f}' for w in r['window_wql'])} | `{row['command']}` |")
+    for dataset, corr in results.get("correlations", {}).items():
+        lines += ["", f"{dataset}: correlation with the standardized target in the forecast rows (`--correlations`): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in corr.items())]
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -77,10 +108,18 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dforce config overrides")
     ap.add_argument("--runs", default="runs/forecast_covariates", help="cell scratch folder (fan-chart files)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--correlations", action="store_true", help="only the covariates' and lags' correlations")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.correlations:
+        corr = correlations(args.dataset)
+        results = json.loads(OUT.with_suffix(".json").read_text()) if OUT.with_suffix(".json").exists() else {"rows": {}}
+        results.setdefault("correlations", {})[args.dataset] = corr
+        write(results)
+        print(corr)
+        return
     label = args.label or args.method
     seeds = run(args)
     path = OUT.with_suffix(".json")  # read after the runs: other calls may have added rows meanwhile

@@ -127,7 +127,7 @@ class ExecConfig:
     guidance_positions: str = "actions"  # what the distance term scores: planned | integrated | both | actions (below)
     reward_positions: str = "actions"  # the same for the reward term (both: a step counts when both are inside)
     integration_window: int = 50  # m > 0: integrated/actions positions restart from the plan's state m steps back
-    candidates: int = 1  # n > 1: n guided plans per episode, run the best-scored (Diffuser's sort by value; n× cost)
+    candidates: int = 4  # n > 1: n guided plans per replanning, run the best-scored (Diffuser's sort by value; n× cost)
     candidate_guidance_min: float = 1.0  # the n candidates' guidance scales run from this fraction of the scale to 1
     distance: str = "data_geodesic"  # euclidean (the paper) | data_geodesic (shortest path through the data's positions)
     geodesic_cell: float = 0.1  # grid spacing of the data_geodesic field (world units; a maze cell is 1)

@@ -214,3 +214,18 @@ def test_a_known_future_covariate_is_learned():
         fc = gm.fit(cfg, p.head(int(origins[0])), progress=False)
         err[name] = np.abs(np.median(gm.forecast(fc, p, origins, seed=0), 2) - truth).mean()
     assert err["declared"] < 0.25 * err["none"], err
+
+
+def test_coverage_calibration_widens_too_narrow_samples_to_nominal():
+    """Samples N(0, 1) of values drawn N(0, 1.5²): the coverage rule finds the factor 1.5 (its intervals then cover
+    the values at their nominal rates); the wQL rule picks from its grid only; a bad rule name is one config error."""
+    rng = np.random.default_rng(0)
+    smp = rng.normal(size=(400, 200, 4))
+    target = 1.5 * rng.normal(size=(400, 4))
+    c, score = gm.calibrate_spread(smp, target, (0.8, 2.5), False, "coverage")
+    assert abs(c - 1.5) <= 0.1 and gm.coverage_error(gm.apply_spread(smp, c), target) < 0.02
+    assert gm.coverage_error(smp, target) > 0.1  # as drawn, far too narrow
+    assert score == pytest.approx(gm.calibrate_spread(smp, target, (c,), False)[1])
+    assert gm.calibrate_spread(smp, target, (1.0, 2.5), False)[0] in (1.0, 2.5)
+    with pytest.raises(ConfigError, match="early_stop.calibrate"):
+        tiny(4, "early_stop.calibrate=median")

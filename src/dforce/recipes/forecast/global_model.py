@@ -42,6 +42,9 @@ from dforce.recipes.forecast.tokens import (REPRESENTATIONS, Layout, Tokens, Win
 from dforce.sampler import SamplerConfig, sample
 
 BEST_FILE = "best_{}.safetensors"  # the ensemble's weights, best validation epoch first
+CALIBRATIONS = ("wql", "coverage")  # early_stop.calibrate
+COVERAGE_LEVELS = (0.5, 0.8, 0.9)  # the central intervals the coverage rule calibrates (those the suite reports)
+COVERAGE_STEP = 0.05  # resolution of the coverage rule's spread search
 META_FILE = "forecast_meta.json"  # layout, per-series steps, spread, ... (what forecasting needs besides config.yaml)
 
 
@@ -88,6 +91,9 @@ class PanelEarlyStopConfig:
     val_samples: int = 32  # samples per validation window
     ensemble: int = 1  # pool the samples of this many best checkpoints (run-to-run stability)
     spread_grid: tuple[float, ...] = (1.0,)  # sample-spread factors tried on validation (1.0 only: off)
+    # how the spread is chosen on validation: wql (the lowest wQL of spread_grid) | coverage (in the grid's range, the
+    # factor whose 50/80/90 % intervals cover the validation values closest to nominal; docs/forecast.md)
+    calibrate: str = "wql"
     # removed keys (lost their experiment, docs/forecast.md "What we learned"): old runs' configs still load
     RENAMED_KEYS: ClassVar[dict[str, tuple[str | None, object]]] = {"refit": (None, False)}
 
@@ -95,6 +101,7 @@ class PanelEarlyStopConfig:
         for k in ("epoch_steps", "max_epochs", "patience", "val_samples", "ensemble"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"early_stop.{k} must be >= 1, got {getattr(self, k)}")
+        check_choice("early_stop.calibrate", self.calibrate, CALIBRATIONS)
         if not self.spread_grid or min(self.spread_grid) <= 0:
             raise ConfigError(f"early_stop.spread_grid must be non-empty positive factors, got {self.spread_grid}")
 
@@ -263,20 +270,43 @@ def _fit_one(cfg: PanelForecastConfig, panel: Panel, run_dir, device: str, progr
     # the forecast as it will be made (the pooled samples of the ensemble), scored on the validation windows for
     # each spread factor; the best factor is kept (1.0 only: the pooled samples as they are)
     smp = _sample(models, schedule, cfg, enc, y_val, es.val_samples, cfg.seed + 11, device)
-    spread, score = calibrate_spread(smp, target, es.spread_grid, nonneg)
+    spread, score = calibrate_spread(smp, target, es.spread_grid, nonneg, es.calibrate)
     fc = GlobalForecaster(models, schedule, cfg, layout, dict(zip(panel.ids, step.tolist())), spread, nonneg,
                           history, time.time() - t0, best[0][1], best[0][0], enc.cond_dim, score)
     fc.val_samples, fc.val_target = smp, target
     return fc
 
 
-def calibrate_spread(smp: np.ndarray, target: np.ndarray, grid, nonneg: bool) -> tuple[float, float]:
-    """``(factor, wQL)``: the spread factor of ``grid`` whose widened samples ``smp: (B, S, H)`` score the lowest
-    wQL against ``target: (B, H)`` (``grid = (1.0,)``: the samples as they are)."""
-    scores = {c: forecast_metrics(_clip(apply_spread(smp, c), nonneg)[:, :, :, None], target[:, :, None])["crps"]
-              for c in grid}
+def calibrate_spread(smp: np.ndarray, target: np.ndarray, grid, nonneg: bool, rule: str = "wql") -> tuple[float, float]:
+    """``(factor, wQL)``: the spread factor for samples ``smp: (B, S, H)`` of ``target: (B, H)`` and the wQL it scores.
+
+    ``rule="wql"``: the factor of ``grid`` with the lowest wQL (``grid = (1.0,)``: the samples as they are).
+    ``rule="coverage"``: of the factors from ``min(grid)`` to ``max(grid)`` in steps of :data:`COVERAGE_STEP`, the
+    one whose central intervals of :data:`COVERAGE_LEVELS` cover the target closest to nominal on average.
+    """
+    def wql(c):
+        return forecast_metrics(_clip(apply_spread(smp, c), nonneg)[:, :, :, None], target[:, :, None])["crps"]
+
+    if rule == "coverage":
+        factors = np.round(np.arange(min(grid), max(grid) + 1e-9, COVERAGE_STEP), 6)
+        errors = [coverage_error(_clip(apply_spread(smp, float(c)), nonneg), target) for c in factors]
+        best = float(factors[int(np.argmin(errors))])
+        return best, wql(best)
+    scores = {c: wql(c) for c in grid}
     best = min(scores, key=scores.get)
     return best, scores[best]
+
+
+def coverage_error(smp: np.ndarray, target: np.ndarray, levels=None) -> float:
+    """Mean over ``levels`` (default :data:`COVERAGE_LEVELS`) of |share of ``target: (B, H)`` inside the central
+    interval of ``smp: (B, S, H)`` - level| (observed targets only)."""
+    levels = COVERAGE_LEVELS if levels is None else levels
+    ok = np.isfinite(target)
+    errs = []
+    for lv in levels:
+        lo, hi = np.quantile(smp, [(1 - lv) / 2, (1 + lv) / 2], axis=1)
+        errs.append(abs(((target >= lo) & (target <= hi))[ok].mean() - lv))
+    return float(np.mean(errs))
 
 
 def _pool(cfg: PanelForecastConfig, fits: list[GlobalForecaster]) -> GlobalForecaster:
@@ -284,7 +314,8 @@ def _pool(cfg: PanelForecastConfig, fits: list[GlobalForecaster]) -> GlobalForec
     the spread calibrated on the pool."""
     smp = np.concatenate([f.val_samples for f in fits], axis=1)
     first = fits[0]
-    spread, score = calibrate_spread(smp, first.val_target, cfg.early_stop.spread_grid, first.nonnegative)
+    spread, score = calibrate_spread(smp, first.val_target, cfg.early_stop.spread_grid, first.nonnegative,
+                                     cfg.early_stop.calibrate)
     return GlobalForecaster([], first.schedule, cfg, first.layout, first.step, spread, first.nonnegative,
                             first.history, 0.0, first.best_epoch, first.best_val_wql, first.cond_dim, score,
                             members=fits)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +36,7 @@ def run(args) -> dict:
     ds = fs.DATASETS[args.dataset]
     if args.covariates == "none":
         ds = dataclasses.replace(ds, future=())
-    cells = Path(args.runs)
-    cells.mkdir(parents=True, exist_ok=True)
+    cells = Path(tempfile.mkdtemp(prefix="dforce_covariates_"))  # the suite cell's fan-chart file: scratch, not kept
     ns = argparse.Namespace(quick=False, set=list(args.set), config="forecast", progress=False, cells=cells)
     rows = {}
     for seed in args.seeds:
@@ -47,6 +48,7 @@ def run(args) -> dict:
                            "best_epoch": fit.get("best_epoch"), "seconds": round(time.time() - t0, 1)}
         print(f"{args.label or args.method} covariates={args.covariates} seed {seed}: wQL {rows[str(seed)]['wql']:.4f}",
               flush=True)
+    shutil.rmtree(cells, ignore_errors=True)
     return rows
 
 
@@ -106,7 +108,6 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--label", default="", help="row name (default: the method)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="dforce config overrides")
-    ap.add_argument("--runs", default="runs/forecast_covariates", help="cell scratch folder (fan-chart files)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--correlations", action="store_true", help="only the covariates' and lags' correlations")
     args = ap.parse_args()

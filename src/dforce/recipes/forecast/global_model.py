@@ -35,7 +35,7 @@ from dforce.errors import CheckpointError, ConfigError, DataError
 from dforce.models import ModelConfig, build_model
 from dforce.objective import ObjectiveConfig
 from dforce.recipes.forecast.frequency import default_context, seasonal_lags, secondary_season
-from dforce.recipes.forecast.metrics import forecast_metrics
+from dforce.recipes.forecast.metrics import INTERVALS, forecast_metrics
 from dforce.recipes.forecast.panel import Panel
 from dforce.recipes.forecast.tokens import (REPRESENTATIONS, Layout, Tokens, WindowDataset, WindowEncoder, typical_step,
                                             window_origins)
@@ -43,7 +43,6 @@ from dforce.sampler import SamplerConfig, sample
 
 BEST_FILE = "best_{}.safetensors"  # the ensemble's weights, best validation epoch first
 CALIBRATIONS = ("wql", "coverage")  # early_stop.calibrate
-COVERAGE_LEVELS = (0.5, 0.8, 0.9)  # the central intervals the coverage rule calibrates (those the suite reports)
 COVERAGE_STEP = 0.05  # resolution of the coverage rule's spread search
 META_FILE = "forecast_meta.json"  # layout, per-series steps, spread, ... (what forecasting needs besides config.yaml)
 
@@ -282,7 +281,7 @@ def calibrate_spread(smp: np.ndarray, target: np.ndarray, grid, nonneg: bool, ru
 
     ``rule="wql"``: the factor of ``grid`` with the lowest wQL (``grid = (1.0,)``: the samples as they are).
     ``rule="coverage"``: of the factors from ``min(grid)`` to ``max(grid)`` in steps of :data:`COVERAGE_STEP`, the
-    one whose central intervals of :data:`COVERAGE_LEVELS` cover the target closest to nominal on average.
+    one whose 50/80/90 % intervals (:func:`coverage_error`) cover the target closest to nominal on average.
     """
     def wql(c):
         return forecast_metrics(_clip(apply_spread(smp, c), nonneg)[:, :, :, None], target[:, :, None])["crps"]
@@ -297,15 +296,14 @@ def calibrate_spread(smp: np.ndarray, target: np.ndarray, grid, nonneg: bool, ru
     return best, scores[best]
 
 
-def coverage_error(smp: np.ndarray, target: np.ndarray, levels=None) -> float:
-    """Mean over ``levels`` (default :data:`COVERAGE_LEVELS`) of |share of ``target: (B, H)`` inside the central
-    interval of ``smp: (B, S, H)`` - level| (observed targets only)."""
-    levels = COVERAGE_LEVELS if levels is None else levels
+def coverage_error(smp: np.ndarray, target: np.ndarray) -> float:
+    """Mean over the reported intervals (:data:`~dforce.recipes.forecast.metrics.INTERVALS`) of |share of
+    ``target: (B, H)`` inside the central interval of ``smp: (B, S, H)`` - nominal| (observed targets only)."""
     ok = np.isfinite(target)
     errs = []
-    for lv in levels:
-        lo, hi = np.quantile(smp, [(1 - lv) / 2, (1 + lv) / 2], axis=1)
-        errs.append(abs(((target >= lo) & (target <= hi))[ok].mean() - lv))
+    for c in INTERVALS:
+        lo, hi = np.quantile(smp, [(1 - c / 100) / 2, (1 + c / 100) / 2], axis=1)
+        errs.append(abs(((target >= lo) & (target <= hi))[ok].mean() - c / 100))
     return float(np.mean(errs))
 
 

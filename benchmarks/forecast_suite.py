@@ -100,6 +100,8 @@ def run_cell(ds: DataSet, method: str, seed: int, args) -> dict:
         panel = panel.select(np.arange(min(panel.n_series, 6)))
     windows = 2 if args.quick else ds.windows
     origins = rolling_origins(panel.length, ds.horizon, windows, ds.stride)
+    if getattr(args, "windows", None) is not None:  # a study's own windows: (panel, ds) -> (panel, origins)
+        panel, origins = args.windows(panel, ds)
     info: dict = {}
     if method == "dforce":
         overrides = [f"data.prediction_length={ds.horizon}", f"seed={seed}", *args.set]
@@ -118,6 +120,8 @@ def run_cell(ds: DataSet, method: str, seed: int, args) -> dict:
         q, sec = stat_quantiles(panel, origins, ds.horizon, method)
         bt = quantile_backtest(q, panel, origins, ds.horizon, sec)
     scores = bt.scores()
+    if getattr(args, "keep", None) is not None:  # a study's list of the backtests
+        args.keep.append(bt)
     rec = {"dataset": ds.name, "method": method, "seed": seed, "seconds": round(bt.seconds, 1),
            "origins": [str(panel.timestamps(int(o) + 1)[int(o)]) for o in origins], **scores, **bt.info, **info,
            "series": panel.n_series, "freq": panel.freq}

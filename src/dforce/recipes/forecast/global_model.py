@@ -115,8 +115,8 @@ class PanelForecastConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=2000, batch_size=64, lr=1e-3, weight_decay=1e-3, warmup_steps=100, grad_clip=10.0,
         ema_decay=0.99, checkpoint_every=1000, log_every=100))
-    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
-        steps=10, schedule="pyramid", uncertainty_scale=1.0, window=64, stabilization_level=10))
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(  # eta 1: stochastic steps (docs/forecast.md)
+        steps=10, schedule="pyramid", eta=1.0, uncertainty_scale=1.0, window=64, stabilization_level=10))
     early_stop: PanelEarlyStopConfig = field(default_factory=PanelEarlyStopConfig)
     num_samples: int = 100  # forecast paths per window
     seed: int = 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import shlex
 import shutil
@@ -222,18 +223,21 @@ def main() -> None:
         return
     label = args.label or args.method
     seeds = run(args)
-    path = OUT.with_suffix(".json")  # read after the runs: other calls may have added rows meanwhile
-    results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
-    key = f"{args.dataset}|{label}|{args.covariates}" + ("|before" if args.period == "before" else "")
-    row = results["rows"].setdefault(key, {"dataset": args.dataset, "label": label, "covariates": args.covariates,
-                                           "period": args.period, "seeds": {}})
-    row["seeds"].update(seeds)
-    argv = list(sys.argv[1:])  # the command of every seed of the row: --seeds becomes their union
-    i = argv.index("--seeds") + 1 if "--seeds" in argv else len(argv)
-    j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
-    argv[i:j] = sorted(row["seeds"], key=int) if i < len(argv) or "--seeds" in argv else []
-    row["command"] = shlex.join(["python", "benchmarks/studies/forecast_covariates.py", *argv])
-    write(results)
+    with open(Path(tempfile.gettempdir()) / "dforce_forecast_covariates.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several calls may finish at once: read, merge and write one at a time
+        path = OUT.with_suffix(".json")  # read after the runs: other calls may have added rows meanwhile
+        results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+        key = f"{args.dataset}|{label}|{args.covariates}" + ("|before" if args.period == "before" else "")
+        row = results["rows"].setdefault(key, {"dataset": args.dataset, "label": label, "covariates": args.covariates,
+                                               "period": args.period, "seeds": {}})
+        row["seeds"].update(seeds)
+        argv = list(sys.argv[1:])  # the command of every seed of the row: --seeds becomes their union
+        if "--seeds" in argv:
+            i = argv.index("--seeds") + 1
+            j = next((k for k in range(i, len(argv)) if argv[k].startswith("--")), len(argv))
+            argv[i:j] = sorted(row["seeds"], key=int)
+        row["command"] = shlex.join(["python", "benchmarks/studies/forecast_covariates.py", *argv])
+        write(results)
 
 
 if __name__ == "__main__":

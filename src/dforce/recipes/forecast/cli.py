@@ -229,7 +229,7 @@ def register(subparsers) -> None:
     d.add_argument("--static-covariates", default=None, help="columns constant within each series (long tables)")
     m = p.add_argument_group("forecast")
     m.add_argument("--horizon", type=int, default=12, help="steps to forecast (default: 12)")
-    m.add_argument("--context", type=int, default=0, help="context steps (default: 3 seasons of the frequency, >= horizon)")
+    m.add_argument("--context", type=int, default=0, help="context steps (default: one season of the frequency, >= horizon)")
     m.add_argument("--nonnegative", choices=["auto", "on", "off"], default="auto",
                    help="clip forecasts at 0 (auto: when every value in the data is >= 0)")
     m.add_argument("--backtest", action="store_true", help="score rolling windows at the end of the data")

@@ -10,7 +10,7 @@ Forecasting (Algorithm 2) absorbs the context (a missing value as pure noise, as
 the horizon with the causal pyramid schedule.
 
 Defaults from the frequency (printed by the CLI; override with ``data.context_length`` / ``data.lags``):
-context = max(3 seasons, H); lags = the first 3 multiples of the season that are >= H (plus one week for
+context = max(1 season, H); lags = the first 3 multiples of the season that are >= H (plus one week for
 hourly / sub-hourly data).
 """
 
@@ -53,8 +53,8 @@ META_FILE = "forecast_meta.json"  # layout, per-series steps, spread, ... (what 
 @dataclass(frozen=True)
 class PanelDataConfig:
     prediction_length: int = 24  # horizon H (the CLI's --horizon)
-    context_length: int = 0  # 0: from the frequency, max(context_seasons x season, H) (issue #32: >= 3 seasons)
-    context_seasons: int = 3  # seasons of context when context_length = 0
+    context_length: int = 0  # 0: from the frequency, max(context_seasons x season, H)
+    context_seasons: int = 1  # seasons of context when context_length = 0 (3 before 2026-12-08; docs/forecast.md)
     lags: tuple[int, ...] = ()  # lag rows (each >= H); empty: the first lag_seasons multiples of the season >= H
     lag_seasons: int = 3
     # revin: (y - mean_ctx) / spread_ctx | diff: changes / mean |change| (#4) | pool: one model each, their samples

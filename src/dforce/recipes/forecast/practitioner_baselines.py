@@ -39,7 +39,7 @@ class DeepARConfig:
 
     max_epochs: int = 30  # GluonTS default 100; 30 x 50 batches converges on these data sets in a few minutes
     num_batches_per_epoch: int = 50  # GluonTS default
-    context_seasons: int = 3  # context = max(3 seasons, H), the same default as dforce (GluonTS default: H)
+    context_seasons: int = 3  # context = max(3 seasons, H), dforce's default until 2026-12-08 (GluonTS default: H)
     num_samples: int = 100
 
 

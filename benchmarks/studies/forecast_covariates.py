@@ -223,7 +223,7 @@ def main() -> None:
         return
     label = args.label or args.method
     seeds = run(args)
-    with open(Path(tempfile.gettempdir()) / "dforce_forecast_covariates.lock", "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "dforce_forecast_covariates.lock", "a") as lock:  # "a": never truncates
         fcntl.flock(lock, fcntl.LOCK_EX)  # several calls may finish at once: read, merge and write one at a time
         path = OUT.with_suffix(".json")  # read after the runs: other calls may have added rows meanwhile
         results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
